@@ -1,0 +1,93 @@
+//! The run directory every command writes: `runs/<id>/` with
+//! - `config.toml`: the resolved configuration of the run;
+//! - `trajectories.jsonl`: one [`enact_core::Episode`] per line, appended and flushed as each
+//!   episode ends (a crash loses at most the episode in flight);
+//! - `metrics.json`: the summary;
+//! - `log.txt`: the log.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use enact_core::Episode;
+
+pub struct RunDir {
+    pub path: PathBuf,
+    trajectories: File,
+}
+
+impl RunDir {
+    /// Creates `root/<kind>-<timestamp>-<random>`.
+    pub fn create(root: &Path, kind: &str) -> Result<Self> {
+        let id = format!(
+            "{kind}-{}-{}",
+            chrono::Utc::now().format("%Y%m%d-%H%M%S"),
+            &uuid::Uuid::new_v4().simple().to_string()[..6]
+        );
+        let path = root.join(id);
+        std::fs::create_dir_all(&path).with_context(|| {
+            format!(
+                "cannot create the run directory {}; check permissions or pass --runs-dir",
+                path.display()
+            )
+        })?;
+        let trajectories = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path.join("trajectories.jsonl"))
+            .with_context(|| {
+                format!("cannot open {}", path.join("trajectories.jsonl").display())
+            })?;
+        Ok(RunDir { path, trajectories })
+    }
+
+    pub fn write_config<T: serde::Serialize>(&self, config: &T) -> Result<()> {
+        let text =
+            toml::to_string_pretty(config).context("cannot serialise the run configuration")?;
+        std::fs::write(self.path.join("config.toml"), text).context("cannot write config.toml")
+    }
+
+    pub fn append_episode(&mut self, episode: &Episode) -> Result<()> {
+        let mut line = serde_json::to_string(episode).context("cannot serialise an episode")?;
+        line.push('\n');
+        self.trajectories
+            .write_all(line.as_bytes())
+            .context("cannot append to trajectories.jsonl")?;
+        self.trajectories
+            .flush()
+            .context("cannot flush trajectories.jsonl")?;
+        Ok(())
+    }
+
+    pub fn write_metrics(&self, metrics: &serde_json::Value) -> Result<()> {
+        let text = serde_json::to_string_pretty(metrics).context("cannot serialise metrics")?;
+        std::fs::write(self.path.join("metrics.json"), text).context("cannot write metrics.json")
+    }
+}
+
+/// Reads every episode of a `trajectories.jsonl` (or a run directory holding one). Lines
+/// that do not parse are reported with their line number, not skipped silently.
+pub fn read_episodes(path: &Path) -> Result<Vec<Episode>> {
+    let file_path = if path.is_dir() {
+        path.join("trajectories.jsonl")
+    } else {
+        path.to_path_buf()
+    };
+    let file =
+        File::open(&file_path).with_context(|| format!("cannot open {}", file_path.display()))?;
+    let mut out = Vec::new();
+    for (i, line) in BufReader::new(file).lines().enumerate() {
+        let line = line.with_context(|| format!("cannot read {}", file_path.display()))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let ep: Episode = serde_json::from_str(&line)
+            .with_context(|| format!("{}:{}: not a valid episode", file_path.display(), i + 1))?;
+        ep.trajectory
+            .validate()
+            .with_context(|| format!("{}:{}: invalid trajectory", file_path.display(), i + 1))?;
+        out.push(ep);
+    }
+    Ok(out)
+}

@@ -1,0 +1,510 @@
+//! The built-in `calc` environment: a calculator and a note store.
+//!
+//! Task: evaluate an arithmetic expression with the calculator, store the result in the
+//! note `answer`, and reply with the number. The verifier recomputes the expression (the
+//! hidden truth never appears in the prompt) and checks the final answer and the note.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use enact_core::{
+    Action, CheckResult, CheckStatus, EnvError, Environment, Message, Reset, StepOutcome,
+    Submission, Task, ToolSpec, Verdict, Verifier, VerifyError,
+};
+use serde_json::{Value, json};
+
+use crate::suite::{SplitMix64, Suite};
+use crate::toolbox::{Tool, ToolBox, ToolError};
+
+// ---------------------------------------------------------------- calculator
+
+/// Evaluates `+ - * / ^ %`, parentheses, unary minus and decimals.
+pub fn evaluate(expr: &str) -> Result<f64, String> {
+    let tokens = lex(expr)?;
+    let mut p = ExprParser { tokens, pos: 0 };
+    let v = p.sum()?;
+    if p.pos != p.tokens.len() {
+        return Err(format!(
+            "unexpected {:?} at token {}",
+            p.tokens[p.pos],
+            p.pos + 1
+        ));
+    }
+    if !v.is_finite() {
+        return Err("result is not a finite number".into());
+    }
+    Ok(v)
+}
+
+/// Formats a result: integers without a decimal point, others with up to 10 decimals.
+pub fn format_number(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{}", v as i64)
+    } else {
+        let s = format!("{v:.10}");
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Tok {
+    Num(f64),
+    Op(char),
+}
+
+fn lex(s: &str) -> Result<Vec<Tok>, String> {
+    let mut out = Vec::new();
+    let chars: Vec<char> = s.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if c.is_whitespace() {
+            i += 1;
+        } else if c.is_ascii_digit() || c == '.' {
+            let start = i;
+            while i < chars.len() && (chars[i].is_ascii_digit() || chars[i] == '.') {
+                i += 1;
+            }
+            let t: String = chars[start..i].iter().collect();
+            out.push(Tok::Num(
+                t.parse().map_err(|_| format!("bad number \"{t}\""))?,
+            ));
+        } else if "+-*/^%()".contains(c) {
+            out.push(Tok::Op(c));
+            i += 1;
+        } else {
+            return Err(format!(
+                "unexpected character '{c}'; use numbers, + - * / ^ % and parentheses"
+            ));
+        }
+        if out.len() > 10_000 {
+            return Err("expression too long".into());
+        }
+    }
+    if out.is_empty() {
+        return Err("empty expression".into());
+    }
+    Ok(out)
+}
+
+struct ExprParser {
+    tokens: Vec<Tok>,
+    pos: usize,
+}
+
+impl ExprParser {
+    fn peek(&self) -> Option<&Tok> {
+        self.tokens.get(self.pos)
+    }
+    fn sum(&mut self) -> Result<f64, String> {
+        let mut v = self.product()?;
+        while let Some(Tok::Op(c @ ('+' | '-'))) = self.peek().cloned() {
+            self.pos += 1;
+            let r = self.product()?;
+            v = if c == '+' { v + r } else { v - r };
+        }
+        Ok(v)
+    }
+    fn product(&mut self) -> Result<f64, String> {
+        let mut v = self.unary()?;
+        while let Some(Tok::Op(c @ ('*' | '/' | '%'))) = self.peek().cloned() {
+            self.pos += 1;
+            let r = self.unary()?;
+            if (c == '/' || c == '%') && r == 0.0 {
+                return Err("division by zero".into());
+            }
+            v = match c {
+                '*' => v * r,
+                '/' => v / r,
+                _ => v % r,
+            };
+        }
+        Ok(v)
+    }
+    fn power(&mut self) -> Result<f64, String> {
+        let base = self.atom()?;
+        if let Some(Tok::Op('^')) = self.peek() {
+            self.pos += 1;
+            let exp = self.unary()?; // right-associative; `2^-1` allowed
+            return Ok(base.powf(exp));
+        }
+        Ok(base)
+    }
+    fn unary(&mut self) -> Result<f64, String> {
+        match self.peek().cloned() {
+            Some(Tok::Op('-')) => {
+                self.pos += 1;
+                Ok(-self.unary()?)
+            }
+            Some(Tok::Op('+')) => {
+                self.pos += 1;
+                self.unary()
+            }
+            _ => self.power(),
+        }
+    }
+    fn atom(&mut self) -> Result<f64, String> {
+        if self.pos > 2_000 {
+            return Err("expression nested too deeply".into());
+        }
+        match self.peek().cloned() {
+            Some(Tok::Num(n)) => {
+                self.pos += 1;
+                Ok(n)
+            }
+            Some(Tok::Op('(')) => {
+                self.pos += 1;
+                let v = self.sum()?;
+                match self.peek() {
+                    Some(Tok::Op(')')) => {
+                        self.pos += 1;
+                        Ok(v)
+                    }
+                    _ => Err("missing closing parenthesis".into()),
+                }
+            }
+            Some(t) => Err(format!("unexpected {t:?}")),
+            None => Err("expression ends too early".into()),
+        }
+    }
+}
+
+struct Calculator;
+
+#[async_trait]
+impl Tool for Calculator {
+    fn spec(&self) -> ToolSpec {
+        ToolSpec {
+            name: "calculator".into(),
+            description: "Evaluate an arithmetic expression (+ - * / ^ % and parentheses).".into(),
+            parameters: json!({"type":"object","properties":{"expression":{"type":"string","description":"e.g. (3+4)*2","maxLength":2000}},"required":["expression"],"additionalProperties":false}),
+        }
+    }
+    async fn call(&self, arguments: Value) -> Result<String, ToolError> {
+        let e = arguments["expression"].as_str().unwrap_or_default();
+        evaluate(e)
+            .map(format_number)
+            .map_err(|m| ToolError::new(format!("cannot evaluate \"{e}\": {m}")))
+    }
+}
+
+// ---------------------------------------------------------------- notes
+
+type Notes = Arc<Mutex<BTreeMap<String, String>>>;
+
+fn lock(notes: &Notes) -> Result<std::sync::MutexGuard<'_, BTreeMap<String, String>>, ToolError> {
+    notes
+        .lock()
+        .map_err(|_| ToolError::new("note store is unavailable (internal error)"))
+}
+
+struct NoteWrite(Notes);
+struct NoteRead(Notes);
+struct NoteList(Notes);
+
+const MAX_NOTES: usize = 100;
+
+#[async_trait]
+impl Tool for NoteWrite {
+    fn spec(&self) -> ToolSpec {
+        ToolSpec {
+            name: "note_write".into(),
+            description: "Save text under a key in the note store (overwrites).".into(),
+            parameters: json!({"type":"object","properties":{"key":{"type":"string","minLength":1,"maxLength":64},"text":{"type":"string","maxLength":4096}},"required":["key","text"],"additionalProperties":false}),
+        }
+    }
+    async fn call(&self, a: Value) -> Result<String, ToolError> {
+        let key = a["key"].as_str().unwrap_or_default().to_string();
+        let text = a["text"].as_str().unwrap_or_default().to_string();
+        let mut n = lock(&self.0)?;
+        if !n.contains_key(&key) && n.len() >= MAX_NOTES {
+            return Err(ToolError::new(format!(
+                "the note store is full ({MAX_NOTES} notes)"
+            )));
+        }
+        n.insert(key.clone(), text);
+        Ok(format!("saved note \"{key}\""))
+    }
+}
+
+#[async_trait]
+impl Tool for NoteRead {
+    fn spec(&self) -> ToolSpec {
+        ToolSpec {
+            name: "note_read".into(),
+            description: "Read the note saved under a key.".into(),
+            parameters: json!({"type":"object","properties":{"key":{"type":"string"}},"required":["key"],"additionalProperties":false}),
+        }
+    }
+    async fn call(&self, a: Value) -> Result<String, ToolError> {
+        let key = a["key"].as_str().unwrap_or_default();
+        lock(&self.0)?.get(key).cloned().ok_or_else(|| {
+            ToolError::new(format!("no note \"{key}\"; use note_list to see the keys"))
+        })
+    }
+}
+
+#[async_trait]
+impl Tool for NoteList {
+    fn spec(&self) -> ToolSpec {
+        ToolSpec {
+            name: "note_list".into(),
+            description: "List the keys of all saved notes.".into(),
+            parameters: json!({"type":"object","properties":{},"additionalProperties":false}),
+        }
+    }
+    async fn call(&self, _a: Value) -> Result<String, ToolError> {
+        let n = lock(&self.0)?;
+        Ok(if n.is_empty() {
+            "(no notes)".into()
+        } else {
+            n.keys().cloned().collect::<Vec<_>>().join("\n")
+        })
+    }
+}
+
+// ---------------------------------------------------------------- environment
+
+const SYSTEM: &str = "You are a careful assistant. Use the tools to compute exactly; do not do arithmetic in your head.";
+
+/// The `calc` environment for one episode.
+pub struct CalcEnv {
+    tools: ToolBox,
+    notes: Notes,
+    messages: Vec<Message>,
+    final_answer: Option<String>,
+    reset: bool,
+}
+
+impl CalcEnv {
+    pub fn new() -> Self {
+        let notes: Notes = Arc::default();
+        let mut tools = ToolBox::new();
+        tools.add(Arc::new(Calculator));
+        tools.add(Arc::new(NoteWrite(notes.clone())));
+        tools.add(Arc::new(NoteRead(notes.clone())));
+        tools.add(Arc::new(NoteList(notes.clone())));
+        CalcEnv {
+            tools,
+            notes,
+            messages: Vec::new(),
+            final_answer: None,
+            reset: false,
+        }
+    }
+
+    /// Adds a tool (tests use this for tools that fail on purpose).
+    pub fn add_tool(&mut self, tool: Arc<dyn Tool>) {
+        self.tools.add(tool);
+    }
+}
+
+impl Default for CalcEnv {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[async_trait]
+impl Environment for CalcEnv {
+    async fn reset(&mut self, task: &Task) -> Result<Reset, EnvError> {
+        self.messages = vec![Message::system(SYSTEM), Message::user(task.prompt.clone())];
+        self.final_answer = None;
+        self.reset = true;
+        lock(&self.notes).map_err(|e| EnvError::Setup(e.0))?.clear();
+        Ok(Reset {
+            messages: self.messages.clone(),
+            tools: self.tools.specs(),
+        })
+    }
+
+    async fn step(&mut self, action: Action) -> Result<StepOutcome, EnvError> {
+        if !self.reset {
+            return Err(EnvError::NotReset);
+        }
+        match action {
+            Action::ToolCall(call) => {
+                let r = self.tools.dispatch(&call).await;
+                self.messages.push(Message::tool(
+                    r.call_id.clone(),
+                    r.name.clone(),
+                    r.content.clone(),
+                ));
+                Ok(StepOutcome::ToolResult(r))
+            }
+            Action::Message { content } => {
+                self.messages.push(Message::assistant(content.clone()));
+                self.final_answer = Some(content);
+                Ok(StepOutcome::Done)
+            }
+        }
+    }
+
+    async fn submission(&mut self) -> Result<Submission, EnvError> {
+        let notes = lock(&self.notes).map_err(|e| EnvError::Step(e.0))?.clone();
+        Ok(Submission {
+            final_answer: self.final_answer.clone(),
+            workspace: None,
+            state: Some(json!({"notes": notes})),
+            messages: self.messages.clone(),
+        })
+    }
+
+    async fn close(&mut self) -> Result<(), EnvError> {
+        self.reset = false;
+        Ok(())
+    }
+}
+
+/// Grades a `calc` submission against the recomputed expression.
+pub struct CalcVerifier;
+
+fn numbers_match(text: &str, expected: f64) -> bool {
+    // The last number in the text is the answer (models often add words around it).
+    let cleaned = text.replace(',', "");
+    let last = cleaned
+        .split(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-'))
+        .filter(|s| !s.is_empty() && *s != "-" && *s != ".")
+        .next_back();
+    last.and_then(|s| s.trim_end_matches('.').parse::<f64>().ok())
+        .is_some_and(|v| (v - expected).abs() <= 1e-6 * expected.abs().max(1.0))
+}
+
+#[async_trait]
+impl Verifier for CalcVerifier {
+    async fn verify(&self, task: &Task, sub: &Submission) -> Result<Verdict, VerifyError> {
+        let expr = task.env["expression"].as_str().ok_or_else(|| {
+            VerifyError::Malformed(format!("task {} has no env.expression", task.id))
+        })?;
+        let expected =
+            evaluate(expr).map_err(|e| VerifyError::Malformed(format!("task {}: {e}", task.id)))?;
+        let answer_ok = sub
+            .final_answer
+            .as_deref()
+            .is_some_and(|a| numbers_match(a, expected));
+        let note = sub
+            .state
+            .as_ref()
+            .and_then(|s| s["notes"]["answer"].as_str().map(str::to_string));
+        let note_ok = note.as_deref().is_some_and(|n| numbers_match(n, expected));
+        let check = |name: &str, ok: bool, detail: String| CheckResult {
+            name: name.into(),
+            status: if ok {
+                CheckStatus::Passed
+            } else {
+                CheckStatus::Failed
+            },
+            detail,
+        };
+        Ok(Verdict::from_checks(vec![
+            check(
+                "final_answer",
+                answer_ok,
+                format!("got {:?}", sub.final_answer),
+            ),
+            check("note_answer", note_ok, format!("got {note:?}")),
+        ]))
+    }
+}
+
+/// The `calc` task suite: procedurally generated expressions.
+pub struct CalcSuite;
+
+impl CalcSuite {
+    fn expression(rng: &mut SplitMix64) -> String {
+        let a = rng.below(90) + 10;
+        let b = rng.below(90) + 10;
+        let c = rng.below(20) + 2;
+        let d = rng.below(9) + 1;
+        match rng.below(4) {
+            0 => format!("({a} + {b}) * {c}"),
+            1 => format!("{a} * {b} - {c}"),
+            2 => format!("({a} - {b}) * ({c} + {d})"),
+            _ => format!("{a} * {c} + {b} * {d}"),
+        }
+    }
+}
+
+impl Suite for CalcSuite {
+    fn name(&self) -> &str {
+        "calc"
+    }
+
+    fn description(&self) -> &str {
+        "arithmetic with a calculator tool and a note store"
+    }
+
+    fn tasks(&self, split: &str, count: usize, seed: u64) -> Vec<Task> {
+        // Splits draw from disjoint seed streams.
+        let stream = if split == "test" { 0x7e57 } else { 0x7a1e };
+        let mut rng = SplitMix64::new(seed ^ (stream << 32));
+        (0..count)
+            .map(|i| {
+                let expr = Self::expression(&mut rng);
+                Task {
+                    id: format!("calc-{split}-{seed}-{i}"),
+                    prompt: format!(
+                        "Compute {expr}. Use the calculator tool, save the result with note_write under the key \"answer\", then reply with the number only."
+                    ),
+                    env: json!({"kind": "calc", "expression": expr}),
+                    hidden: None,
+                    split: Some(split.to_string()),
+                    metadata: Default::default(),
+                }
+            })
+            .collect()
+    }
+
+    fn make(&self, _task: &Task) -> Result<Box<dyn Environment>, EnvError> {
+        Ok(Box::new(CalcEnv::new()))
+    }
+
+    fn verifier(&self) -> Arc<dyn Verifier> {
+        Arc::new(CalcVerifier)
+    }
+
+    fn reference_solution(&self, task: &Task) -> Option<Vec<String>> {
+        let expr = task.env["expression"].as_str()?;
+        let value = format_number(evaluate(expr).ok()?);
+        Some(vec![
+            format!(
+                "<think>\nI will use the calculator.\n</think>\n\n<tool_call>\n{}\n</tool_call>",
+                json!({"name": "calculator", "arguments": {"expression": expr}})
+            ),
+            format!(
+                "<tool_call>\n{}\n</tool_call>",
+                json!({"name": "note_write", "arguments": {"key": "answer", "text": value}})
+            ),
+            value,
+        ])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn evaluates_and_rejects() {
+        assert_eq!(evaluate("(2+3)*4").unwrap(), 20.0);
+        assert_eq!(evaluate("-2^2").unwrap(), -4.0);
+        assert_eq!(evaluate("2^3^2").unwrap(), 512.0);
+        assert_eq!(format_number(evaluate("7/2").unwrap()), "3.5");
+        assert!(evaluate("1/0").is_err());
+        assert!(evaluate("(1+2").is_err());
+        assert!(evaluate("import os").is_err());
+        assert!(evaluate("").is_err());
+        let deep = "(".repeat(5000) + "1" + &")".repeat(5000);
+        assert!(evaluate(&deep).is_err());
+    }
+
+    #[test]
+    fn answers_match_loosely_but_correctly() {
+        assert!(numbers_match("The answer is 1,234.", 1234.0));
+        assert!(numbers_match("-3", -3.0));
+        assert!(!numbers_match("12", 13.0));
+        assert!(!numbers_match("", 1.0));
+    }
+}
