@@ -1,8 +1,11 @@
 //! `enact`: run agents in environments, evaluate them, and inspect what they did.
 
+mod env_cmd;
 mod model;
+mod model_cmd;
 mod rundir;
 mod show;
+mod template_cmd;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -42,6 +45,14 @@ enum Command {
     Show(ShowArgs),
     /// List the built-in environments.
     Envs,
+    /// Environment servers and task files: `enact env serve|list|check`.
+    Env(env_cmd::EnvArgs),
+    /// Tokenize text (or decode ids) with a model's tokenizer.
+    Tokenize(template_cmd::TokenizeArgs),
+    /// Render or show a model's chat template.
+    Template(template_cmd::TemplateArgs),
+    #[command(flatten)]
+    Models(model_cmd::ModelCommands),
 }
 
 #[derive(Args, Clone)]
@@ -52,9 +63,12 @@ struct AgentArgs {
     /// Assistant turns for the scripted model: a JSON array of strings.
     #[arg(long)]
     script: Option<PathBuf>,
-    /// Environment name (see `enact envs`).
+    /// Environment: a built-in name (see `enact envs`), tasks:DIR or remote:http://HOST:PORT[/SUITE].
     #[arg(long, default_value = "calc")]
     env: String,
+    /// Inject tool noise, e.g. fail=0.2,delay=0.1:50ms,truncate=0.1,junk=0.1,seed=7.
+    #[arg(long)]
+    noise: Option<String>,
     /// Most assistant turns per episode.
     #[arg(long, default_value_t = 16)]
     max_turns: u32,
@@ -194,7 +208,7 @@ async fn run_one(
 }
 
 async fn cmd_run(verbose: u8, args: RunArgs) -> Result<()> {
-    let suite = enact_env::find_suite(&args.agent.env).map_err(anyhow::Error::msg)?;
+    let suite = env_cmd::resolve_suite(&args.agent.env, args.agent.noise.as_deref()).await?;
     let spec = ModelSpec::parse(&args.agent.model, args.agent.script.clone())?;
     let config = agent_config(&args.agent);
     let tasks = suite.tasks(&args.split, args.index + 1, args.seed);
@@ -219,8 +233,8 @@ async fn cmd_run(verbose: u8, args: RunArgs) -> Result<()> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&episode)?);
     } else {
-        let tokenizer = enact_model::ByteTokenizer::new();
-        print!("{}", show::render_trajectory(&episode, &tokenizer));
+        let tokenizer = model::display_tokenizer(&spec);
+        print!("{}", show::render_trajectory(&episode, tokenizer.as_ref()));
         println!();
         print!("{}", show::render_outcome(&episode));
         println!("wrote {}", dir.path.display());
@@ -229,7 +243,7 @@ async fn cmd_run(verbose: u8, args: RunArgs) -> Result<()> {
 }
 
 async fn cmd_eval(verbose: u8, args: EvalArgs) -> Result<()> {
-    let suite = enact_env::find_suite(&args.agent.env).map_err(anyhow::Error::msg)?;
+    let suite = env_cmd::resolve_suite(&args.agent.env, args.agent.noise.as_deref()).await?;
     let spec = ModelSpec::parse(&args.agent.model, args.agent.script.clone())?;
     let config = agent_config(&args.agent);
     if args.tasks == 0 {
@@ -418,6 +432,16 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Show(a) => {
             init_logging(cli.verbose, None)?;
             cmd_show(a)
+        }
+        Command::Models(c) => {
+            init_logging(cli.verbose, None)?;
+            model_cmd::run(c).await
+        }
+        Command::Tokenize(a) => template_cmd::tokenize(a, cli.verbose),
+        Command::Template(a) => template_cmd::template(a),
+        Command::Env(a) => {
+            init_logging(cli.verbose, None)?;
+            env_cmd::run(a).await
         }
         Command::Envs => {
             cmd_envs();

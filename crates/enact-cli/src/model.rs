@@ -2,29 +2,55 @@
 //!
 //! `scripted` replays the environment's honest reference solution (or `--script FILE`, a JSON
 //! array of assistant turns) through a byte-level tokenizer and the ChatML template.
+//!
+//! `default` is the embedded engine on the default model (SmolLM2-135M-Instruct, installed by
+//! `enact model fetch`); a path is the embedded engine on any GGUF or safetensors model. Both
+//! use the model's own tokenizer and chat template (or, when that template cannot show tools,
+//! the ChatML + Hermes tool template with the model's default system prompt). The engine's
+//! thread count comes from `ENACT_THREADS` (default: all cores); its weight format from
+//! `ENACT_WEIGHTS` (`q8_0`, the default, `native` or `f32`). One engine per model file is
+//! shared by all episodes of a process, so concurrent episodes are batched together.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use anyhow::{Context, Result, bail};
 use enact_agent::{Agent, AgentConfig};
-use enact_core::Task;
+use enact_candle::{CandlePolicy, Engine, EngineOptions, PolicyOptions, WeightFormat};
+use enact_core::{ChatTemplate, Message, RenderOptions, Task, Tokenizer};
 use enact_env::Suite;
-use enact_model::{ByteTokenizer, ChatMlTemplate, HermesParser, ScriptedPolicy};
+use enact_model::{
+    ByteTokenizer, ChatMlTemplate, GgufMetadata, HermesParser, HfTokenizer, JinjaTemplate,
+    ScriptedPolicy,
+};
 
 /// What `--model` names.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ModelSpec {
     /// Replays scripted turns: the task's reference solution, or a script file.
     Scripted { script: Option<PathBuf> },
+    /// The embedded engine on the default model (SmolLM2-135M-Instruct).
+    Default,
+    /// The embedded engine on a local GGUF / safetensors model.
+    Path(PathBuf),
+    /// An HTTP server (vLLM, SGLang, llama.cpp, Ollama, OpenAI-compatible): see
+    /// `docs/http-backends.md`.
+    Http { url: String },
 }
 
 impl ModelSpec {
     pub fn parse(spec: &str, script: Option<PathBuf>) -> Result<Self> {
         match spec {
             "scripted" => Ok(ModelSpec::Scripted { script }),
+            "default" => Ok(ModelSpec::Default),
+            other if enact_http::is_http_spec(other) => {
+                enact_http::HttpConfig::from_spec(other)?;
+                Ok(ModelSpec::Http { url: other.into() })
+            }
+            other if looks_like_path(other) => Ok(ModelSpec::Path(PathBuf::from(other))),
             other => bail!(
-                "unknown model \"{other}\": use `scripted` (replays the reference solution or --script FILE)"
+                "unknown model \"{other}\": use `scripted` (replays the reference solution or --script FILE), `default` (SmolLM2-135M-Instruct on the embedded engine; `enact model fetch` installs it) or the path of a GGUF / safetensors model"
             ),
         }
     }
@@ -33,6 +59,9 @@ impl ModelSpec {
         match self {
             ModelSpec::Scripted { script: None } => "scripted (reference solutions)".into(),
             ModelSpec::Scripted { script: Some(p) } => format!("scripted ({})", p.display()),
+            ModelSpec::Default => format!("default ({})", enact_candle::fetch::DEFAULT_MODEL_NAME),
+            ModelSpec::Path(p) => p.display().to_string(),
+            ModelSpec::Http { url } => format!("http ({url})"),
         }
     }
 }
@@ -87,5 +116,208 @@ pub fn build_agent(
                 config: config.clone(),
             })
         }
+        ModelSpec::Default | ModelSpec::Path(_) => {
+            let m = embedded(&resolve_model_path(spec)?, &engine_options_from_env()?)?;
+            Ok(Agent {
+                policy: m.policy.clone(),
+                tokenizer: m.tokenizer.clone(),
+                template: m.template.clone(),
+                parser: Arc::new(HermesParser),
+                config: config.clone(),
+            })
+        }
+        ModelSpec::Http { url } => http_agent(url, config),
     }
+}
+
+/// Whether `--model` names a file or directory rather than a keyword.
+fn looks_like_path(s: &str) -> bool {
+    s.contains('/')
+        || s.ends_with(".gguf")
+        || s.ends_with(".safetensors")
+        || Path::new(s).exists()
+}
+
+/// The model file a spec names; `default` is checked (present, right checksum).
+pub fn resolve_model_path(spec: &ModelSpec) -> Result<PathBuf> {
+    match spec {
+        ModelSpec::Default => Ok(enact_candle::fetch::default_model()?),
+        ModelSpec::Path(p) => {
+            if !p.exists() {
+                bail!(
+                    "model file {} does not exist; pass a GGUF file, a .safetensors file with config.json beside it, or a directory with config.json and *.safetensors (or `--model default` after `enact model fetch`)",
+                    p.display()
+                );
+            }
+            Ok(p.clone())
+        }
+        ModelSpec::Scripted { .. } => bail!("the scripted model has no model file"),
+        ModelSpec::Http { .. } => bail!("an HTTP model has no local model file"),
+    }
+}
+
+/// Engine options for `run`/`eval`: `ENACT_THREADS`, `ENACT_WEIGHTS`.
+pub fn engine_options_from_env() -> Result<EngineOptions> {
+    let threads = match std::env::var("ENACT_THREADS") {
+        Ok(v) if !v.is_empty() => v
+            .parse()
+            .with_context(|| format!("ENACT_THREADS={v:?} is not a thread count"))?,
+        _ => 0,
+    };
+    let weights = match std::env::var("ENACT_WEIGHTS") {
+        Ok(v) if !v.is_empty() => WeightFormat::parse(&v).with_context(|| {
+            format!("ENACT_WEIGHTS={v:?}: use q8_0 (default), native or f32")
+        })?,
+        _ => WeightFormat::default(),
+    };
+    Ok(EngineOptions { threads, weights })
+}
+
+/// A model on the embedded engine with its tokenizer and chat template.
+#[derive(Clone)]
+pub struct Embedded {
+    pub policy: Arc<CandlePolicy>,
+    pub tokenizer: Arc<HfTokenizer>,
+    pub template: Arc<dyn ChatTemplate>,
+}
+
+/// Loads (once per process and model file) the engine, tokenizer and template.
+pub fn embedded(path: &Path, options: &EngineOptions) -> Result<Embedded> {
+    static LOADED: OnceLock<Mutex<HashMap<PathBuf, Embedded>>> = OnceLock::new();
+    let map = LOADED.get_or_init(|| Mutex::new(HashMap::new()));
+    let mut map = map
+        .lock()
+        .map_err(|_| anyhow::anyhow!("the model registry is poisoned"))?;
+    if let Some(m) = map.get(path) {
+        return Ok(m.clone());
+    }
+    let (tokenizer, template) = tokenizer_and_template(path)?;
+    let engine = Engine::load(path, options)?.with_tokenizer(tokenizer.clone());
+    let m = Embedded {
+        policy: Arc::new(CandlePolicy::new(engine, PolicyOptions::default())),
+        tokenizer,
+        template,
+    };
+    map.insert(path.to_path_buf(), m.clone());
+    Ok(m)
+}
+
+/// The tokenizer and a tool-capable chat template of a model file.
+pub fn tokenizer_and_template(path: &Path) -> Result<(Arc<HfTokenizer>, Arc<dyn ChatTemplate>)> {
+    let is_st = path.is_dir() || path.extension().is_some_and(|e| e == "safetensors");
+    let (tokenizer, jinja) = if is_st {
+        let dir = if path.is_dir() {
+            path.to_path_buf()
+        } else {
+            path.parent().unwrap_or(Path::new(".")).to_path_buf()
+        };
+        let tok = HfTokenizer::from_file(&dir.join("tokenizer.json"))
+            .with_context(|| format!("cannot load the tokenizer of {}", path.display()))?;
+        let tpl = JinjaTemplate::from_tokenizer_config(&dir.join("tokenizer_config.json")).ok();
+        (tok, tpl)
+    } else {
+        let meta = GgufMetadata::read(path)
+            .with_context(|| format!("cannot read the GGUF metadata of {}", path.display()))?;
+        let tok = HfTokenizer::from_gguf(&meta)
+            .with_context(|| format!("cannot build the tokenizer of {}", path.display()))?;
+        (tok, JinjaTemplate::from_gguf(&meta).ok())
+    };
+    let template: Arc<dyn ChatTemplate> = match jinja {
+        Some(t) if t.supports_tools() => Arc::new(t),
+        Some(t) if t.source().contains("<|im_start|>") => {
+            // A ChatML template without tool support (SmolLM2): the ChatML + Hermes tool
+            // template, keeping the model's default system prompt.
+            Arc::new(ChatMlTemplate {
+                default_system: default_system_prompt(&t),
+            })
+        }
+        Some(t) => {
+            tracing::warn!(
+                "the chat template of {} cannot show tools; tool specifications will be missing from prompts",
+                path.display()
+            );
+            Arc::new(t)
+        }
+        None => Arc::new(ChatMlTemplate::default()),
+    };
+    Ok((Arc::new(tokenizer), template))
+}
+
+/// The system prompt a ChatML template adds when the conversation has none.
+fn default_system_prompt(t: &JinjaTemplate) -> Option<String> {
+    let out = t
+        .render(&[Message::user("x")], &[], &RenderOptions::default())
+        .ok()?;
+    let rest = out.split("<|im_start|>system\n").nth(1)?;
+    let sys = rest.split("<|im_end|>").next()?;
+    (!sys.is_empty()).then(|| sys.to_string())
+}
+
+/// A tokenizer to display a spec's trajectories.
+pub fn display_tokenizer(spec: &ModelSpec) -> Box<dyn Tokenizer> {
+    match spec {
+        ModelSpec::Scripted { .. } => Box::new(ByteTokenizer::new()),
+        ModelSpec::Http { .. } => {
+            match http_tokenizer_path().and_then(|p| tokenizer_and_template(&p)) {
+                Ok((t, _)) => Box::new((*t).clone()),
+                Err(_) => Box::new(ByteTokenizer::new()),
+            }
+        }
+        _ => match resolve_model_path(spec).and_then(|p| tokenizer_and_template(&p)) {
+            Ok((t, _)) => Box::new((*t).clone()),
+            Err(_) => Box::new(ByteTokenizer::new()),
+        },
+    }
+}
+
+/// The served model's tokenizer for `--model http://…`, from `ENACT_TOKENIZER`: its GGUF
+/// file, its `tokenizer.json` or its Hugging Face model directory.
+fn http_tokenizer_path() -> Result<PathBuf> {
+    let v = std::env::var("ENACT_TOKENIZER")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .context(
+            "an HTTP model needs the served model's tokenizer and chat template: set ENACT_TOKENIZER to its GGUF file, tokenizer.json or Hugging Face model directory",
+        )?;
+    let p = PathBuf::from(v);
+    if !p.exists() {
+        bail!("ENACT_TOKENIZER={} does not exist", p.display());
+    }
+    if p.file_name().is_some_and(|n| n == "tokenizer.json") {
+        return Ok(p.parent().unwrap_or(Path::new(".")).to_path_buf());
+    }
+    Ok(p)
+}
+
+/// An agent on an HTTP server. One policy per URL is shared by all episodes of a process, so
+/// its concurrency limit and connection pool span them.
+fn http_agent(url: &str, config: &AgentConfig) -> Result<Agent> {
+    type Served = (
+        enact_http::HttpPolicy,
+        Arc<HfTokenizer>,
+        Arc<dyn ChatTemplate>,
+    );
+    static SERVED: OnceLock<Mutex<HashMap<String, Served>>> = OnceLock::new();
+    let map = SERVED.get_or_init(|| Mutex::new(HashMap::new()));
+    let mut map = map
+        .lock()
+        .map_err(|_| anyhow::anyhow!("the HTTP model registry is poisoned"))?;
+    let (policy, tokenizer, template) = match map.get(url) {
+        Some(s) => s.clone(),
+        None => {
+            let (tokenizer, template) = tokenizer_and_template(&http_tokenizer_path()?)?;
+            let http = enact_http::HttpConfig::from_spec(url)?.with_api_key_from_env();
+            let policy = enact_http::HttpPolicy::new(http, tokenizer.clone())?;
+            let served = (policy, tokenizer, template);
+            map.insert(url.to_string(), served.clone());
+            served
+        }
+    };
+    Ok(Agent {
+        policy: Arc::new(policy),
+        tokenizer,
+        template,
+        parser: Arc::new(HermesParser),
+        config: config.clone(),
+    })
 }

@@ -14,6 +14,7 @@ use enact_core::{
 };
 use serde_json::{Value, json};
 
+pub use crate::suite::hermes_call;
 use crate::suite::{SplitMix64, Suite};
 use crate::toolbox::{Tool, ToolBox, ToolError};
 
@@ -469,13 +470,10 @@ impl Suite for CalcSuite {
         let value = format_number(evaluate(expr).ok()?);
         Some(vec![
             format!(
-                "<think>\nI will use the calculator.\n</think>\n\n<tool_call>\n{}\n</tool_call>",
-                json!({"name": "calculator", "arguments": {"expression": expr}})
+                "<think>\nI will use the calculator.\n</think>\n\n{}",
+                hermes_call("calculator", &json!({"expression": expr}))
             ),
-            format!(
-                "<tool_call>\n{}\n</tool_call>",
-                json!({"name": "note_write", "arguments": {"key": "answer", "text": value}})
-            ),
+            hermes_call("note_write", &json!({"key": "answer", "text": value})),
             value,
         ])
     }

@@ -1,9 +1,16 @@
 //! Environments of enact: tool boxes with schema-checked calls, built-in environments, task
 //! suites and their verifiers.
 
+pub mod api;
 pub mod calc;
+pub mod code;
+pub mod mcp;
+pub mod noisy;
 pub mod schema;
+pub mod search;
+pub mod shell;
 pub mod suite;
+pub mod taskfile;
 pub mod toolbox;
 
 pub use suite::{Suite, find_suite, registry};

@@ -21,11 +21,33 @@ pub trait Suite: Send + Sync {
 
 /// The built-in suites by name.
 pub fn registry() -> Vec<Arc<dyn Suite>> {
-    vec![Arc::new(crate::calc::CalcSuite)]
+    vec![
+        Arc::new(crate::calc::CalcSuite),
+        // environment kinds: code and shell (sandboxed, graded in a fresh sandbox)
+        Arc::new(crate::code::CodeSuite),
+        Arc::new(crate::shell::ShellSuite),
+        // environment kinds: search, stateful API, noisy tools
+        Arc::new(crate::search::SearchSuite::default()),
+        Arc::new(crate::api::ApiSuite),
+        Arc::new(crate::noisy::NoisySuite::new(
+            Arc::new(crate::calc::CalcSuite),
+            crate::noisy::NoiseConfig::standard(),
+        )),
+        Arc::new(crate::noisy::NoisySuite::new(
+            Arc::new(crate::api::ApiSuite),
+            crate::noisy::NoiseConfig::standard(),
+        )),
+    ]
 }
 
-/// Finds a suite by name, or says which exist.
+/// Finds a suite by name, or says which exist. `tasks:DIR` loads a directory of task files
+/// (see `docs/task-files.md`).
 pub fn find_suite(name: &str) -> Result<Arc<dyn Suite>, String> {
+    if let Some(dir) = name.strip_prefix("tasks:") {
+        return crate::taskfile::TaskFileSuite::load(std::path::Path::new(dir))
+            .map(|s| Arc::new(s) as Arc<dyn Suite>)
+            .map_err(|e| e.to_string());
+    }
     let all = registry();
     let names: Vec<String> = all.iter().map(|s| s.name().to_string()).collect();
     all.into_iter().find(|s| s.name() == name).ok_or_else(|| {
@@ -55,5 +77,50 @@ impl SplitMix64 {
     /// Uniform in `0..n` (n > 0; 0 yields 0).
     pub fn below(&mut self, n: u64) -> u64 {
         if n == 0 { 0 } else { self.next_u64() % n }
+    }
+}
+
+/// JSON the way Python's `json.dumps(x, ensure_ascii=False)` writes it (`{"k": "v", "n": [1, 2]}`),
+/// which is how Hugging Face chat templates render tool calls.
+pub fn python_json(value: &serde_json::Value) -> String {
+    struct PyFormatter;
+    impl serde_json::ser::Formatter for PyFormatter {
+        fn begin_array_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W, first: bool) -> std::io::Result<()> {
+            if first { Ok(()) } else { w.write_all(b", ") }
+        }
+        fn begin_object_key<W: ?Sized + std::io::Write>(&mut self, w: &mut W, first: bool) -> std::io::Result<()> {
+            if first { Ok(()) } else { w.write_all(b", ") }
+        }
+        fn begin_object_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+            w.write_all(b": ")
+        }
+    }
+    let mut out = Vec::new();
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, PyFormatter);
+    match serde::Serialize::serialize(value, &mut ser) {
+        Ok(()) => String::from_utf8(out).unwrap_or_default(),
+        Err(_) => value.to_string(),
+    }
+}
+
+/// A tool call in the Hermes format, spaced the way chat templates render it, so that a
+/// re-rendered conversation matches the sampled text byte for byte. Reference solutions use it.
+pub fn hermes_call(name: &str, arguments: &serde_json::Value) -> String {
+    format!(
+        "<tool_call>\n{{\"name\": {}, \"arguments\": {}}}\n</tool_call>",
+        python_json(&serde_json::Value::String(name.to_string())),
+        python_json(arguments)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn python_json_spacing() {
+        let v = serde_json::json!({"b": [1, 2.5, "é"], "a": {"x": null}});
+        assert_eq!(python_json(&v), r#"{"b": [1, 2.5, "é"], "a": {"x": null}}"#);
+        assert_eq!(hermes_call("f", &serde_json::json!({})), "<tool_call>\n{\"name\": \"f\", \"arguments\": {}}\n</tool_call>");
     }
 }

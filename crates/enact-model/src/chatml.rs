@@ -22,7 +22,7 @@ pub fn hermes_tool_section(tools: &[ToolSpec]) -> String {
     );
     for t in tools {
         s.push('\n');
-        s.push_str(&t.to_openai_json().to_string());
+        s.push_str(&crate::pyfmt::py_json_string(&t.to_openai_json()));
     }
     s.push_str(
         "\n</tools>\n\nFor each function call, return a json object with function name and \
@@ -32,27 +32,20 @@ pub fn hermes_tool_section(tools: &[ToolSpec]) -> String {
     s
 }
 
-/// Renders a tool call the way the Hermes convention (and Qwen's templates) do.
+/// Renders a tool call the way the Hermes convention (and Qwen's templates) do: the arguments
+/// as Python's `json.dumps` writes them (`{"k": "v"}`, non-ASCII kept).
 pub fn hermes_tool_call(name: &str, arguments: &serde_json::Value) -> String {
     format!(
         "<tool_call>\n{{\"name\": {}, \"arguments\": {}}}\n</tool_call>",
-        serde_json::Value::String(name.to_string()),
-        arguments
+        crate::pyfmt::py_json_string(&serde_json::Value::String(name.to_string())),
+        crate::pyfmt::py_json_string(arguments)
     )
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct ChatMlTemplate {
     /// Used when the conversation has no system message.
     pub default_system: Option<String>,
-}
-
-impl Default for ChatMlTemplate {
-    fn default() -> Self {
-        ChatMlTemplate {
-            default_system: None,
-        }
-    }
 }
 
 impl ChatTemplate for ChatMlTemplate {

@@ -1,7 +1,6 @@
 //! Capability detection and isolation levels.
 
 use std::fmt;
-use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::OnceLock;
 
@@ -261,7 +260,11 @@ impl Capabilities {
             (Feature::IpcNamespace, self.ipc_ns),
             (Feature::UtsNamespace, self.uts_ns),
         ] {
-            rows.push((f.name().into(), v, if v { String::new() } else { ns_detail.clone() }));
+            rows.push((
+                f.name().into(),
+                v,
+                if v { String::new() } else { ns_detail.clone() },
+            ));
         }
         rows.push((
             Feature::MountSetattr.name().into(),
@@ -386,11 +389,4 @@ fn detect_uncached() -> Capabilities {
             .map(|m| m.lines().any(|l| l.contains(" securityfs ")))
             .unwrap_or(false),
     }
-}
-
-/// Where a path component is hidden by default (see [`crate::SandboxConfig::default_hide`]).
-pub(crate) fn current_exe_dir() -> Option<PathBuf> {
-    std::env::current_exe()
-        .ok()
-        .and_then(|p| p.parent().map(|p| p.to_path_buf()))
 }

