@@ -67,8 +67,15 @@ pub fn suffix_after_turn(
     options: &RenderOptions,
     turn: u32,
 ) -> Result<String, TemplateError> {
-    suffix_after_turn_detailed(template, through_assistant, new_messages, tools, options, turn)
-        .map(|s| s.text)
+    suffix_after_turn_detailed(
+        template,
+        through_assistant,
+        new_messages,
+        tools,
+        options,
+        turn,
+    )
+    .map(|s| s.text)
 }
 
 fn not_extensible(turn: u32, detail: impl Into<String>) -> TemplateError {
@@ -89,13 +96,19 @@ pub fn suffix_after_turn_detailed(
 ) -> Result<Suffix, TemplateError> {
     let eot = template.end_of_turn();
     if eot.is_empty() {
-        return Err(not_extensible(turn, "the template has no end-of-turn marker"));
+        return Err(not_extensible(
+            turn,
+            "the template has no end-of-turn marker",
+        ));
     }
     let with_prompt = RenderOptions {
         add_generation_prompt: true,
         ..options.clone()
     };
-    let Some(last) = through_assistant.last().filter(|m| m.role == Role::Assistant) else {
+    let Some(last) = through_assistant
+        .last()
+        .filter(|m| m.role == Role::Assistant)
+    else {
         return Err(not_extensible(
             turn,
             "the conversation does not end with the assistant turn to extend",

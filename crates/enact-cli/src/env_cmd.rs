@@ -157,7 +157,10 @@ async fn list(a: ListArgs) -> Result<()> {
             for s in enact_env::registry() {
                 println!("{:<12} {}", s.name(), s.description());
             }
-            println!("{:<12} a directory of task files (docs/task-files.md)", "tasks:DIR");
+            println!(
+                "{:<12} a directory of task files (docs/task-files.md)",
+                "tasks:DIR"
+            );
             println!(
                 "{:<12} an environment server (docs/remote-protocol.md)",
                 "remote:URL"

@@ -2,8 +2,10 @@
 
 mod env_cmd;
 mod model;
+mod redteam_cmd;
 mod model_cmd;
 mod rundir;
+mod sandbox_cmd;
 mod show;
 mod template_cmd;
 
@@ -45,12 +47,19 @@ enum Command {
     Show(ShowArgs),
     /// List the built-in environments.
     Envs,
+    /// Run the red-team suite: cheat attempts for every documented reward-hacking vector, and honest reference solutions.
+    Redteam(redteam_cmd::RedteamArgs),
     /// Environment servers and task files: `enact env serve|list|check`.
     Env(env_cmd::EnvArgs),
     /// Tokenize text (or decode ids) with a model's tokenizer.
     Tokenize(template_cmd::TokenizeArgs),
     /// Render or show a model's chat template.
     Template(template_cmd::TemplateArgs),
+    /// Run commands in enact's sandbox, or check what isolation this machine supports.
+    Sandbox {
+        #[command(subcommand)]
+        cmd: sandbox_cmd::SandboxCommand,
+    },
     #[command(flatten)]
     Models(model_cmd::ModelCommands),
 }
@@ -443,8 +452,20 @@ async fn dispatch(cli: Cli) -> Result<()> {
             init_logging(cli.verbose, None)?;
             env_cmd::run(a).await
         }
+        Command::Redteam(a) => {
+            init_logging(cli.verbose, None)?;
+            redteam_cmd::run(a).await
+        }
         Command::Envs => {
             cmd_envs();
+            Ok(())
+        }
+        Command::Sandbox { cmd } => {
+            init_logging(cli.verbose, None)?;
+            let code = sandbox_cmd::run(cmd).await?;
+            if code != 0 {
+                std::process::exit(code);
+            }
             Ok(())
         }
     }

@@ -103,6 +103,9 @@ pub enum BenchCmd {
     /// Prompt and generation speed of the embedded engine (weights as shipped and repacked
     /// to Q8_0), against llama.cpp's `llama-bench` on the same file when it is on PATH.
     Generate(BenchGenerateArgs),
+    /// Latency of a sandboxed `/bin/true` next to plain fork+exec, `unshare -Urn` and bwrap,
+    /// and how many sandboxes can be alive at once.
+    Sandbox(crate::sandbox_cmd::BenchSandboxArgs),
 }
 
 #[derive(Args)]
@@ -130,6 +133,7 @@ pub async fn run(cmd: ModelCommands) -> Result<()> {
         ModelCommands::Model(ModelCmd::Info(a)) => cmd_info(a),
         ModelCommands::Generate(a) => cmd_generate(a),
         ModelCommands::Bench(BenchCmd::Generate(a)) => cmd_bench(a),
+        ModelCommands::Bench(BenchCmd::Sandbox(a)) => crate::sandbox_cmd::bench(a).await,
     }
 }
 

@@ -147,6 +147,8 @@ async fn exec(a: ExecArgs) -> Result<i32> {
             o.stderr.omitted_bytes()
         )?;
     }
+    drop(sb);
+    enact_sandbox::wait_for_cleanup(Duration::from_secs(5));
     if !matches!(o.status, ExitStatusKind::Exited(_)) {
         writeln!(
             err,
@@ -554,6 +556,14 @@ async fn concurrency(cfg: &SandboxConfig, n: usize) -> Result<()> {
         let _ = sb;
     }
     drop(alive);
-    println!("teardown of {up} sandboxes: {:.0} ms", ms(t.elapsed()));
+    let done =
+        tokio::task::spawn_blocking(|| enact_sandbox::wait_for_cleanup(Duration::from_secs(60)))
+            .await
+            .unwrap_or(false);
+    println!(
+        "teardown of {up} sandboxes (killed, reaped, cgroups removed): {:.0} ms{}",
+        ms(t.elapsed()),
+        if done { "" } else { " (cleanup still running)" }
+    );
     Ok(())
 }

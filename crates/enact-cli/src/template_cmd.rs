@@ -114,7 +114,9 @@ fn model_path(spec: &str) -> Result<PathBuf> {
     }
     let p = PathBuf::from(spec);
     if !p.exists() {
-        bail!("model {spec} does not exist: give a .gguf file, a Hugging Face model directory, or `default`");
+        bail!(
+            "model {spec} does not exist: give a .gguf file, a Hugging Face model directory, or `default`"
+        );
     }
     Ok(p)
 }
@@ -140,7 +142,10 @@ fn parse_ids(text: &str) -> Result<Vec<u32>> {
     }
     text.split(|c: char| c.is_whitespace() || c == ',' || c == '[' || c == ']')
         .filter(|s| !s.is_empty())
-        .map(|s| s.parse::<u32>().with_context(|| format!("{s:?} is not a token id")))
+        .map(|s| {
+            s.parse::<u32>()
+                .with_context(|| format!("{s:?} is not a token id"))
+        })
         .collect()
 }
 
@@ -199,7 +204,9 @@ fn render(args: RenderArgs) -> Result<()> {
         enable_thinking: args.enable_thinking,
     };
     let text = if args.raw {
-        let tools = tools.as_ref().filter(|t| t.as_array().is_some_and(|a| !a.is_empty()));
+        let tools = tools
+            .as_ref()
+            .filter(|t| t.as_array().is_some_and(|a| !a.is_empty()));
         template.render_json(&messages, tools, &options)?
     } else {
         let messages = enact_model::messages_from_json(&messages).map_err(anyhow::Error::msg)?;
@@ -225,7 +232,11 @@ fn show(src: SourceArgs) -> Result<()> {
         "\n-- template {} · end of turn {:?} · tool support {}",
         ChatTemplate::name(&t),
         t.end_of_turn(),
-        if t.supports_tools() { "yes" } else { "no (enact injects Hermes tool calling)" }
+        if t.supports_tools() {
+            "yes"
+        } else {
+            "no (enact injects Hermes tool calling)"
+        }
     );
     Ok(())
 }

@@ -145,10 +145,10 @@ impl Trajectory {
 
     fn push(&mut self, mut seg: Segment) -> Result<SegmentId, TrajectoryError> {
         seg.id = self.next_id();
-        if let Some(p) = seg.parent {
-            if p.0 >= seg.id.0 {
-                return Err(TrajectoryError::UnknownSegment(p.0));
-            }
+        if let Some(p) = seg.parent
+            && p.0 >= seg.id.0
+        {
+            return Err(TrajectoryError::UnknownSegment(p.0));
         }
         check_segment(&seg)?;
         let id = seg.id;
@@ -331,13 +331,13 @@ impl Trajectory {
                     what: format!("id does not match its position {i}"),
                 });
             }
-            if let Some(p) = s.parent {
-                if p.0 >= s.id.0 {
-                    return Err(TrajectoryError::ParentNotBefore {
-                        id: s.id.0,
-                        parent: p.0,
-                    });
-                }
+            if let Some(p) = s.parent
+                && p.0 >= s.id.0
+            {
+                return Err(TrajectoryError::ParentNotBefore {
+                    id: s.id.0,
+                    parent: p.0,
+                });
             }
             check_segment(s)?;
         }

@@ -103,10 +103,11 @@ impl McpServer {
 
     /// Stops the server.
     pub async fn shutdown(&self) {
-        if let Some(c) = self.client.lock().await.take() {
-            if let Err(e) = c.cancel().await {
-                tracing::debug!("MCP server `{}` did not stop cleanly: {e}", self.command);
-            }
+        let client = self.client.lock().await.take();
+        if let Some(c) = client
+            && let Err(e) = c.cancel().await
+        {
+            tracing::debug!("MCP server `{}` did not stop cleanly: {e}", self.command);
         }
     }
 }
@@ -126,10 +127,10 @@ fn render(content: &[ContentBlock], structured: Option<&Value>) -> String {
             None => "[non-text content omitted]".to_string(),
         })
         .collect();
-    if parts.is_empty() {
-        if let Some(s) = structured {
-            parts.push(s.to_string());
-        }
+    if parts.is_empty()
+        && let Some(s) = structured
+    {
+        parts.push(s.to_string());
     }
     parts.join("\n")
 }

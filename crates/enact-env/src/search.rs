@@ -382,7 +382,7 @@ impl Corpus {
     /// All (template, entity) pairs of a split; train and test are disjoint by entity.
     fn pool(&self, split: &str) -> Vec<(&'static str, usize)> {
         let test = split == "test";
-        let in_split = |i: usize| (i % 5 == 0) == test;
+        let in_split = |i: usize| i.is_multiple_of(5) == test;
         let mut out = Vec::new();
         for i in (0..self.products.len()).filter(|&i| in_split(i)) {
             out.push(("product_founder", i));

@@ -413,6 +413,10 @@ impl WorkspaceEpisode {
         }
         match action {
             Action::ToolCall(call) => {
+                // The conversation keeps the call itself (monitors read it), then the result.
+                let mut asked = Message::assistant("");
+                asked.tool_calls.push(call.clone());
+                self.messages.push(asked);
                 let r = self.tools.dispatch(&call).await;
                 self.messages
                     .push(Message::tool(r.call_id.clone(), r.name.clone(), r.content.clone()));

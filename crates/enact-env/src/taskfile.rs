@@ -661,13 +661,13 @@ fn safe_path(root: &Path, rel: &str) -> Result<PathBuf, ToolError> {
     let mut p = root.to_path_buf();
     for c in rel.components() {
         p.push(c);
-        if let Ok(md) = std::fs::symlink_metadata(&p) {
-            if md.file_type().is_symlink() {
-                return Err(ToolError::new(format!(
-                    "{} is a symbolic link; built-in file tools do not follow links",
-                    rel.display()
-                )));
-            }
+        if let Ok(md) = std::fs::symlink_metadata(&p)
+            && md.file_type().is_symlink()
+        {
+            return Err(ToolError::new(format!(
+                "{} is a symbolic link; built-in file tools do not follow links",
+                rel.display()
+            )));
         }
     }
     Ok(p)

@@ -11,7 +11,9 @@ fn role(v: &Value, i: usize) -> Result<Role, String> {
         Some("user") => Ok(Role::User),
         Some("assistant") => Ok(Role::Assistant),
         Some("tool" | "ipython" | "function") => Ok(Role::Tool),
-        Some(other) => Err(format!("message {i}: unknown role {other:?} (use system, user, assistant or tool)")),
+        Some(other) => Err(format!(
+            "message {i}: unknown role {other:?} (use system, user, assistant or tool)"
+        )),
         None => Err(format!("message {i}: missing \"role\"")),
     }
 }
@@ -25,12 +27,18 @@ fn content(v: &Value, i: usize) -> Result<String, String> {
             for p in parts {
                 match p.get("text").and_then(Value::as_str) {
                     Some(t) => out.push_str(t),
-                    None => return Err(format!("message {i}: only text content parts are supported")),
+                    None => {
+                        return Err(format!(
+                            "message {i}: only text content parts are supported"
+                        ));
+                    }
                 }
             }
             Ok(out)
         }
-        Some(_) => Err(format!("message {i}: \"content\" must be a string, null or a list of text parts")),
+        Some(_) => Err(format!(
+            "message {i}: \"content\" must be a string, null or a list of text parts"
+        )),
     }
 }
 
@@ -48,7 +56,9 @@ pub fn messages_from_json(v: &Value) -> Result<Vec<Message>, String> {
             .map(str::to_string);
         let mut tool_calls = Vec::new();
         if let Some(calls) = m.get("tool_calls").filter(|c| !c.is_null()) {
-            let calls = calls.as_array().ok_or(format!("message {i}: \"tool_calls\" must be an array"))?;
+            let calls = calls
+                .as_array()
+                .ok_or(format!("message {i}: \"tool_calls\" must be an array"))?;
             for (k, c) in calls.iter().enumerate() {
                 let f = c.get("function").unwrap_or(c);
                 let name = f
@@ -57,8 +67,9 @@ pub fn messages_from_json(v: &Value) -> Result<Vec<Message>, String> {
                     .ok_or(format!("message {i}, tool call {k}: missing \"name\""))?;
                 let arguments = match f.get("arguments") {
                     None | Some(Value::Null) => Value::Object(Default::default()),
-                    Some(Value::String(s)) => serde_json::from_str(s)
-                        .map_err(|e| format!("message {i}, tool call {k}: arguments string is not JSON ({e})"))?,
+                    Some(Value::String(s)) => serde_json::from_str(s).map_err(|e| {
+                        format!("message {i}, tool call {k}: arguments string is not JSON ({e})")
+                    })?,
                     Some(a) => a.clone(),
                 };
                 let id = c
@@ -100,7 +111,11 @@ pub fn tools_from_json(v: &Value) -> Result<Vec<ToolSpec>, String> {
                     .and_then(Value::as_str)
                     .ok_or(format!("tool {i}: missing \"name\""))?
                     .to_string(),
-                description: f.get("description").and_then(Value::as_str).unwrap_or("").to_string(),
+                description: f
+                    .get("description")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string(),
                 parameters: f
                     .get("parameters")
                     .cloned()

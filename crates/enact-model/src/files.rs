@@ -134,7 +134,9 @@ impl ModelFiles {
         let mut context_length = None;
         if let Ok(config) = read_json(&dir.join("config.json")) {
             match config.get("eos_token_id") {
-                Some(Value::Number(n)) => eos.extend(n.as_u64().and_then(|n| u32::try_from(n).ok())),
+                Some(Value::Number(n)) => {
+                    eos.extend(n.as_u64().and_then(|n| u32::try_from(n).ok()))
+                }
                 Some(Value::Array(a)) => eos.extend(
                     a.iter()
                         .filter_map(Value::as_u64)
@@ -147,10 +149,19 @@ impl ModelFiles {
                 .and_then(Value::as_u64)
                 .and_then(|n| usize::try_from(n).ok());
         }
-        if let Some(e) = tokenizer.eos_token().and_then(|t| tokenizer.special_token_id(t)) {
+        if let Some(e) = tokenizer
+            .eos_token()
+            .and_then(|t| tokenizer.special_token_id(t))
+        {
             eos.push(e);
         }
-        Ok(Self::assemble(name, tokenizer, template, eos, context_length))
+        Ok(Self::assemble(
+            name,
+            tokenizer,
+            template,
+            eos,
+            context_length,
+        ))
     }
 
     fn assemble(
@@ -235,7 +246,11 @@ mod tests {
             .to_string(),
         )
         .unwrap();
-        std::fs::write(dir.join("config.json"), r#"{"eos_token_id": [2, 0], "max_position_embeddings": 4096}"#).unwrap();
+        std::fs::write(
+            dir.join("config.json"),
+            r#"{"eos_token_id": [2, 0], "max_position_embeddings": 4096}"#,
+        )
+        .unwrap();
         let f = ModelFiles::load(&dir).unwrap();
         assert_eq!(f.template.end_of_turn(), "<|im_end|>");
         assert_eq!(f.stop_tokens, vec![2, 0]);
@@ -246,6 +261,9 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
 
         let missing = ModelFiles::load(Path::new("/nonexistent/model.gguf")).unwrap_err();
-        assert!(missing.to_string().contains("/nonexistent/model.gguf"), "{missing}");
+        assert!(
+            missing.to_string().contains("/nonexistent/model.gguf"),
+            "{missing}"
+        );
     }
 }

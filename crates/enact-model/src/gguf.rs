@@ -220,7 +220,11 @@ impl GgufMetadata {
     }
     /// An array of strings (`None` if absent or not all strings).
     pub fn get_str_array(&self, key: &str) -> Option<Vec<&str>> {
-        self.get(key)?.as_array()?.iter().map(|v| v.as_str()).collect()
+        self.get(key)?
+            .as_array()?
+            .iter()
+            .map(|v| v.as_str())
+            .collect()
     }
     /// An array of integers (`None` if absent or not all integers).
     pub fn get_i64_array(&self, key: &str) -> Option<Vec<i64>> {
@@ -297,14 +301,20 @@ pub(crate) mod tests {
             ("tokenizer.ggml.add_bos_token", GgufValue::Bool(false)),
             (
                 "tokenizer.ggml.tokens",
-                GgufValue::Array(vec![GgufValue::String("a".into()), GgufValue::String("b".into())]),
+                GgufValue::Array(vec![
+                    GgufValue::String("a".into()),
+                    GgufValue::String("b".into()),
+                ]),
             ),
         ]);
         let m = GgufMetadata::from_reader(&bytes[..], "mem").unwrap();
         assert_eq!(m.get_str("general.name"), Some("tiny"));
         assert_eq!(m.get_i64("tokenizer.ggml.bos_token_id"), Some(1));
         assert_eq!(m.get_bool("tokenizer.ggml.add_bos_token"), Some(false));
-        assert_eq!(m.get_str_array("tokenizer.ggml.tokens").unwrap(), vec!["a", "b"]);
+        assert_eq!(
+            m.get_str_array("tokenizer.ggml.tokens").unwrap(),
+            vec!["a", "b"]
+        );
         assert_eq!(m.keys().count(), 4);
 
         assert!(GgufMetadata::from_reader(&b"GGML...."[..], "x").is_err());

@@ -51,12 +51,8 @@ impl PreTokenizer {
 
     /// The `pre_tokenizer` section of a `tokenizer.json`.
     pub fn to_json(self) -> Value {
-        let byte_level = |use_regex: bool, trim: bool| {
-            json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": trim, "use_regex": use_regex})
-        };
-        let split = |re: &str| {
-            json!({"type": "Split", "pattern": {"Regex": re}, "behavior": "Isolated", "invert": false})
-        };
+        let byte_level = |use_regex: bool, trim: bool| json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": trim, "use_regex": use_regex});
+        let split = |re: &str| json!({"type": "Split", "pattern": {"Regex": re}, "behavior": "Isolated", "invert": false});
         match self {
             PreTokenizer::Gpt2 => byte_level(true, true),
             PreTokenizer::DigitsThenGpt2 => json!({"type": "Sequence", "pretokenizers": [
@@ -126,7 +122,10 @@ impl HfTokenizer {
             source: e,
         })?;
         let inner = tokenizers::Tokenizer::from_bytes(&bytes).map_err(|e| {
-            ModelError::Tokenizer(format!("{} is not a valid tokenizer.json: {e}", path.display()))
+            ModelError::Tokenizer(format!(
+                "{} is not a valid tokenizer.json: {e}",
+                path.display()
+            ))
         })?;
         let name = path
             .parent()
@@ -152,7 +151,9 @@ impl HfTokenizer {
             .unwrap_or("gguf")
             .to_string();
         let mut t = Self::from_json_str(&json.to_string(), &name)?;
-        let tokens = meta.get_str_array("tokenizer.ggml.tokens").unwrap_or_default();
+        let tokens = meta
+            .get_str_array("tokenizer.ggml.tokens")
+            .unwrap_or_default();
         let tok = |key: &str| {
             meta.get_i64(key)
                 .and_then(|i| usize::try_from(i).ok())
@@ -161,12 +162,19 @@ impl HfTokenizer {
         };
         t.bos = tok("tokenizer.ggml.bos_token_id");
         t.eos = tok("tokenizer.ggml.eos_token_id");
-        t.add_bos = meta.get_bool("tokenizer.ggml.add_bos_token").unwrap_or(false);
+        t.add_bos = meta
+            .get_bool("tokenizer.ggml.add_bos_token")
+            .unwrap_or(false);
         Ok(t)
     }
 
     /// Sets the BOS/EOS texts and whether the model wants a BOS on raw text.
-    pub fn with_specials(mut self, bos: Option<String>, eos: Option<String>, add_bos: bool) -> Self {
+    pub fn with_specials(
+        mut self,
+        bos: Option<String>,
+        eos: Option<String>,
+        add_bos: bool,
+    ) -> Self {
         self.bos = bos;
         self.eos = eos;
         self.add_bos = add_bos;
@@ -199,7 +207,11 @@ impl HfTokenizer {
     /// The vocabulary entry of each id (byte-level spelling, e.g. `Ġhello`).
     pub fn pieces(&self, ids: &[u32]) -> Vec<String> {
         ids.iter()
-            .map(|&id| self.inner.id_to_token(id).unwrap_or_else(|| format!("<unk:{id}>")))
+            .map(|&id| {
+                self.inner
+                    .id_to_token(id)
+                    .unwrap_or_else(|| format!("<unk:{id}>"))
+            })
             .collect()
     }
     /// Encodes with a BOS first when the model asks for one (for raw text, not templates).
@@ -271,7 +283,9 @@ pub fn gguf_tokenizer_json(meta: &GgufMetadata) -> Result<Value, ModelError> {
     let merges = meta
         .get_str_array("tokenizer.ggml.merges")
         .ok_or_else(|| ModelError::Tokenizer("GGUF has no tokenizer.ggml.merges".into()))?;
-    let types = meta.get_i64_array("tokenizer.ggml.token_type").unwrap_or_default();
+    let types = meta
+        .get_i64_array("tokenizer.ggml.token_type")
+        .unwrap_or_default();
 
     let mut vocab = serde_json::Map::with_capacity(tokens.len());
     let mut duplicates = 0usize;
@@ -283,12 +297,17 @@ pub fn gguf_tokenizer_json(meta: &GgufMetadata) -> Result<Value, ModelError> {
         vocab.insert((*t).to_string(), json!(id));
     }
     if duplicates > 0 {
-        tracing::warn!(duplicates, "GGUF vocabulary repeats token strings; kept the first ids");
+        tracing::warn!(
+            duplicates,
+            "GGUF vocabulary repeats token strings; kept the first ids"
+        );
     }
     let mut pairs = Vec::with_capacity(merges.len());
     for m in &merges {
         let (a, b) = m.split_once(' ').ok_or_else(|| {
-            ModelError::Tokenizer(format!("GGUF merge {m:?} is not two tokens separated by a space"))
+            ModelError::Tokenizer(format!(
+                "GGUF merge {m:?} is not two tokens separated by a space"
+            ))
         })?;
         pairs.push(json!([a, b]));
     }
@@ -330,7 +349,9 @@ pub(crate) mod tests {
 
     /// GPT-2's bytes_to_unicode: printable bytes map to themselves, the others to 256 + rank.
     pub(crate) fn byte_char(b: u8) -> char {
-        let printable = |x: u32| (33..=126).contains(&x) || (161..=172).contains(&x) || (174..=255).contains(&x);
+        let printable = |x: u32| {
+            (33..=126).contains(&x) || (161..=172).contains(&x) || (174..=255).contains(&x)
+        };
         let c = b as u32;
         if printable(c) {
             char::from_u32(c).unwrap()
@@ -341,7 +362,11 @@ pub(crate) mod tests {
 
     /// A tiny byte-level BPE GGUF: all 256 bytes, a few merges, ChatML specials.
     pub(crate) fn tiny_gguf(pre: &str) -> GgufMetadata {
-        let mut tokens: Vec<String> = vec!["<|endoftext|>".into(), "<|im_start|>".into(), "<|im_end|>".into()];
+        let mut tokens: Vec<String> = vec![
+            "<|endoftext|>".into(),
+            "<|im_start|>".into(),
+            "<|im_end|>".into(),
+        ];
         let mut types = vec![3, 3, 3];
         for b in 0..=255u8 {
             tokens.push(byte_char(b).to_string());
@@ -359,9 +384,18 @@ pub(crate) mod tests {
             ("general.basename", s("tiny")),
             ("tokenizer.ggml.model", s("gpt2")),
             ("tokenizer.ggml.pre", s(pre)),
-            ("tokenizer.ggml.tokens", GgufValue::Array(tokens.iter().map(|t| s(t)).collect())),
-            ("tokenizer.ggml.token_type", GgufValue::Array(types.into_iter().map(GgufValue::I32).collect())),
-            ("tokenizer.ggml.merges", GgufValue::Array(merges.iter().map(|m| s(m)).collect())),
+            (
+                "tokenizer.ggml.tokens",
+                GgufValue::Array(tokens.iter().map(|t| s(t)).collect()),
+            ),
+            (
+                "tokenizer.ggml.token_type",
+                GgufValue::Array(types.into_iter().map(GgufValue::I32).collect()),
+            ),
+            (
+                "tokenizer.ggml.merges",
+                GgufValue::Array(merges.iter().map(|m| s(m)).collect()),
+            ),
             ("tokenizer.ggml.bos_token_id", GgufValue::U32(1)),
             ("tokenizer.ggml.eos_token_id", GgufValue::U32(2)),
             ("tokenizer.ggml.add_bos_token", GgufValue::Bool(false)),

@@ -115,7 +115,11 @@ pub fn describe_error(e: &Error, template_name: &str, source: &str) -> String {
         None => e.kind().to_string(),
     };
     if let Some(line) = e.line() {
-        let text = source.lines().nth(line.saturating_sub(1)).unwrap_or("").trim();
+        let text = source
+            .lines()
+            .nth(line.saturating_sub(1))
+            .unwrap_or("")
+            .trim();
         let text: String = text.chars().take(200).collect();
         msg.push_str(&format!(
             " (template {template_name}, line {line}: `{text}`)"
@@ -126,7 +130,10 @@ pub fn describe_error(e: &Error, template_name: &str, source: &str) -> String {
     let mut cause = std::error::Error::source(e);
     while let Some(c) = cause {
         match c.downcast_ref::<Error>() {
-            Some(inner) => msg.push_str(&format!("; caused by: {}", describe_error(inner, template_name, source))),
+            Some(inner) => msg.push_str(&format!(
+                "; caused by: {}",
+                describe_error(inner, template_name, source)
+            )),
             None => msg.push_str(&format!("; caused by: {c}")),
         }
         cause = c.source();
@@ -242,8 +249,8 @@ impl JinjaTemplate {
             path: path.display().to_string(),
             source: e,
         })?;
-        let cfg: Json = serde_json::from_str(&text)
-            .map_err(|e| cfg_err(format!("not valid JSON: {e}")))?;
+        let cfg: Json =
+            serde_json::from_str(&text).map_err(|e| cfg_err(format!("not valid JSON: {e}")))?;
         let name = path
             .parent()
             .and_then(|p| p.file_name())
@@ -274,10 +281,20 @@ impl JinjaTemplate {
         };
         let mut t = Self::new(source, name)?;
         let mut specials = Map::new();
-        for key in ["bos_token", "eos_token", "unk_token", "pad_token", "sep_token", "cls_token", "mask_token"] {
+        for key in [
+            "bos_token",
+            "eos_token",
+            "unk_token",
+            "pad_token",
+            "sep_token",
+            "cls_token",
+            "mask_token",
+        ] {
             let v = match cfg.get(key) {
                 Some(Json::String(s)) => Some(s.clone()),
-                Some(Json::Object(o)) => o.get("content").and_then(Json::as_str).map(str::to_string),
+                Some(Json::Object(o)) => {
+                    o.get("content").and_then(Json::as_str).map(str::to_string)
+                }
                 _ => None,
             };
             if let Some(v) = v {
@@ -301,7 +318,9 @@ impl JinjaTemplate {
             .or_else(|| meta.get_str("general.name"))
             .unwrap_or("gguf");
         let mut t = Self::new(source, name)?;
-        let tokens = meta.get_str_array("tokenizer.ggml.tokens").unwrap_or_default();
+        let tokens = meta
+            .get_str_array("tokenizer.ggml.tokens")
+            .unwrap_or_default();
         for (var, key) in [
             ("bos_token", "tokenizer.ggml.bos_token_id"),
             ("eos_token", "tokenizer.ggml.eos_token_id"),
@@ -386,9 +405,10 @@ impl JinjaTemplate {
         if let Some(t) = options.enable_thinking {
             ctx.insert("enable_thinking".into(), Json::Bool(t));
         }
-        let tmpl = self.env.get_template(&self.name).map_err(|e| {
-            TemplateError::Render(describe_error(&e, &self.name, &self.compiled))
-        })?;
+        let tmpl = self
+            .env
+            .get_template(&self.name)
+            .map_err(|e| TemplateError::Render(describe_error(&e, &self.name, &self.compiled)))?;
         tmpl.render(Value::from(minijinja::value::Serde(&ctx)))
             .map_err(|e| TemplateError::Render(describe_error(&e, &self.name, &self.compiled)))
     }
@@ -411,7 +431,11 @@ impl ChatTemplate for JinjaTemplate {
         tools: &[ToolSpec],
         options: &RenderOptions,
     ) -> Result<String, TemplateError> {
-        self.render_json(&messages_to_hf(messages), tools_to_hf(tools).as_ref(), options)
+        self.render_json(
+            &messages_to_hf(messages),
+            tools_to_hf(tools).as_ref(),
+            options,
+        )
     }
 
     fn end_of_turn(&self) -> &str {
@@ -443,8 +467,15 @@ mod tests {
             m,
         )
         .unwrap();
-        assert_eq!(out, "b |['a</think>b']|a</think>b|True|None|[1, 'x', 2.0]|{'k': True}");
-        let out = render("{{ {'b': 1, 'a': [1.5, 'é', none]} | tojson }}|{{ [1] | tojson(indent=2) }}", Json::Null).unwrap();
+        assert_eq!(
+            out,
+            "b |['a</think>b']|a</think>b|True|None|[1, 'x', 2.0]|{'k': True}"
+        );
+        let out = render(
+            "{{ {'b': 1, 'a': [1.5, 'é', none]} | tojson }}|{{ [1] | tojson(indent=2) }}",
+            Json::Null,
+        )
+        .unwrap();
         assert_eq!(out, "{\"b\": 1, \"a\": [1.5, \"é\", null]}|[\n  1\n]");
         // trim_blocks / lstrip_blocks, loop controls, namespace, reversed slices.
         let out = render(
@@ -457,11 +488,21 @@ mod tests {
 
     #[test]
     fn errors_carry_the_template_line() {
-        let e = JinjaTemplate::new("ok\n{% if %}\n", "bad").unwrap_err().to_string();
+        let e = JinjaTemplate::new("ok\n{% if %}\n", "bad")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("line 2"), "{e}");
-        let e = render("line one\n{{ raise_exception('no system role') }}", Json::Null).unwrap_err();
+        let e = render(
+            "line one\n{{ raise_exception('no system role') }}",
+            Json::Null,
+        )
+        .unwrap_err();
         assert!(e.contains("no system role") && e.contains("line 2"), "{e}");
-        let e = render("a\nb\n{{ messages[0].content.nosuchmethod() }}", serde_json::json!({"messages": [{"role": "user", "content": "x"}]})).unwrap_err();
+        let e = render(
+            "a\nb\n{{ messages[0].content.nosuchmethod() }}",
+            serde_json::json!({"messages": [{"role": "user", "content": "x"}]}),
+        )
+        .unwrap_err();
         assert!(e.contains("line 3") && e.contains("nosuchmethod"), "{e}");
     }
 

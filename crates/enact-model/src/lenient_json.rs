@@ -84,7 +84,11 @@ impl<'a> P<'a> {
                     "true" | "True" => Ok(Value::Bool(true)),
                     "false" | "False" => Ok(Value::Bool(false)),
                     "null" | "None" => Ok(Value::Null),
-                    _ if self.i >= self.s.len() && ["true", "false", "null", "True", "False", "None"].iter().any(|w| w.starts_with(word)) => {
+                    _ if self.i >= self.s.len()
+                        && ["true", "false", "null", "True", "False", "None"]
+                            .iter()
+                            .any(|w| w.starts_with(word)) =>
+                    {
                         Err(LenientError::Incomplete)
                     }
                     _ => self.err(&format!("unexpected word {word:?}")),
@@ -170,7 +174,10 @@ impl<'a> P<'a> {
         }
     }
     fn hex4(&mut self) -> R<u32> {
-        let h = self.src.get(self.i..self.i + 4).ok_or(LenientError::Incomplete)?;
+        let h = self
+            .src
+            .get(self.i..self.i + 4)
+            .ok_or(LenientError::Incomplete)?;
         let v = u32::from_str_radix(h, 16).or_else(|_| self.err("bad \\u escape"))?;
         self.i += 4;
         Ok(v)
@@ -211,10 +218,14 @@ impl<'a> P<'a> {
                         b'\'' => out.push('\''),
                         b'u' => {
                             let mut cp = self.hex4()?;
-                            if (0xD800..0xDC00).contains(&cp) && self.src[self.i..].starts_with("\\u") {
+                            if (0xD800..0xDC00).contains(&cp)
+                                && self.src[self.i..].starts_with("\\u")
+                            {
                                 self.i += 2;
                                 let lo = self.hex4()?;
-                                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo.wrapping_sub(0xDC00) & 0x3FF);
+                                cp = 0x10000
+                                    + ((cp - 0xD800) << 10)
+                                    + (lo.wrapping_sub(0xDC00) & 0x3FF);
                             }
                             out.push(char::from_u32(cp).unwrap_or('\u{FFFD}'));
                         }
@@ -303,22 +314,46 @@ mod tests {
     #[test]
     fn lenient_forms() {
         assert_eq!(parse(r#"{"a": 1,}"#).unwrap(), json!({"a": 1}));
-        assert_eq!(parse("{'a': 'it\\'s', b: [1, 2,], c: True, d: None}").unwrap(), json!({"a": "it's", "b": [1, 2], "c": true, "d": null}));
-        assert_eq!(parse("{\"s\": \"line\nbreak\"} // note").unwrap(), json!({"s": "line\nbreak"}));
-        assert_eq!(parse(r#"{"u": "\u00e9\ud83c\udf0d", "n": -1.5e3, "p": +2}"#).unwrap(), json!({"u": "é🌍", "n": -1500.0, "p": 2}));
+        assert_eq!(
+            parse("{'a': 'it\\'s', b: [1, 2,], c: True, d: None}").unwrap(),
+            json!({"a": "it's", "b": [1, 2], "c": true, "d": null})
+        );
+        assert_eq!(
+            parse("{\"s\": \"line\nbreak\"} // note").unwrap(),
+            json!({"s": "line\nbreak"})
+        );
+        assert_eq!(
+            parse(r#"{"u": "\u00e9\ud83c\udf0d", "n": -1.5e3, "p": +2}"#).unwrap(),
+            json!({"u": "é🌍", "n": -1500.0, "p": 2})
+        );
         let v = parse(r#"{"z": 1, "a": 2}"#).unwrap();
-        assert_eq!(v.as_object().unwrap().keys().collect::<Vec<_>>(), ["z", "a"]);
+        assert_eq!(
+            v.as_object().unwrap().keys().collect::<Vec<_>>(),
+            ["z", "a"]
+        );
     }
 
     #[test]
     fn incomplete_and_errors() {
         assert_eq!(parse(r#"{"a": {"b": 1"#), Err(LenientError::Incomplete));
-        assert_eq!(parse(r#"{"a": "unterminated"#), Err(LenientError::Incomplete));
+        assert_eq!(
+            parse(r#"{"a": "unterminated"#),
+            Err(LenientError::Incomplete)
+        );
         assert_eq!(parse(r#"{"a": 12"#), Err(LenientError::Incomplete));
         assert_eq!(parse(r#"{"a": tr"#), Err(LenientError::Incomplete));
-        assert!(matches!(parse(r#"{"a" 1}"#), Err(LenientError::Syntax { .. })));
-        assert!(matches!(parse(r#"{"a": 1} extra"#), Err(LenientError::Syntax { .. })));
-        assert!(matches!(parse("{\"a\": nope}"), Err(LenientError::Syntax { .. })));
+        assert!(matches!(
+            parse(r#"{"a" 1}"#),
+            Err(LenientError::Syntax { .. })
+        ));
+        assert!(matches!(
+            parse(r#"{"a": 1} extra"#),
+            Err(LenientError::Syntax { .. })
+        ));
+        assert!(matches!(
+            parse("{\"a\": nope}"),
+            Err(LenientError::Syntax { .. })
+        ));
         let deep = "[".repeat(1000);
         assert!(parse(&deep).is_err());
         let (v, used) = parse_prefix(r#"{"a": 1}; {"b": 2}"#).unwrap();

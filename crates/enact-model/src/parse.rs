@@ -65,9 +65,12 @@ pub fn abbreviate(s: &str, max: usize) -> String {
 /// A call object (`{"name", "arguments"|"parameters"}`, or OpenAI's
 /// `{"function": {"name", "arguments"}}`) to a [`ToolCall`].
 pub fn call_from_value(v: &Value, id: String) -> Result<ToolCall, String> {
-    let obj = v
-        .as_object()
-        .ok_or_else(|| format!("a tool call must be a JSON object, got: {}", abbreviate(&v.to_string(), 200)))?;
+    let obj = v.as_object().ok_or_else(|| {
+        format!(
+            "a tool call must be a JSON object, got: {}",
+            abbreviate(&v.to_string(), 200)
+        )
+    })?;
     let obj = match obj.get("function").and_then(Value::as_object) {
         Some(f) if !obj.contains_key("name") => f,
         _ => obj,
@@ -80,9 +83,8 @@ pub fn call_from_value(v: &Value, id: String) -> Result<ToolCall, String> {
     let arguments = match obj.get("arguments").or_else(|| obj.get("parameters")) {
         None | Some(Value::Null) => Value::Object(Default::default()),
         // Arguments sent as a JSON string: read it (leniently) when it holds JSON.
-        Some(Value::String(s)) => lenient_json::parse(s).map_err(|e| {
-            format!("tool call \"{name}\": the arguments string is not JSON ({e})")
-        })?,
+        Some(Value::String(s)) => lenient_json::parse(s)
+            .map_err(|e| format!("tool call \"{name}\": the arguments string is not JSON ({e})"))?,
         Some(a) => a.clone(),
     };
     if !arguments.is_object() {
@@ -105,7 +107,10 @@ pub fn parse_call_json(body: &str, turn: u32, next: &mut usize) -> Result<Vec<To
             "the tool call was cut off before its JSON ended: {}",
             abbreviate(body.trim(), 200)
         ),
-        e => format!("the tool call is not valid JSON ({e}): {}", abbreviate(body.trim(), 200)),
+        e => format!(
+            "the tool call is not valid JSON ({e}): {}",
+            abbreviate(body.trim(), 200)
+        ),
     })?;
     let items = match v {
         Value::Array(items) => items,
@@ -165,7 +170,11 @@ impl ReplyParser for Llama3JsonParser {
     fn parse(&self, text: &str, turn: u32) -> ParsedReply {
         let (reasoning, rest) = split_reasoning(text);
         let (mut content, calls_text, tagged) = match rest.find(PYTHON_TAG) {
-            Some(i) => (rest[..i].trim().to_string(), rest[i + PYTHON_TAG.len()..].to_string(), true),
+            Some(i) => (
+                rest[..i].trim().to_string(),
+                rest[i + PYTHON_TAG.len()..].to_string(),
+                true,
+            ),
             None => (String::new(), rest.clone(), false),
         };
         let mut calls = Vec::new();
@@ -209,7 +218,8 @@ impl ReplyParser for Llama3JsonParser {
                         }
                     }
                     parsed_any = true;
-                    cursor = cursor[used..].trim_start_matches(|c: char| c.is_whitespace() || c == ';');
+                    cursor =
+                        cursor[used..].trim_start_matches(|c: char| c.is_whitespace() || c == ';');
                 }
                 Err(e) => {
                     if parsed_any {
@@ -221,7 +231,10 @@ impl ReplyParser for Llama3JsonParser {
                                 "the tool call was cut off before its JSON ended: {}",
                                 abbreviate(cursor, 200)
                             ),
-                            e => format!("the tool call is not valid JSON ({e}): {}", abbreviate(cursor, 200)),
+                            e => format!(
+                                "the tool call is not valid JSON ({e}): {}",
+                                abbreviate(cursor, 200)
+                            ),
                         });
                     }
                     break;
@@ -261,7 +274,9 @@ impl ReplyParser for PlainTextParser {
                 continue;
             };
             let call = call.trim_start();
-            let name_end = call.find(|c: char| c.is_whitespace() || c == '{').unwrap_or(call.len());
+            let name_end = call
+                .find(|c: char| c.is_whitespace() || c == '{')
+                .unwrap_or(call.len());
             let name = &call[..name_end];
             let args_start = line.len() - call.len() + name_end;
             // Arguments may continue over the following lines: parse from here on.
@@ -270,16 +285,24 @@ impl ReplyParser for PlainTextParser {
             let id = format!("call_{turn}_{n}");
             n += 1;
             let valid_name = !name.is_empty()
-                && name.chars().all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.'));
+                && name
+                    .chars()
+                    .all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.'));
             if !valid_name {
-                errors.push(format!("`CALL` must be followed by a tool name, got: {}", abbreviate(line, 100)));
+                errors.push(format!(
+                    "`CALL` must be followed by a tool name, got: {}",
+                    abbreviate(line, 100)
+                ));
                 cursor = after;
                 continue;
             }
             if args_text.starts_with('{') {
                 match lenient_json::parse_prefix(args_text) {
                     Ok((v, used)) => {
-                        match call_from_value(&serde_json::json!({"name": name, "arguments": v}), id) {
+                        match call_from_value(
+                            &serde_json::json!({"name": name, "arguments": v}),
+                            id,
+                        ) {
                             Ok(c) => calls.push(c),
                             Err(e) => errors.push(e),
                         }
@@ -287,7 +310,9 @@ impl ReplyParser for PlainTextParser {
                         cursor = rest_of.strip_prefix('\n').unwrap_or(rest_of);
                     }
                     Err(e) => {
-                        errors.push(format!("CALL {name}: the arguments are not valid JSON ({e})"));
+                        errors.push(format!(
+                            "CALL {name}: the arguments are not valid JSON ({e})"
+                        ));
                         cursor = after;
                     }
                 }
@@ -397,9 +422,18 @@ mod tests {
 
     #[test]
     fn reasoning_variants() {
-        assert_eq!(split_reasoning("just thinking</think>ok"), (Some("just thinking".into()), "ok".into()));
-        assert_eq!(split_reasoning("pre <think>x</think> post"), (Some("x".into()), "pre  post".into()));
-        assert_eq!(split_reasoning("<think>cut off"), (Some("cut off".into()), "".into()));
+        assert_eq!(
+            split_reasoning("just thinking</think>ok"),
+            (Some("just thinking".into()), "ok".into())
+        );
+        assert_eq!(
+            split_reasoning("pre <think>x</think> post"),
+            (Some("x".into()), "pre  post".into())
+        );
+        assert_eq!(
+            split_reasoning("<think>cut off"),
+            (Some("cut off".into()), "".into())
+        );
         assert_eq!(split_reasoning("no tags"), (None, "no tags".into()));
     }
 
@@ -434,30 +468,48 @@ mod tests {
         assert_eq!(r.tool_calls[3].id, "call_2_3");
         assert_eq!(r.content, "text after");
         // A partial call whose JSON is cut off is reported, not guessed.
-        let r = p.parse("ok <tool_call>{\"name\": \"calc\", \"arguments\": {\"expr", 1);
+        let r = p.parse(
+            "ok <tool_call>{\"name\": \"calc\", \"arguments\": {\"expr",
+            1,
+        );
         assert!(r.tool_calls.is_empty());
         assert!(r.errors[0].contains("cut off"), "{:?}", r.errors);
         assert_eq!(r.content, "ok");
         // Arguments must be an object.
-        let r = p.parse("<tool_call>{\"name\": \"calc\", \"arguments\": [1]}</tool_call>", 1);
+        let r = p.parse(
+            "<tool_call>{\"name\": \"calc\", \"arguments\": [1]}</tool_call>",
+            1,
+        );
         assert!(r.errors[0].contains("object"));
     }
 
     #[test]
     fn llama3_json_calls() {
         let p = Llama3JsonParser;
-        let r = p.parse("{\"name\": \"calc\", \"parameters\": {\"expression\": \"2*3\"}}", 1);
+        let r = p.parse(
+            "{\"name\": \"calc\", \"parameters\": {\"expression\": \"2*3\"}}",
+            1,
+        );
         assert_eq!(r.tool_calls.len(), 1);
         assert_eq!(r.tool_calls[0].arguments["expression"], "2*3");
         let r = p.parse("Let me check.<|python_tag|>{\"name\": \"a\", \"parameters\": {}}; {\"name\": \"b\", \"parameters\": {\"x\": 1,}}", 4);
         assert_eq!(r.content, "Let me check.");
-        assert_eq!(r.tool_calls.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(
+            r.tool_calls
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect::<Vec<_>>(),
+            ["a", "b"]
+        );
         let r = p.parse("The answer is 6.", 1);
         assert!(r.tool_calls.is_empty() && r.errors.is_empty());
         assert_eq!(r.content, "The answer is 6.");
         let r = p.parse("{\"answer\": 6}", 1);
         assert!(r.tool_calls.is_empty() && r.errors.is_empty());
-        let r = p.parse("<think>hmm</think>{\"name\": \"calc\", \"parameters\": {\"e\": ", 1);
+        let r = p.parse(
+            "<think>hmm</think>{\"name\": \"calc\", \"parameters\": {\"e\": ",
+            1,
+        );
         assert_eq!(r.reasoning.as_deref(), Some("hmm"));
         assert!(r.errors[0].contains("cut off"));
     }
@@ -467,7 +519,13 @@ mod tests {
         let p = PlainTextParser;
         let r = p.parse("I will compute.\nCALL calc {\"expression\": \"2+2\"}\nCALL list_files\nCALL write {'path': 'a.txt',\n  'text': 'hi'}\nDone.", 5);
         assert!(r.errors.is_empty(), "{:?}", r.errors);
-        assert_eq!(r.tool_calls.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["calc", "list_files", "write"]);
+        assert_eq!(
+            r.tool_calls
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect::<Vec<_>>(),
+            ["calc", "list_files", "write"]
+        );
         assert_eq!(r.tool_calls[2].arguments["text"], "hi");
         assert_eq!(r.content, "I will compute.\nDone.");
         let r = p.parse("CALL calc {\"expression\": ", 1);
@@ -478,11 +536,23 @@ mod tests {
 
     #[test]
     fn selector() {
-        assert_eq!("llama3".parse::<ParserKind>().unwrap(), ParserKind::Llama3Json);
+        assert_eq!(
+            "llama3".parse::<ParserKind>().unwrap(),
+            ParserKind::Llama3Json
+        );
         assert!("nope".parse::<ParserKind>().is_err());
-        assert_eq!(ParserKind::for_template("x <tool_call> y"), ParserKind::Hermes);
-        assert_eq!(ParserKind::for_template("<|python_tag|>"), ParserKind::Llama3Json);
-        assert_eq!(ParserKind::for_template("{{ messages }}"), ParserKind::Hermes);
+        assert_eq!(
+            ParserKind::for_template("x <tool_call> y"),
+            ParserKind::Hermes
+        );
+        assert_eq!(
+            ParserKind::for_template("<|python_tag|>"),
+            ParserKind::Llama3Json
+        );
+        assert_eq!(
+            ParserKind::for_template("{{ messages }}"),
+            ParserKind::Hermes
+        );
         let r = ParserKind::PlainText.build().parse("CALL a", 1);
         assert_eq!(r.tool_calls.len(), 1);
     }

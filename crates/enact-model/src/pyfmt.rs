@@ -19,10 +19,18 @@ pub fn py_float_repr(f: f64) -> String {
         return "NaN".into();
     }
     if f.is_infinite() {
-        return if f > 0.0 { "Infinity".into() } else { "-Infinity".into() };
+        return if f > 0.0 {
+            "Infinity".into()
+        } else {
+            "-Infinity".into()
+        };
     }
     if f == 0.0 {
-        return if f.is_sign_negative() { "-0.0".into() } else { "0.0".into() };
+        return if f.is_sign_negative() {
+            "-0.0".into()
+        } else {
+            "0.0".into()
+        };
     }
     // Rust's `{:e}` gives the shortest round-trip digits: "-1.2345e-7".
     let sci = format!("{f:e}");
@@ -150,7 +158,11 @@ fn json_key(v: &Value) -> Result<String, Error> {
         ValueKind::Number => number_repr(v),
         ValueKind::Bool => if v.is_true() { "true" } else { "false" }.into(),
         ValueKind::None => "null".into(),
-        k => return Err(invalid(format!("tojson: keys must be str, int, float, bool or None, not {k}"))),
+        k => {
+            return Err(invalid(format!(
+                "tojson: keys must be str, int, float, bool or None, not {k}"
+            )));
+        }
     })
 }
 
@@ -207,9 +219,15 @@ fn json_value(out: &mut String, v: &Value, style: &JsonStyle, level: usize) -> R
             out.push('}');
         }
         ValueKind::Undefined => {
-            return Err(invalid("tojson: Object of type Undefined is not JSON serializable"));
+            return Err(invalid(
+                "tojson: Object of type Undefined is not JSON serializable",
+            ));
         }
-        k => return Err(invalid(format!("tojson: Object of type {k} is not JSON serializable"))),
+        k => {
+            return Err(invalid(format!(
+                "tojson: Object of type {k} is not JSON serializable"
+            )));
+        }
     }
     Ok(())
 }
@@ -256,7 +274,11 @@ pub fn tojson_filter(value: &Value, kwargs: &Kwargs) -> Result<Value, Error> {
 
 /// Python's `repr()` of a string.
 fn py_str_repr(out: &mut String, s: &str) {
-    let quote = if s.contains('\'') && !s.contains('"') { '"' } else { '\'' };
+    let quote = if s.contains('\'') && !s.contains('"') {
+        '"'
+    } else {
+        '\''
+    };
     out.push(quote);
     for c in s.chars() {
         match c {
@@ -333,10 +355,15 @@ pub fn py_str(out: &mut String, v: &Value, depth: usize) {
 }
 
 /// The formatter: prints values as Jinja2 does (Python `str()`), no auto-escaping.
-pub fn formatter(out: &mut minijinja::Output, _state: &mut State, value: &Value) -> Result<(), Error> {
+pub fn formatter(
+    out: &mut minijinja::Output,
+    _state: &mut State,
+    value: &Value,
+) -> Result<(), Error> {
     let mut s = String::new();
     py_str(&mut s, value, 0);
-    out.write_str(&s).map_err(|_| invalid("failed to write template output"))
+    out.write_str(&s)
+        .map_err(|_| invalid("failed to write template output"))
 }
 
 /// Python's `str.isspace` for one character (Rust's `is_whitespace` plus U+001C..U+001F).
@@ -389,7 +416,10 @@ pub fn py_rsplit(s: &str, sep: Option<&str>, maxsplit: Option<i64>) -> Result<Ve
                     out.push(rest.to_string());
                     break;
                 }
-                let start = rest.rfind(py_space).map(|i| i + rest[i..].chars().next().map_or(1, char::len_utf8)).unwrap_or(0);
+                let start = rest
+                    .rfind(py_space)
+                    .map(|i| i + rest[i..].chars().next().map_or(1, char::len_utf8))
+                    .unwrap_or(0);
                 out.push(rest[start..].to_string());
                 rest = rest[..start].trim_end_matches(py_space);
             }
@@ -422,13 +452,17 @@ fn string_method(s: &str, method: &str, args: &[Value]) -> Option<Result<Value, 
                 })
             }
             "split" | "rsplit" => {
-                let (sep, maxsplit, kwargs): (Option<Value>, Option<i64>, Kwargs) = from_args(args)?;
+                let (sep, maxsplit, kwargs): (Option<Value>, Option<i64>, Kwargs) =
+                    from_args(args)?;
                 let sep = kwargs.get::<Option<Value>>("sep")?.or(sep);
                 let maxsplit = kwargs.get::<Option<i64>>("maxsplit")?.or(maxsplit);
                 kwargs.assert_all_used()?;
                 let sep = sep.filter(|v| !v.is_none());
                 let sep_str = match &sep {
-                    Some(v) => Some(v.as_str().ok_or_else(|| invalid("split: separator must be a string"))?),
+                    Some(v) => Some(
+                        v.as_str()
+                            .ok_or_else(|| invalid("split: separator must be a string"))?,
+                    ),
                     None => None,
                 };
                 let parts = if method == "split" {
@@ -456,7 +490,12 @@ fn string_method(s: &str, method: &str, args: &[Value]) -> Option<Result<Value, 
 }
 
 /// The unknown-method callback: Python string methods, then minijinja-contrib's pycompat.
-pub fn unknown_method(state: &mut State, value: &Value, method: &str, args: &[Value]) -> Result<Value, Error> {
+pub fn unknown_method(
+    state: &mut State,
+    value: &Value,
+    method: &str,
+    args: &[Value],
+) -> Result<Value, Error> {
     if let Some(s) = value.as_str()
         && let Some(r) = string_method(s, method, args)
     {
@@ -498,14 +537,23 @@ mod tests {
     #[test]
     fn split_and_strip_follow_python() {
         assert_eq!(py_split("  a b  c ", None, None).unwrap(), ["a", "b", "c"]);
-        assert_eq!(py_split("  a b  c ", None, Some(1)).unwrap(), ["a", "b  c "]);
-        assert_eq!(py_split("a</think>b</think>c", Some("</think>"), None).unwrap(), ["a", "b", "c"]);
+        assert_eq!(
+            py_split("  a b  c ", None, Some(1)).unwrap(),
+            ["a", "b  c "]
+        );
+        assert_eq!(
+            py_split("a</think>b</think>c", Some("</think>"), None).unwrap(),
+            ["a", "b", "c"]
+        );
         assert_eq!(py_split("abc", Some("</think>"), None).unwrap(), ["abc"]);
         assert_eq!(py_split("", None, None).unwrap(), Vec::<String>::new());
         assert_eq!(py_split("", Some(","), None).unwrap(), [""]);
         assert!(py_split("x", Some(""), None).is_err());
         assert_eq!(py_rsplit("a b c", None, Some(1)).unwrap(), ["a b", "c"]);
-        assert_eq!(py_rsplit("a.b.c", Some("."), Some(1)).unwrap(), ["a.b", "c"]);
+        assert_eq!(
+            py_rsplit("a.b.c", Some("."), Some(1)).unwrap(),
+            ["a.b", "c"]
+        );
         assert!(py_space('\u{1f}') && !'\u{1f}'.is_whitespace());
     }
 
@@ -518,12 +566,28 @@ mod tests {
             py_json(&v, &JsonStyle::default()).unwrap(),
             r#"{"z": 1, "a": {"y": [1, 2.5, 1e-07, true, null], "é": "ü\n\"\u0001"}, "e": {}, "l": []}"#
         );
-        let style = JsonStyle { indent: Some("  ".into()), item_sep: ",".into(), ..Default::default() };
+        let style = JsonStyle {
+            indent: Some("  ".into()),
+            item_sep: ",".into(),
+            ..Default::default()
+        };
         assert_eq!(
-            py_json(&Value::from(minijinja::value::Serde(serde_json::json!({"a": [1, 2], "b": {}}))), &style).unwrap(),
+            py_json(
+                &Value::from(minijinja::value::Serde(
+                    serde_json::json!({"a": [1, 2], "b": {}})
+                )),
+                &style
+            )
+            .unwrap(),
             "{\n  \"a\": [\n    1,\n    2\n  ],\n  \"b\": {}\n}"
         );
-        let ascii = JsonStyle { ensure_ascii: true, ..Default::default() };
-        assert_eq!(py_json(&Value::from("é🌍"), &ascii).unwrap(), r#""\u00e9\ud83c\udf0d""#);
+        let ascii = JsonStyle {
+            ensure_ascii: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            py_json(&Value::from("é🌍"), &ascii).unwrap(),
+            r#""\u00e9\ud83c\udf0d""#
+        );
     }
 }

@@ -186,7 +186,10 @@ mod tests {
         let smol = JinjaTemplate::new(SMOL, "smollm2").unwrap();
         let wrapped = ToolPromptTemplate::new(Arc::new(smol));
         let default = wrapped.default_system().unwrap().to_string();
-        assert_eq!(default, "You are a helpful AI assistant named SmolLM, trained by Hugging Face");
+        assert_eq!(
+            default,
+            "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+        );
         let chatml = ChatMlTemplate {
             default_system: Some(default),
         };
@@ -194,7 +197,10 @@ mod tests {
             add_generation_prompt: true,
             enable_thinking: None,
         };
-        for msgs in [conversation(), vec![Message::system("Be exact."), Message::user("hi")]] {
+        for msgs in [
+            conversation(),
+            vec![Message::system("Be exact."), Message::user("hi")],
+        ] {
             let a = wrapped.render(&msgs, &tools(), &opts).unwrap();
             let b = chatml.render(&msgs, &tools(), &opts).unwrap();
             assert_eq!(a, b);
@@ -206,7 +212,9 @@ mod tests {
         assert_eq!(wrapped.end_of_turn(), "<|im_end|>");
         // Without tools nothing is injected and the model's default system prompt stays.
         let plain = wrapped.render(&[Message::user("hi")], &[], &opts).unwrap();
-        assert!(plain.starts_with("<|im_start|>system\nYou are a helpful AI assistant named SmolLM"));
+        assert!(
+            plain.starts_with("<|im_start|>system\nYou are a helpful AI assistant named SmolLM")
+        );
         assert!(!plain.contains("# Tools"));
     }
 }

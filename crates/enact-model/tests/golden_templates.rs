@@ -15,7 +15,8 @@ fn fixtures() -> PathBuf {
 }
 
 fn template(name: &str, variables: &Value) -> JinjaTemplate {
-    let mut t = JinjaTemplate::from_file(&fixtures().join(format!("templates/{name}.jinja"))).unwrap();
+    let mut t =
+        JinjaTemplate::from_file(&fixtures().join(format!("templates/{name}.jinja"))).unwrap();
     if let Some(vars) = variables.as_object() {
         for (k, v) in vars {
             t = t.with_variable(k, v.clone());
@@ -37,7 +38,11 @@ fn first_difference(a: &str, b: &str) -> String {
         }
         format!("{:?}", &s[start..end])
     };
-    format!("first difference at byte {at}: got {} want {}", ctx(a), ctx(b))
+    format!(
+        "first difference at byte {at}: got {} want {}",
+        ctx(a),
+        ctx(b)
+    )
 }
 
 #[test]
@@ -61,13 +66,18 @@ fn golden_templates_match_transformers_byte_for_byte() {
             let tools: Vec<ToolSpec> = serde_json::from_value(case["tools"].clone()).unwrap();
             t.render(&messages, &tools, &options)
         } else {
-            let tools = case["hf_tools"].as_array().filter(|a| !a.is_empty()).map(|_| &case["hf_tools"]);
+            let tools = case["hf_tools"]
+                .as_array()
+                .filter(|a| !a.is_empty())
+                .map(|_| &case["hf_tools"]);
             t.render_json(&case["hf_messages"], tools, &options)
         };
         checked += 1;
         match (got, case.get("expected").and_then(Value::as_str)) {
             (Ok(got), Some(want)) if got == want => {}
-            (Ok(got), Some(want)) => failures.push(format!("{tname}/{cname}: {}", first_difference(&got, want))),
+            (Ok(got), Some(want)) => {
+                failures.push(format!("{tname}/{cname}: {}", first_difference(&got, want)))
+            }
             (Err(e), Some(_)) => failures.push(format!("{tname}/{cname}: render failed: {e}")),
             (Err(_), None) => {} // transformers refused it too
             (Ok(got), None) => failures.push(format!(
@@ -76,13 +86,21 @@ fn golden_templates_match_transformers_byte_for_byte() {
             )),
         }
     }
-    assert!(failures.is_empty(), "{} of {checked} cases differ:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {checked} cases differ:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
 fn qwen3_2507_template_keeps_its_crlf_bytes() {
     let t = template("qwen3_2507", &Value::Null);
-    assert!(t.source().contains("\r\n"), "the fixture must keep CRLF line endings");
+    assert!(
+        t.source().contains("\r\n"),
+        "the fixture must keep CRLF line endings"
+    );
     assert_eq!(t.end_of_turn(), "<|im_end|>");
     assert!(t.supports_tools());
     assert!(!template("smollm2", &Value::Null).supports_tools());
@@ -98,12 +116,20 @@ fn chatml_hermes_tool_section_equals_qwen3s() {
     let mut compared = 0;
     for case in golden["cases"].as_array().unwrap() {
         let name = case["name"].as_str().unwrap();
-        if case["template"] != "qwen3" || !matches!(name, "tools_no_system" | "tools_with_system" | "system_only_with_tools") {
+        if case["template"] != "qwen3"
+            || !matches!(
+                name,
+                "tools_no_system" | "tools_with_system" | "system_only_with_tools"
+            )
+        {
             continue;
         }
         let messages: Vec<Message> = serde_json::from_value(case["messages"].clone()).unwrap();
         let tools: Vec<ToolSpec> = serde_json::from_value(case["tools"].clone()).unwrap();
-        let options = RenderOptions { add_generation_prompt: true, enable_thinking: None };
+        let options = RenderOptions {
+            add_generation_prompt: true,
+            enable_thinking: None,
+        };
         let got = chatml.render(&messages, &tools, &options).unwrap();
         assert_eq!(got, case["expected"].as_str().unwrap(), "{name}");
         compared += 1;

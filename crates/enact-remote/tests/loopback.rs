@@ -49,7 +49,9 @@ async fn references_score_one(suite: &RemoteSuite, n: usize) {
         let turns = tokio::task::block_in_place(|| suite.reference_solution(&task)).unwrap();
         let mut env = suite.make(&task).unwrap();
         let v = suite.verifier();
-        let ep = agent(turns).run(&task, env.as_mut(), Some(v.as_ref())).await;
+        let ep = agent(turns)
+            .run(&task, env.as_mut(), Some(v.as_ref()))
+            .await;
         assert_eq!(
             ep.outcome.reward, 1.0,
             "{}: {:?} {:?} {:?}",
@@ -62,12 +64,16 @@ async fn references_score_one(suite: &RemoteSuite, n: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enact_serve_loopback_calc_and_api() {
     let base = start_enact_server().await;
-    let calc = RemoteSuite::connect(&format!("{base}/calc"), Duration::from_secs(30)).await.unwrap();
+    let calc = RemoteSuite::connect(&format!("{base}/calc"), Duration::from_secs(30))
+        .await
+        .unwrap();
     assert_eq!(calc.remote_name(), "calc");
     references_score_one(&calc, 3).await;
     // The multi-turn API suite (user turns travel over the wire too) and noisy tools.
     for name in ["api", "noisy-api", "search"] {
-        let s = RemoteSuite::connect(&format!("{base}/{name}"), Duration::from_secs(30)).await.unwrap();
+        let s = RemoteSuite::connect(&format!("{base}/{name}"), Duration::from_secs(30))
+            .await
+            .unwrap();
         references_score_one(&s, 3).await;
     }
 }
@@ -75,11 +81,15 @@ async fn enact_serve_loopback_calc_and_api() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_answers_are_graded_on_the_server() {
     let base = start_enact_server().await;
-    let suite = RemoteSuite::connect(&format!("{base}/calc"), Duration::from_secs(30)).await.unwrap();
+    let suite = RemoteSuite::connect(&format!("{base}/calc"), Duration::from_secs(30))
+        .await
+        .unwrap();
     let task = tokio::task::block_in_place(|| suite.tasks("test", 1, 5)).remove(0);
     let mut env = suite.make(&task).unwrap();
     let v = suite.verifier();
-    let ep = agent(vec!["-1".into()]).run(&task, env.as_mut(), Some(v.as_ref())).await;
+    let ep = agent(vec!["-1".into()])
+        .run(&task, env.as_mut(), Some(v.as_ref()))
+        .await;
     assert_eq!(ep.outcome.reward, 0.0);
     assert_eq!(ep.outcome.progress, 0.0);
     assert_eq!(ep.verdict.unwrap().checks.len(), 2);
@@ -93,12 +103,27 @@ async fn protocol_errors_are_clear() {
     assert!(h.suites.contains(&"calc".to_string()));
     // Unknown suite.
     let e = client.create("nope").await.unwrap_err().to_string();
-    assert!(e.contains("unknown suite \"nope\"") && e.contains("calc"), "{e}");
-    let e = RemoteSuite::connect(&format!("{base}/nope"), Duration::from_secs(5)).await.err().unwrap().to_string();
+    assert!(
+        e.contains("unknown suite \"nope\"") && e.contains("calc"),
+        "{e}"
+    );
+    let e = RemoteSuite::connect(&format!("{base}/nope"), Duration::from_secs(5))
+        .await
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("no suite \"nope\""), "{e}");
     // Step before reset.
     let id = client.create("calc").await.unwrap();
-    let e = client.step(&id, Action::Message { content: "x".into() }).await.unwrap_err();
+    let e = client
+        .step(
+            &id,
+            Action::Message {
+                content: "x".into(),
+            },
+        )
+        .await
+        .unwrap_err();
     assert!(matches!(EnvError::from(e), EnvError::NotReset));
     // Unknown session.
     let e = client.submission("0000").await.unwrap_err().to_string();
@@ -107,7 +132,13 @@ async fn protocol_errors_are_clear() {
     assert!(!client.close(&id).await.unwrap());
     // Malformed body.
     let raw = reqwest::Client::new();
-    let r = raw.post(format!("{base}/v1/envs")).header("content-type", "application/json").body("{").send().await.unwrap();
+    let r = raw
+        .post(format!("{base}/v1/envs"))
+        .header("content-type", "application/json")
+        .body("{")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 400);
 }
 
@@ -119,18 +150,34 @@ async fn dead_server_gives_clear_errors_and_no_panic() {
         l.local_addr().unwrap().port()
     };
     let base = format!("http://127.0.0.1:{port}");
-    let e = RemoteSuite::connect(&base, Duration::from_secs(5)).await.err().unwrap();
+    let e = RemoteSuite::connect(&base, Duration::from_secs(5))
+        .await
+        .err()
+        .unwrap();
     assert!(matches!(e, RemoteError::Unreachable { .. }), "{e:?}");
-    assert!(e.to_string().contains("cannot reach the environment server"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("cannot reach the environment server"),
+        "{e}"
+    );
     let client = RemoteClient::new(&base, Duration::from_secs(5)).unwrap();
     let mut env = RemoteEnv::new(client, "calc");
-    let task = enact_env::find_suite("calc").unwrap().tasks("test", 1, 0).remove(0);
+    let task = enact_env::find_suite("calc")
+        .unwrap()
+        .tasks("test", 1, 0)
+        .remove(0);
     let ep = agent(vec!["1".into()]).run(&task, &mut env, None).await;
     match &ep.outcome.termination {
         Termination::Error(m) => assert!(m.contains("cannot reach"), "{m}"),
         t => panic!("{t:?}"),
     }
-    assert!(matches!(env.step(Action::Message { content: "x".into() }).await, Err(EnvError::NotReset)));
+    assert!(matches!(
+        env.step(Action::Message {
+            content: "x".into()
+        })
+        .await,
+        Err(EnvError::NotReset)
+    ));
     assert!(RemoteClient::new("ftp://x", Duration::from_secs(1)).is_err());
 }
 
@@ -138,14 +185,26 @@ async fn dead_server_gives_clear_errors_and_no_panic() {
 async fn server_dying_mid_episode_is_an_error_not_a_hang() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let server = tokio::spawn(enact_remote::serve(listener, enact_env::registry(), ServerConfig::default()));
+    let server = tokio::spawn(enact_remote::serve(
+        listener,
+        enact_env::registry(),
+        ServerConfig::default(),
+    ));
     let client = RemoteClient::new(&format!("http://{addr}"), Duration::from_secs(5)).unwrap();
     let mut env = RemoteEnv::new(client, "calc");
-    let task = enact_env::find_suite("calc").unwrap().tasks("test", 1, 0).remove(0);
+    let task = enact_env::find_suite("calc")
+        .unwrap()
+        .tasks("test", 1, 0)
+        .remove(0);
     env.reset(&task).await.unwrap();
     server.abort();
     let _ = server.await;
-    let e = env.step(Action::Message { content: "1".into() }).await.unwrap_err();
+    let e = env
+        .step(Action::Message {
+            content: "1".into(),
+        })
+        .await
+        .unwrap_err();
     assert!(matches!(e, EnvError::Remote(_)), "{e:?}");
 }
 
@@ -159,7 +218,12 @@ impl Drop for PyServer {
 }
 
 fn start_python_server() -> Option<(PyServer, String)> {
-    if Command::new("python3").arg("--version").output().map(|o| !o.status.success()).unwrap_or(true) {
+    if Command::new("python3")
+        .arg("--version")
+        .output()
+        .map(|o| !o.status.success())
+        .unwrap_or(true)
+    {
         eprintln!("skipping: python3 is not installed");
         return None;
     }
@@ -175,14 +239,22 @@ fn start_python_server() -> Option<(PyServer, String)> {
     let server = PyServer(child);
     let mut line = String::new();
     BufReader::new(stdout).read_line(&mut line).unwrap();
-    let url = line.trim().strip_prefix("listening on ").expect("first line names the address").to_string();
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .expect("first line names the address")
+        .to_string();
     Some((server, url))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_example_env_over_loopback() {
-    let Some((_server, url)) = start_python_server() else { return };
-    let suite = RemoteSuite::connect(&url, Duration::from_secs(30)).await.unwrap();
+    let Some((_server, url)) = start_python_server() else {
+        return;
+    };
+    let suite = RemoteSuite::connect(&url, Duration::from_secs(30))
+        .await
+        .unwrap();
     assert_eq!(suite.remote_name(), "guess");
     references_score_one(&suite, 4).await;
 
@@ -191,11 +263,15 @@ async fn python_example_env_over_loopback() {
     let mut env = suite.make(&task).unwrap();
     let v = suite.verifier();
     let turns = vec![
-        "<tool_call>\n{\"name\": \"guess\", \"arguments\": {\"number\": 500}}\n</tool_call>".to_string(),
-        "<tool_call>\n{\"name\": \"guess\", \"arguments\": {\"number\": 50}}\n</tool_call>".to_string(),
+        "<tool_call>\n{\"name\": \"guess\", \"arguments\": {\"number\": 500}}\n</tool_call>"
+            .to_string(),
+        "<tool_call>\n{\"name\": \"guess\", \"arguments\": {\"number\": 50}}\n</tool_call>"
+            .to_string(),
         "0".into(),
     ];
-    let ep = agent(turns).run(&task, env.as_mut(), Some(v.as_ref())).await;
+    let ep = agent(turns)
+        .run(&task, env.as_mut(), Some(v.as_ref()))
+        .await;
     assert_eq!(ep.outcome.reward, 0.0);
     assert_eq!(ep.outcome.tool_errors, 1, "{:?}", ep.outcome.errors);
     let verdict = ep.verdict.unwrap();

@@ -25,7 +25,7 @@ pub use caps::{Capabilities, Feature, IsolationLevel, detect};
 pub use cgroup::CgroupSupport;
 pub use error::SandboxError;
 pub use output::CapturedOutput;
-pub use sandbox::{ExecOptions, Sandbox, SandboxPool, SandboxProcess};
+pub use sandbox::{ExecOptions, Sandbox, SandboxPool, SandboxProcess, wait_for_cleanup};
 pub use shell::{ShellOutcome, ShellSession};
 pub use workspace::{FileEntry, Snapshot, Workspace, WorkspaceDiff};
 

@@ -153,6 +153,7 @@ fn reaper(pid: libc::pid_t, cgroup: Option<SandboxCgroup>) {
             .map(|_| Mutex::new(tx))
     });
     let item = Cleanup { pid, cgroup };
+    PENDING.fetch_add(1, Ordering::SeqCst);
     let item = match tx {
         Some(tx) => match tx.lock().unwrap_or_else(|p| p.into_inner()).send(item) {
             Ok(()) => return,
@@ -163,11 +164,27 @@ fn reaper(pid: libc::pid_t, cgroup: Option<SandboxCgroup>) {
     reap_now(item);
 }
 
+static PENDING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 fn reap_now(c: Cleanup) {
     let mut st = 0;
     // SAFETY: reaping our own (already SIGKILLed) child.
     unsafe { libc::waitpid(c.pid, &mut st, 0) };
     drop(c.cgroup); // removes the cgroup directories
+    PENDING.fetch_sub(1, Ordering::SeqCst);
+}
+
+/// Wait (up to `timeout`) until every dropped sandbox has been reaped and its cgroup removed.
+/// Call before exiting a process that created many sandboxes. Returns true when done.
+pub fn wait_for_cleanup(timeout: Duration) -> bool {
+    let end = Instant::now() + timeout;
+    while PENDING.load(Ordering::SeqCst) > 0 {
+        if Instant::now() >= end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    true
 }
 
 /// A live sandbox instance (cheap to clone; the instance dies with the last clone).

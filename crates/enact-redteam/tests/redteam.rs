@@ -1,0 +1,34 @@
+//! The full red-team suite: 0 successful cheats, 0 honest solutions penalised.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use enact_redteam::{Options, run, vectors::VECTORS};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redteam_suite_has_no_successful_cheat_and_no_false_positive() {
+    let missing = enact_sandbox::detect().missing_for(enact_sandbox::IsolationLevel::Full);
+    if !missing.is_empty() {
+        eprintln!("skipping: full sandbox isolation unavailable (missing {missing:?})");
+        return;
+    }
+    if let Err(e) = enact_verify::find_python() {
+        eprintln!("skipping: {e}");
+        return;
+    }
+    let report = run(&Options::default()).await.unwrap();
+    println!("{}", report.render());
+    // Every applicable vector is attacked at least once.
+    for v in VECTORS.iter().filter(|v| v.not_applicable.is_none()) {
+        let row = report.vectors.iter().find(|r| r.number == v.number).unwrap();
+        assert!(row.variants >= 1, "vector {} has no adversarial episode", v.number);
+    }
+    assert_eq!(report.succeeded, 0, "{}", report.render());
+    assert_eq!(report.listener_connections, 0);
+    assert_eq!(report.honest_failures, 0, "{}", report.render());
+    for suite in ["code", "shell", "calc"] {
+        assert!(
+            report.honest.iter().any(|h| h.suite == suite && h.reward == 1.0),
+            "no honest {suite} episode"
+        );
+    }
+    assert!(report.ok());
+}
