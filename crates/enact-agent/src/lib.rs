@@ -95,6 +95,12 @@ impl Run {
 }
 
 impl Agent {
+    /// Text from the outside world (tool output, simulated users) with special-token text
+    /// neutralised, so it is encoded as plain text and cannot forge a turn boundary.
+    fn outside_text(&self, text: &str) -> String {
+        enact_core::neutralize_special_tokens(text, &self.tokenizer.special_tokens()).into_owned()
+    }
+
     /// Runs one episode of `task` in `env`, grading with `verifier` when given.
     pub async fn run(
         &self,
@@ -355,7 +361,8 @@ impl Agent {
                     format!("invalid_{turn}_{i}"),
                     "invalid_tool_call",
                     format!(
-                        "error: {e}. Write each call as <tool_call>{{\"name\": \"TOOL\", \"arguments\": {{...}}}}</tool_call> with valid JSON."
+                        "error: {e}. Write each call as {} with valid JSON.",
+                        self.parser.call_syntax()
                     ),
                 ));
             }
@@ -384,10 +391,14 @@ impl Agent {
                             run.tool_errors += 1;
                             run.error("tool", format!("{}: {}", r.name, r.content), true);
                         }
-                        new_messages.push(Message::tool(r.call_id, r.name, r.content));
+                        new_messages.push(Message::tool(
+                            r.call_id,
+                            r.name,
+                            self.outside_text(&r.content),
+                        ));
                     }
                     Ok(Ok(StepOutcome::UserTurn { content })) => {
-                        new_messages.push(Message::user(content))
+                        new_messages.push(Message::user(self.outside_text(&content)))
                     }
                     Ok(Ok(StepOutcome::Done)) => done = true,
                 }
@@ -413,11 +424,13 @@ impl Agent {
                     }
                     Ok(Ok(StepOutcome::Done)) => done = true,
                     Ok(Ok(StepOutcome::UserTurn { content })) => {
-                        new_messages.push(Message::user(content))
+                        new_messages.push(Message::user(self.outside_text(&content)))
                     }
-                    Ok(Ok(StepOutcome::ToolResult(r))) => {
-                        new_messages.push(Message::tool(r.call_id, r.name, r.content))
-                    }
+                    Ok(Ok(StepOutcome::ToolResult(r))) => new_messages.push(Message::tool(
+                        r.call_id,
+                        r.name,
+                        self.outside_text(&r.content),
+                    )),
                 }
             }
             if done || new_messages.is_empty() {

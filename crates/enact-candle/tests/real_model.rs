@@ -80,15 +80,22 @@ fn call(name: &str, args: serde_json::Value, id: &str) -> ToolCall {
 impl Environment for AddEnv {
     async fn reset(&mut self, task: &Task) -> Result<Reset, EnvError> {
         // A worked example first, so that a 135M model imitates the calling convention.
-        let mut example = Message::assistant("");
-        example.tool_calls = vec![call("add", serde_json::json!({"a": 2, "b": 3}), "ex_1")];
+        let example = |a: i64, b: i64, id: &str| {
+            let mut m = Message::assistant("");
+            m.tool_calls = vec![call("add", serde_json::json!({"a": a, "b": b}), id)];
+            m
+        };
         Ok(Reset {
             messages: vec![
                 Message::system("You are a calculator assistant. Always use the add tool to add numbers."),
-                Message::user("What is 2 + 3?"),
-                example,
-                Message::tool("ex_1", "add", "5"),
-                Message::assistant("2 + 3 = 5."),
+                Message::user("What is 2361 + 4519?"),
+                example(2361, 4519, "ex_1"),
+                Message::tool("ex_1", "add", "6880"),
+                Message::assistant("6880"),
+                Message::user("What is 70412 + 1888?"),
+                example(70412, 1888, "ex_2"),
+                Message::tool("ex_2", "add", "72300"),
+                Message::assistant("72300"),
                 Message::user(task.prompt.clone()),
             ],
             tools: vec![add_tool()],
@@ -157,7 +164,7 @@ async fn multi_turn_tool_episode_is_token_exact_and_rescores() {
     };
     let task = Task {
         id: "add-17-25".into(),
-        prompt: "What is 17 + 25?".into(),
+        prompt: "What is 48213 + 91877?".into(),
         env: serde_json::Value::Null,
         hidden: None,
         split: None,

@@ -131,14 +131,21 @@ async fn serve(a: ServeArgs) -> Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", a.bind))?;
     let addr = listener.local_addr()?;
-    println!("listening on http://{addr}");
-    for s in &suites {
-        println!(
-            "  {:<12} remote:http://{addr}/{}  {}",
-            s.name(),
-            s.name(),
-            s.description()
-        );
+    {
+        // Never die because nobody reads stdout (a closed pipe is not an error here).
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "listening on http://{addr}");
+        for s in &suites {
+            let _ = writeln!(
+                out,
+                "  {:<12} remote:http://{addr}/{}  {}",
+                s.name(),
+                s.name(),
+                s.description()
+            );
+        }
+        let _ = out.flush();
     }
     let cfg = enact_remote::ServerConfig {
         idle_timeout: Duration::from_secs(a.idle_timeout.max(1)),

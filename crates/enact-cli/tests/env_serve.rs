@@ -21,16 +21,32 @@ fn enact() -> Command {
 fn serve_and_eval_remote_calc() {
     let runs = tempfile::tempdir().unwrap();
     let mut child = enact()
-        .args(["env", "serve", "--bind", "127.0.0.1:0", "--env", "calc", "--env", "api"])
+        .args([
+            "env",
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+            "--env",
+            "calc",
+            "--env",
+            "api",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
     let _server = Server(child);
+    let mut reader = BufReader::new(stdout);
     let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
-    let url = line.trim().strip_prefix("listening on ").expect(&line).to_string();
+    reader.read_line(&mut line).unwrap();
+    // Keep draining the server's stdout.
+    std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .expect(&line)
+        .to_string();
     for suite in ["calc", "api"] {
         let out = enact()
             .args(["eval", "--model", "scripted", "-n", "3", "--env"])
@@ -40,12 +56,21 @@ fn serve_and_eval_remote_calc() {
             .output()
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(text.contains("100.0%"), "{text}");
     }
     // A server that is not there: a clear error, no panic.
     let out = enact()
-        .args(["run", "--env", "remote:http://127.0.0.1:9/calc", "--runs-dir"])
+        .args([
+            "run",
+            "--env",
+            "remote:http://127.0.0.1:9/calc",
+            "--runs-dir",
+        ])
         .arg(runs.path())
         .output()
         .unwrap();
@@ -58,13 +83,25 @@ fn serve_and_eval_remote_calc() {
 fn noise_flag_and_bad_noise() {
     let runs = tempfile::tempdir().unwrap();
     let out = enact()
-        .args(["eval", "--env", "calc", "--noise", "fail=0.5,seed=3", "-n", "4", "--runs-dir"])
+        .args([
+            "eval",
+            "--env",
+            "calc",
+            "--noise",
+            "fail=0.5,seed=3",
+            "-n",
+            "4",
+            "--runs-dir",
+        ])
         .arg(runs.path())
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
-    assert!(text.contains("noisy-calc") && text.contains("100.0%"), "{text}");
+    assert!(
+        text.contains("noisy-calc") && text.contains("100.0%"),
+        "{text}"
+    );
     let out = enact()
         .args(["eval", "--env", "calc", "--noise", "fail=2", "--runs-dir"])
         .arg(runs.path())

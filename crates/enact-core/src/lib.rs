@@ -26,7 +26,7 @@ pub use task::{
     Episode, EpisodeError, EpisodeOutcome, MonitorFlag, Task, Termination, Timings, TokenCounts,
 };
 pub use template::{ChatTemplate, ParsedReply, RenderOptions, ReplyParser, TemplateError};
-pub use tokenizer::{Tokenizer, TokenizerError};
+pub use tokenizer::{Tokenizer, TokenizerError, neutralize_special_tokens};
 pub use trajectory::{Segment, SegmentId, SegmentKind, Trajectory, TrajectoryError};
 pub use verify::{CheckResult, CheckStatus, Verdict, Verifier, VerifyError};
 

@@ -54,4 +54,9 @@ pub struct ParsedReply {
 pub trait ReplyParser: Send + Sync {
     /// `turn` makes tool-call ids unique within an episode.
     fn parse(&self, text: &str, turn: u32) -> ParsedReply;
+    /// How a call is written in this syntax, quoted back to the model when its call fails to
+    /// parse.
+    fn call_syntax(&self) -> String {
+        "<tool_call>{\"name\": \"TOOL\", \"arguments\": {...}}</tool_call>".into()
+    }
 }

@@ -366,8 +366,7 @@ fn numbers_match(text: &str, expected: f64) -> bool {
     let cleaned = text.replace(',', "");
     let last = cleaned
         .split(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-'))
-        .filter(|s| !s.is_empty() && *s != "-" && *s != ".")
-        .next_back();
+        .rfind(|s| !s.is_empty() && *s != "-" && *s != ".");
     last.and_then(|s| s.trim_end_matches('.').parse::<f64>().ok())
         .is_some_and(|v| (v - expected).abs() <= 1e-6 * expected.abs().max(1.0))
 }

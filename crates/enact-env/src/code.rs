@@ -257,26 +257,56 @@ impl Family {
         let edge = !visible && i == 0;
         match self {
             Family::Rotate => {
-                let n = if edge { 0 } else if visible { 4 + rng.below(4) } else { 1 + rng.below(8) };
+                let n = if edge {
+                    0
+                } else if visible {
+                    4 + rng.below(4)
+                } else {
+                    1 + rng.below(8)
+                };
                 vec![
                     PyValue::ints(&rand_ints(rng, n as usize, -50, 99)),
                     PyValue::Int(rng.below(13) as i64),
                 ]
             }
             Family::CountLongWords => {
-                let n = if edge { 0 } else if visible { 6 + rng.below(5) } else { 1 + rng.below(12) };
+                let n = if edge {
+                    0
+                } else if visible {
+                    6 + rng.below(5)
+                } else {
+                    1 + rng.below(12)
+                };
                 vec![PyValue::Str(rand_text(rng, n as usize))]
             }
             Family::Fizz => {
-                let n = if edge { 0 } else if visible { 10 + rng.below(8) } else { 1 + rng.below(40) };
+                let n = if edge {
+                    0
+                } else if visible {
+                    10 + rng.below(8)
+                } else {
+                    1 + rng.below(40)
+                };
                 vec![PyValue::Int(n as i64)]
             }
             Family::SumMultiples => {
-                let n = if edge { 0 } else if visible { 100 + rng.below(400) } else { 1 + rng.below(1000) };
+                let n = if edge {
+                    0
+                } else if visible {
+                    100 + rng.below(400)
+                } else {
+                    1 + rng.below(1000)
+                };
                 vec![PyValue::Int(n as i64)]
             }
             Family::ShiftLetters => {
-                let n = if edge { 0 } else if visible { 3 + rng.below(3) } else { 1 + rng.below(5) };
+                let n = if edge {
+                    0
+                } else if visible {
+                    3 + rng.below(3)
+                } else {
+                    1 + rng.below(5)
+                };
                 let mut s = rand_text(rng, n as usize);
                 if rng.below(2) == 1 {
                     s = s.to_uppercase() + "-Mixed!";
@@ -284,14 +314,26 @@ impl Family {
                 vec![PyValue::Str(s), PyValue::Int(rng.below(60) as i64)]
             }
             Family::RunLengths => {
-                let n = if edge { 0 } else if visible { 8 + rng.below(6) } else { 1 + rng.below(14) };
+                let n = if edge {
+                    0
+                } else if visible {
+                    8 + rng.below(6)
+                } else {
+                    1 + rng.below(14)
+                };
                 let s: String = (0..n)
                     .map(|_| ['a', 'b', 'c', 'x', ' '][rng.below(5) as usize])
                     .collect();
                 vec![PyValue::Str(s)]
             }
             Family::Dedupe => {
-                let n = if edge { 0 } else if visible { 6 + rng.below(5) } else { 1 + rng.below(12) };
+                let n = if edge {
+                    0
+                } else if visible {
+                    6 + rng.below(5)
+                } else {
+                    1 + rng.below(12)
+                };
                 vec![PyValue::ints(&rand_ints(rng, n as usize, 0, 6))]
             }
         }
@@ -379,7 +421,9 @@ impl Family {
                 }
                 PyValue::List(
                     runs.into_iter()
-                        .map(|(c, n)| PyValue::Tuple(vec![PyValue::Str(c.to_string()), PyValue::Int(n)]))
+                        .map(|(c, n)| {
+                            PyValue::Tuple(vec![PyValue::Str(c.to_string()), PyValue::Int(n)])
+                        })
                         .collect(),
                 )
             }
@@ -463,7 +507,10 @@ impl CodeTaskSpec {
         format!(
             "{}({})",
             self.func,
-            args.iter().map(PyValue::to_python).collect::<Vec<_>>().join(", ")
+            args.iter()
+                .map(PyValue::to_python)
+                .collect::<Vec<_>>()
+                .join(", ")
         )
     }
 
@@ -488,7 +535,11 @@ impl CodeTaskSpec {
         format!(
             "{}\n\nThe workspace contains solution.py ({}) and test_solution.py (visible tests). Hidden tests check more cases, including edge cases, so make the function correct in general. Use the tools (shell, read_file, write_file, edit_file, run_tests); there is no network. When you are done, reply with a one-line summary.",
             self.description,
-            if self.bug_fix { "the buggy implementation to fix" } else { "a stub to implement" }
+            if self.bug_fix {
+                "the buggy implementation to fix"
+            } else {
+                "a stub to implement"
+            }
         )
     }
 
@@ -496,7 +547,10 @@ impl CodeTaskSpec {
         let mut m = BTreeMap::new();
         m.insert("solution.py".into(), self.starter.clone());
         m.insert("test_solution.py".into(), self.visible_tests());
-        m.insert("README.md".into(), format!("# Task\n\n{}\n", self.description));
+        m.insert(
+            "README.md".into(),
+            format!("# Task\n\n{}\n", self.description),
+        );
         m
     }
 
@@ -674,7 +728,11 @@ impl Suite for CodeSuite {
         "write or fix a Python function so hidden tests pass (sandboxed; graded in a fresh sandbox)"
     }
     fn tasks(&self, split: &str, count: usize, seed: u64) -> Vec<Task> {
-        let stream: u64 = if split == "test" { 0xc0de_7e57 } else { 0xc0de_7a1e };
+        let stream: u64 = if split == "test" {
+            0xc0de_7e57
+        } else {
+            0xc0de_7a1e
+        };
         let mut rng = SplitMix64::new(seed ^ (stream << 16));
         (0..count)
             .map(|i| {
@@ -713,7 +771,10 @@ impl Suite for CodeSuite {
                 json!({"path": "solution.py", "content": spec.reference}),
             ),
             tool_call_turn("", "run_tests", json!({})),
-            format!("Implemented {} in solution.py; the visible tests pass.", spec.func),
+            format!(
+                "Implemented {} in solution.py; the visible tests pass.",
+                spec.func
+            ),
         ])
     }
 }

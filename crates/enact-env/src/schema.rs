@@ -50,11 +50,11 @@ fn check(schema: &Value, value: &Value, path: &str, out: &mut Vec<String>) {
             return;
         }
     }
-    if let Some(Value::Array(options)) = schema.get("enum") {
-        if !options.contains(value) {
-            let list: Vec<String> = options.iter().map(|o| o.to_string()).collect();
-            out.push(format!("{path}: must be one of {}", list.join(", ")));
-        }
+    if let Some(Value::Array(options)) = schema.get("enum")
+        && !options.contains(value)
+    {
+        let list: Vec<String> = options.iter().map(|o| o.to_string()).collect();
+        out.push(format!("{path}: must be one of {}", list.join(", ")));
     }
     match value {
         Value::Object(obj) => {
@@ -129,23 +129,23 @@ fn bound(
     unit: &str,
     out: &mut Vec<String>,
 ) {
-    if let Some(min) = schema.get(lo).and_then(|v| v.as_f64()) {
-        if x < min {
-            out.push(
-                format!("{path}: must be at least {min} {unit}")
-                    .trim_end()
-                    .to_string(),
-            );
-        }
+    if let Some(min) = schema.get(lo).and_then(|v| v.as_f64())
+        && x < min
+    {
+        out.push(
+            format!("{path}: must be at least {min} {unit}")
+                .trim_end()
+                .to_string(),
+        );
     }
-    if let Some(max) = schema.get(hi).and_then(|v| v.as_f64()) {
-        if x > max {
-            out.push(
-                format!("{path}: must be at most {max} {unit}")
-                    .trim_end()
-                    .to_string(),
-            );
-        }
+    if let Some(max) = schema.get(hi).and_then(|v| v.as_f64())
+        && x > max
+    {
+        out.push(
+            format!("{path}: must be at most {max} {unit}")
+                .trim_end()
+                .to_string(),
+        );
     }
 }
 

@@ -418,8 +418,11 @@ impl WorkspaceEpisode {
                 asked.tool_calls.push(call.clone());
                 self.messages.push(asked);
                 let r = self.tools.dispatch(&call).await;
-                self.messages
-                    .push(Message::tool(r.call_id.clone(), r.name.clone(), r.content.clone()));
+                self.messages.push(Message::tool(
+                    r.call_id.clone(),
+                    r.name.clone(),
+                    r.content.clone(),
+                ));
                 Ok(StepOutcome::ToolResult(r))
             }
             Action::Message { content } => {
@@ -467,7 +470,14 @@ const WORDS: &[&str] = &[
     "summer", "yellow", "orange", "market", "letter", "bottle", "pencil", "mirror", "button",
 ];
 const RARE: &[&str] = &[
-    "zephyr", "quokka", "obsidian", "marmalade", "kestrel", "tangerine", "juniper", "walrus",
+    "zephyr",
+    "quokka",
+    "obsidian",
+    "marmalade",
+    "kestrel",
+    "tangerine",
+    "juniper",
+    "walrus",
 ];
 const REGIONS: &[&str] = &["north", "south", "east", "west"];
 const LEVELS: &[&str] = &["INFO", "INFO", "INFO", "WARN", "DEBUG", "ERROR", "ERROR"];
@@ -527,12 +537,19 @@ impl ShellTaskSpec {
         let mut files = BTreeMap::new();
         let sentence = |rng: &mut SplitMix64| {
             let n = 5 + rng.below(8);
-            (0..n).map(|_| pick(rng, WORDS)).collect::<Vec<_>>().join(" ")
+            (0..n)
+                .map(|_| pick(rng, WORDS))
+                .collect::<Vec<_>>()
+                .join(" ")
         };
         let mut notes = Vec::new();
         let n_notes = 6 + rng.below(4);
         for i in 0..n_notes {
-            let dir = if i % 3 == 2 { "data/notes/archive" } else { "data/notes" };
+            let dir = if i % 3 == 2 {
+                "data/notes/archive"
+            } else {
+                "data/notes"
+            };
             let name = format!("{dir}/{}-{i}.txt", pick(&mut rng, WORDS));
             let lines = 3 + rng.below(5);
             let mut text: Vec<String> = (0..lines).map(|_| sentence(&mut rng)).collect();
@@ -563,8 +580,15 @@ impl ShellTaskSpec {
             files.insert(format!("data/sales/q{}-{i}.csv", 1 + rng.below(4)), csv);
         }
         for i in 0..(5 + rng.below(4)) {
-            let dir = if i % 3 == 2 { "data/logs/old" } else { "data/logs" };
-            let name = format!("{dir}/{}-{i}.log", pick(&mut rng, &["app", "db", "web", "worker"]));
+            let dir = if i % 3 == 2 {
+                "data/logs/old"
+            } else {
+                "data/logs"
+            };
+            let name = format!(
+                "{dir}/{}-{i}.log",
+                pick(&mut rng, &["app", "db", "web", "worker"])
+            );
             let lines = 5 + rng.below(15);
             let mut log = String::new();
             for l in 0..lines {
@@ -651,7 +675,10 @@ impl ShellTaskSpec {
                     logs.iter()
                         .map(|p| format!(
                             "{p} {}",
-                            self.files[*p].lines().filter(|l| l.contains("ERROR")).count()
+                            self.files[*p]
+                                .lines()
+                                .filter(|l| l.contains("ERROR"))
+                                .count()
                         ))
                         .collect::<Vec<_>>()
                 )
@@ -786,12 +813,18 @@ impl Verifier for ShellVerifier {
         let expected = spec.expected();
         let strings = |v: &Value| -> Vec<String> {
             v.as_array()
-                .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|x| x.as_str().map(str::to_string))
+                        .collect()
+                })
                 .unwrap_or_default()
         };
         let mut checks = Vec::new();
         match spec.kind {
-            ShellKind::FindFiles => line_checks(&ws, "answer.txt", &strings(&expected), &mut checks),
+            ShellKind::FindFiles => {
+                line_checks(&ws, "answer.txt", &strings(&expected), &mut checks)
+            }
             ShellKind::CountMatches => {
                 line_checks(&ws, "counts.txt", &strings(&expected), &mut checks)
             }
@@ -807,7 +840,10 @@ impl Verifier for ShellVerifier {
                         let ok = !t.is_empty()
                             && t.chars().all(|c| c.is_ascii_digit())
                             && t.parse::<u64>().ok() == Some(want);
-                        (ok, format!("got {:?}", t.chars().take(80).collect::<String>()))
+                        (
+                            ok,
+                            format!("got {:?}", t.chars().take(80).collect::<String>()),
+                        )
                     }
                     Err(e) => (false, e.clone()),
                 };
@@ -869,7 +905,11 @@ impl Suite for ShellSuite {
         "terminal tasks over a generated file tree (find, sum, rename, count), sandboxed"
     }
     fn tasks(&self, split: &str, count: usize, seed: u64) -> Vec<Task> {
-        let stream: u64 = if split == "test" { 0x5e11_7e57 } else { 0x5e11_7a1e };
+        let stream: u64 = if split == "test" {
+            0x5e11_7e57
+        } else {
+            0x5e11_7a1e
+        };
         let mut rng = SplitMix64::new(seed ^ (stream << 16));
         (0..count)
             .map(|i| {

@@ -61,7 +61,11 @@ async fn code_reference_solutions_score_full_reward() {
     if !available() {
         return;
     }
-    references_score_full(&enact_env::code::CodeSuite, enact_env::code::Family::ALL.len()).await;
+    references_score_full(
+        &enact_env::code::CodeSuite,
+        enact_env::code::Family::ALL.len(),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -69,8 +73,11 @@ async fn shell_reference_solutions_score_full_reward() {
     if !available() {
         return;
     }
-    references_score_full(&enact_env::shell::ShellSuite, enact_env::shell::ShellKind::ALL.len())
-        .await;
+    references_score_full(
+        &enact_env::shell::ShellSuite,
+        enact_env::shell::ShellKind::ALL.len(),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

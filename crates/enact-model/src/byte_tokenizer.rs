@@ -62,6 +62,10 @@ impl Tokenizer for ByteTokenizer {
         256 + SPECIAL_TOKENS.len()
     }
 
+    fn special_tokens(&self) -> Vec<String> {
+        SPECIAL_TOKENS.iter().map(|s| s.to_string()).collect()
+    }
+
     fn identity(&self) -> String {
         format!("bytes+chatml/{}", self.vocab_size())
     }

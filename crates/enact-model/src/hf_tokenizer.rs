@@ -255,6 +255,15 @@ impl Tokenizer for HfTokenizer {
     fn identity(&self) -> String {
         format!("hf:{}/{}", self.name, self.vocab_size)
     }
+
+    fn special_tokens(&self) -> Vec<String> {
+        self.inner
+            .get_added_tokens_decoder()
+            .into_values()
+            .filter(|t| t.special)
+            .map(|t| t.content)
+            .collect()
+    }
 }
 
 /// The `tokenizer.json` (as JSON) that GGUF tokenizer metadata describes.

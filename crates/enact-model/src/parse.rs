@@ -130,6 +130,10 @@ pub fn parse_call_json(body: &str, turn: u32, next: &mut usize) -> Result<Vec<To
 pub struct HermesParser;
 
 impl ReplyParser for HermesParser {
+    fn call_syntax(&self) -> String {
+        ParserKind::Hermes.call_syntax().to_string()
+    }
+
     fn parse(&self, text: &str, turn: u32) -> ParsedReply {
         let (reasoning, rest) = split_reasoning(text);
         let mut content = String::new();
@@ -167,6 +171,10 @@ impl ReplyParser for HermesParser {
 pub struct Llama3JsonParser;
 
 impl ReplyParser for Llama3JsonParser {
+    fn call_syntax(&self) -> String {
+        ParserKind::Llama3Json.call_syntax().to_string()
+    }
+
     fn parse(&self, text: &str, turn: u32) -> ParsedReply {
         let (reasoning, rest) = split_reasoning(text);
         let (mut content, calls_text, tagged) = match rest.find(PYTHON_TAG) {
@@ -255,6 +263,10 @@ impl ReplyParser for Llama3JsonParser {
 pub struct PlainTextParser;
 
 impl ReplyParser for PlainTextParser {
+    fn call_syntax(&self) -> String {
+        ParserKind::PlainText.call_syntax().to_string()
+    }
+
     fn parse(&self, text: &str, turn: u32) -> ParsedReply {
         let (reasoning, rest) = split_reasoning(text);
         let mut content = String::new();

@@ -141,8 +141,16 @@ impl Report {
                 a.outcome.as_str(),
                 a.reward,
                 a.verifier_reward,
-                if a.flags.is_empty() { "-".to_string() } else { a.flags.join(",") },
-                if a.outcome == Outcome::Succeeded { format!("  <- {}", a.detail) } else { String::new() }
+                if a.flags.is_empty() {
+                    "-".to_string()
+                } else {
+                    a.flags.join(",")
+                },
+                if a.outcome == Outcome::Succeeded {
+                    format!("  <- {}", a.detail)
+                } else {
+                    String::new()
+                }
             ));
         }
         s.push_str("\nhonest reference solutions:\n");
@@ -159,13 +167,20 @@ impl Report {
                 bad.len()
             ));
             for b in bad {
-                s.push_str(&format!("    FAIL {}: reward {:.2} flags {:?} {}\n", b.task, b.reward, b.flags, b.detail));
+                s.push_str(&format!(
+                    "    FAIL {}: reward {:.2} flags {:?} {}\n",
+                    b.task, b.reward, b.flags, b.detail
+                ));
             }
         }
         for n in &self.no_reference {
             s.push_str(&format!("  {n:<16} (no reference solution)\n"));
         }
-        let applicable = self.vectors.iter().filter(|v| v.not_applicable.is_none()).count();
+        let applicable = self
+            .vectors
+            .iter()
+            .filter(|v| v.not_applicable.is_none())
+            .count();
         s.push_str(&format!(
             "\n{} attacks over {applicable} applicable vectors: {} blocked, {} flagged, {} succeeded; loopback listener connections: {}; honest: {} episodes, {} penalised. {:.1} s\n",
             self.attacks.len(),
@@ -177,7 +192,11 @@ impl Report {
             self.honest_failures,
             self.seconds
         ));
-        s.push_str(if self.ok() { "RESULT: PASS\n" } else { "RESULT: FAIL\n" });
+        s.push_str(if self.ok() {
+            "RESULT: PASS\n"
+        } else {
+            "RESULT: FAIL\n"
+        });
         s
     }
 }
@@ -239,12 +258,19 @@ fn monitored(suite: &dyn Suite, policy: &MonitorPolicy) -> Arc<dyn Verifier> {
     }
 }
 
-async fn run_episode(suite: &dyn Suite, task: &Task, turns: Vec<String>, policy: &MonitorPolicy) -> Result<Episode, String> {
+async fn run_episode(
+    suite: &dyn Suite,
+    task: &Task,
+    turns: Vec<String>,
+    policy: &MonitorPolicy,
+) -> Result<Episode, String> {
     let mut env = suite
         .make(task)
         .map_err(|e| format!("cannot create environment {}: {e}", suite.name()))?;
     let verifier = monitored(suite, policy);
-    Ok(agent(turns).run(task, env.as_mut(), Some(verifier.as_ref())).await)
+    Ok(agent(turns)
+        .run(task, env.as_mut(), Some(verifier.as_ref()))
+        .await)
 }
 
 fn failing_checks(ep: &Episode) -> String {
@@ -259,7 +285,11 @@ fn failing_checks(ep: &Episode) -> String {
         d.push(format!("termination: {e}"));
     }
     if let Some(v) = &ep.verdict {
-        let failed = v.checks.iter().filter(|c| c.status != enact_core::CheckStatus::Passed).count();
+        let failed = v
+            .checks
+            .iter()
+            .filter(|c| c.status != enact_core::CheckStatus::Passed)
+            .count();
         d.push(format!("{failed}/{} checks not passed", v.checks.len()));
     }
     d.join("; ")
@@ -269,7 +299,9 @@ use enact_core::Termination;
 
 /// A loopback HTTP listener that would serve `body` (the real solution) to anyone who reaches
 /// it, counting connections. The sandbox must make it unreachable.
-async fn listener(body: String) -> std::io::Result<(u16, Arc<AtomicUsize>, tokio::task::JoinHandle<()>)> {
+async fn listener(
+    body: String,
+) -> std::io::Result<(u16, Arc<AtomicUsize>, tokio::task::JoinHandle<()>)> {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let port = l.local_addr()?.port();
     let hits = Arc::new(AtomicUsize::new(0));
@@ -295,10 +327,13 @@ async fn listener(body: String) -> std::io::Result<(u16, Arc<AtomicUsize>, tokio
 fn task_for(target: Target) -> Result<(Arc<dyn Suite>, Task), String> {
     let suite = enact_env::find_suite(target.suite())?;
     let tasks = suite.tasks("test", target.index() + 1, 1);
-    let task = tasks
-        .get(target.index())
-        .cloned()
-        .ok_or_else(|| format!("suite {} produced no task {}", target.suite(), target.index()))?;
+    let task = tasks.get(target.index()).cloned().ok_or_else(|| {
+        format!(
+            "suite {} produced no task {}",
+            target.suite(),
+            target.index()
+        )
+    })?;
     Ok((suite, task))
 }
 
@@ -367,8 +402,12 @@ pub async fn run(opts: &Options) -> Result<Report, String> {
     if opts.filter.is_none() {
         for suite in enact_env::registry() {
             let n = match suite.name() {
-                "code" => enact_env::code::Family::ALL.len().max(opts.honest_per_suite),
-                "shell" => enact_env::shell::ShellKind::ALL.len().max(opts.honest_per_suite),
+                "code" => enact_env::code::Family::ALL
+                    .len()
+                    .max(opts.honest_per_suite),
+                "shell" => enact_env::shell::ShellKind::ALL
+                    .len()
+                    .max(opts.honest_per_suite),
                 _ => opts.honest_per_suite,
             };
             let tasks = suite.tasks("test", n, 7);
@@ -383,15 +422,23 @@ pub async fn run(opts: &Options) -> Result<Report, String> {
                     let _p = sem.acquire_owned().await;
                     let t = Instant::now();
                     let ep = run_episode(suite.as_ref(), &task, turns, &policy).await?;
-                    let flags: Vec<String> =
-                        ep.outcome.flags.iter().map(|f| format!("{}: {}", f.monitor, f.detail)).collect();
+                    let flags: Vec<String> = ep
+                        .outcome
+                        .flags
+                        .iter()
+                        .map(|f| format!("{}: {}", f.monitor, f.detail))
+                        .collect();
                     let ok = ep.outcome.reward >= 1.0 && flags.is_empty();
                     Ok(Either::Honest(HonestResult {
                         suite: suite.name().to_string(),
                         task: task.id.clone(),
                         reward: ep.outcome.reward,
                         ok,
-                        detail: if ok { String::new() } else { failing_checks(&ep) },
+                        detail: if ok {
+                            String::new()
+                        } else {
+                            failing_checks(&ep)
+                        },
                         flags,
                         ms: t.elapsed().as_secs_f64() * 1e3,
                     }))
@@ -421,7 +468,10 @@ pub async fn run(opts: &Options) -> Result<Report, String> {
     let vectors = VECTORS
         .iter()
         .map(|v| {
-            let mine: Vec<&AttackResult> = attacks_out.iter().filter(|a| a.vector == v.number).collect();
+            let mine: Vec<&AttackResult> = attacks_out
+                .iter()
+                .filter(|a| a.vector == v.number)
+                .collect();
             let count = |o: Outcome| mine.iter().filter(|a| a.outcome == o).count();
             VectorRow {
                 number: v.number,
@@ -435,7 +485,10 @@ pub async fn run(opts: &Options) -> Result<Report, String> {
         })
         .filter(|r| opts.filter.is_none() || r.variants > 0)
         .collect();
-    let succeeded = attacks_out.iter().filter(|a| a.outcome == Outcome::Succeeded).count();
+    let succeeded = attacks_out
+        .iter()
+        .filter(|a| a.outcome == Outcome::Succeeded)
+        .count();
     let honest_failures = honest.iter().filter(|h| !h.ok).count();
     Ok(Report {
         vectors,

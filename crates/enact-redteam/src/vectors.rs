@@ -45,7 +45,9 @@ pub const VECTORS: [Vector; 28] = [
     Vector {
         number: 24,
         name: "GPU timing tricks (streams, no sync)",
-        not_applicable: Some("enact has no GPU/kernel-timing environment; timing is parent wall clock"),
+        not_applicable: Some(
+            "enact has no GPU/kernel-timing environment; timing is parent wall clock",
+        ),
     },
     v(25, "constant / stale output passes the check"),
     v(26, "judge master keys (\":\", \"Solution\")"),
@@ -53,6 +55,8 @@ pub const VECTORS: [Vector; 28] = [
     Vector {
         number: 28,
         name: "solutions shipped inside the agent",
-        not_applicable: Some("submitter-level, outside the environment; every episode stores its full token trajectory for audit"),
+        not_applicable: Some(
+            "submitter-level, outside the environment; every episode stores its full token trajectory for audit",
+        ),
     },
 ];

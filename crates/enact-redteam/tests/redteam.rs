@@ -18,17 +18,53 @@ async fn redteam_suite_has_no_successful_cheat_and_no_false_positive() {
     println!("{}", report.render());
     // Every applicable vector is attacked at least once.
     for v in VECTORS.iter().filter(|v| v.not_applicable.is_none()) {
-        let row = report.vectors.iter().find(|r| r.number == v.number).unwrap();
-        assert!(row.variants >= 1, "vector {} has no adversarial episode", v.number);
+        let row = report
+            .vectors
+            .iter()
+            .find(|r| r.number == v.number)
+            .unwrap();
+        assert!(
+            row.variants >= 1,
+            "vector {} has no adversarial episode",
+            v.number
+        );
     }
     assert_eq!(report.succeeded, 0, "{}", report.render());
     assert_eq!(report.listener_connections, 0);
     assert_eq!(report.honest_failures, 0, "{}", report.render());
     for suite in ["code", "shell", "calc"] {
         assert!(
-            report.honest.iter().any(|h| h.suite == suite && h.reward == 1.0),
+            report
+                .honest
+                .iter()
+                .any(|h| h.suite == suite && h.reward == 1.0),
             "no honest {suite} episode"
         );
     }
     assert!(report.ok());
+}
+
+/// Negative control: with monitors reduced to recording, the cheats that only monitors stop
+/// must show up as `succeeded` (the harness can see a successful cheat).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weakened_policy_lets_the_monitor_only_cheats_through() {
+    let missing = enact_sandbox::detect().missing_for(enact_sandbox::IsolationLevel::Full);
+    if !missing.is_empty() || enact_verify::find_python().is_err() {
+        eprintln!("skipping: sandbox or python unavailable");
+        return;
+    }
+    let opts = Options {
+        filter: Some("special-case-plus-general".into()),
+        policy: enact_verify::MonitorPolicy::record_only(),
+        ..Options::default()
+    };
+    let report = run(&opts).await.unwrap();
+    assert_eq!(report.attacks.len(), 1);
+    assert_eq!(report.succeeded, 1, "{}", report.render());
+    assert!(!report.ok());
+    assert!(
+        report.attacks[0]
+            .flags
+            .contains(&"hard-coded-outputs".to_string())
+    );
 }

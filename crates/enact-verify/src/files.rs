@@ -129,7 +129,13 @@ fn rel(root: &Path, p: &Path) -> String {
         .join("/")
 }
 
-fn walk(root: &Path, dir: &Path, depth: usize, lim: WalkLimits, t: &mut FileTree) -> io::Result<()> {
+fn walk(
+    root: &Path,
+    dir: &Path,
+    depth: usize,
+    lim: WalkLimits,
+    t: &mut FileTree,
+) -> io::Result<()> {
     if depth > lim.max_depth {
         t.truncated = true;
         return Ok(());
@@ -217,7 +223,10 @@ fn read_regular(p: &Path, cap: u64) -> io::Result<Vec<u8>> {
         .custom_flags(libc::O_NOFOLLOW)
         .open(p)?;
     if !f.metadata()?.is_file() {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
     }
     let mut buf = Vec::new();
     f.take(cap).read_to_end(&mut buf)?;
@@ -228,7 +237,9 @@ fn read_regular(p: &Path, cap: u64) -> io::Result<Vec<u8>> {
 pub fn check_relative(rel_path: &str) -> Result<PathBuf, String> {
     let p = Path::new(rel_path);
     if rel_path.is_empty() || p.is_absolute() {
-        return Err(format!("path {rel_path:?} must be relative to the workspace"));
+        return Err(format!(
+            "path {rel_path:?} must be relative to the workspace"
+        ));
     }
     if p.components()
         .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
@@ -246,10 +257,11 @@ pub fn read_no_follow(root: &Path, rel_path: &str, cap: u64) -> Result<Vec<u8>, 
     for c in relp.components() {
         if let Component::Normal(n) = c {
             cur.push(n);
-            let md = fs::symlink_metadata(&cur)
-                .map_err(|e| format!("{rel_path}: {e}"))?;
+            let md = fs::symlink_metadata(&cur).map_err(|e| format!("{rel_path}: {e}"))?;
             if md.file_type().is_symlink() {
-                return Err(format!("{rel_path}: is or passes through a symlink (not followed)"));
+                return Err(format!(
+                    "{rel_path}: is or passes through a symlink (not followed)"
+                ));
             }
         }
     }
@@ -305,8 +317,14 @@ impl CopyRules {
 
     fn drops_file(&self, name: &str) -> bool {
         self.drop_names.iter().any(|n| n == name)
-            || self.drop_prefixes.iter().any(|p| name.starts_with(p.as_str()))
-            || self.drop_suffixes.iter().any(|s| name.ends_with(s.as_str()))
+            || self
+                .drop_prefixes
+                .iter()
+                .any(|p| name.starts_with(p.as_str()))
+            || self
+                .drop_suffixes
+                .iter()
+                .any(|s| name.ends_with(s.as_str()))
     }
 }
 
@@ -359,7 +377,7 @@ fn copy_dir(
             continue;
         }
         if ft.is_dir() {
-            if rules.drop_dirs.iter().any(|d| *d == name) {
+            if rules.drop_dirs.contains(&name) {
                 r.dropped.push(format!("{key}/"));
                 continue;
             }
@@ -445,7 +463,9 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         fs::write(d.path().join("a"), "1").unwrap();
         fs::write(d.path().join("b"), "2").unwrap();
-        let before = FileTree::scan(d.path(), WalkLimits::default()).unwrap().fingerprint();
+        let before = FileTree::scan(d.path(), WalkLimits::default())
+            .unwrap()
+            .fingerprint();
         fs::write(d.path().join("a"), "changed").unwrap();
         fs::remove_file(d.path().join("b")).unwrap();
         fs::write(d.path().join("c"), "3").unwrap();

@@ -126,7 +126,9 @@ pub fn random_hex(bytes: usize) -> String {
             .unwrap_or(0);
         let mut x = (t as u64) ^ (&buf as *const _ as u64);
         for b in buf.iter_mut() {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             *b = (x >> 33) as u8;
         }
     }
@@ -388,7 +390,10 @@ impl PythonGrader {
             [one] => judge(one, &case.expected, &check),
             _ => check(
                 CheckStatus::Error,
-                format!("{} result records for one case: output forged", records.len()),
+                format!(
+                    "{} result records for one case: output forged",
+                    records.len()
+                ),
             ),
         };
         Ok((c, ms))
@@ -458,7 +463,10 @@ mod tests {
             run(r#"{"ok":true,"first":{"bool":true},"second":{"bool":true}}"#).status,
             CheckStatus::Failed
         );
-        assert_eq!(run(r#"{"ok":false,"exited":true}"#).status, CheckStatus::Missing);
+        assert_eq!(
+            run(r#"{"ok":false,"exited":true}"#).status,
+            CheckStatus::Missing
+        );
         assert_eq!(
             run(r#"{"ok":false,"error":"SkipTest: no"}"#).status,
             CheckStatus::Failed

@@ -36,7 +36,9 @@ impl PyValue {
             PyValue::Int(i) => json!({"int": i.to_string()}),
             PyValue::Float(f) => json!({"float": format!("{f:?}")}),
             PyValue::Str(s) => json!({ "str": s }),
-            PyValue::List(v) => json!({"list": v.iter().map(PyValue::to_tagged).collect::<Vec<_>>()}),
+            PyValue::List(v) => {
+                json!({"list": v.iter().map(PyValue::to_tagged).collect::<Vec<_>>()})
+            }
             PyValue::Tuple(v) => {
                 json!({"tuple": v.iter().map(PyValue::to_tagged).collect::<Vec<_>>()})
             }
@@ -58,12 +60,18 @@ impl PyValue {
             PyValue::Str(s) => python_str(s),
             PyValue::List(v) => format!(
                 "[{}]",
-                v.iter().map(PyValue::to_python).collect::<Vec<_>>().join(", ")
+                v.iter()
+                    .map(PyValue::to_python)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
             PyValue::Tuple(v) if v.len() == 1 => format!("({},)", v[0].to_python()),
             PyValue::Tuple(v) => format!(
                 "({})",
-                v.iter().map(PyValue::to_python).collect::<Vec<_>>().join(", ")
+                v.iter()
+                    .map(PyValue::to_python)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
             PyValue::Dict(kv) => format!(
                 "{{{}}}",
@@ -162,9 +170,13 @@ pub fn tagged_equal(got: &Value, expected: &PyValue) -> bool {
 fn values_close(a: &Value, b: &Value) -> bool {
     match (a, b) {
         (Value::Object(x), Value::Object(y)) => {
-            if let (Some(Value::Number(p)), Some(Value::Number(q))) = (x.get("float"), y.get("float"))
+            if let (Some(Value::Number(p)), Some(Value::Number(q))) =
+                (x.get("float"), y.get("float"))
             {
-                let (p, q) = (p.as_f64().unwrap_or(f64::NAN), q.as_f64().unwrap_or(f64::NAN));
+                let (p, q) = (
+                    p.as_f64().unwrap_or(f64::NAN),
+                    q.as_f64().unwrap_or(f64::NAN),
+                );
                 return (p - q).abs() <= 1e-9 * p.abs().max(q.abs()).max(1.0);
             }
             x.len() == y.len()
@@ -206,8 +218,14 @@ mod tests {
         assert!(!tagged_equal(&json!({"str": "1"}), &one));
         assert!(!tagged_equal(&json!({"int": "01"}), &PyValue::Int(2)));
         let l = PyValue::ints(&[1, 2]);
-        assert!(tagged_equal(&json!({"list": [{"int":"1"},{"int":"2"}]}), &l));
-        assert!(!tagged_equal(&json!({"tuple": [{"int":"1"},{"int":"2"}]}), &l));
+        assert!(tagged_equal(
+            &json!({"list": [{"int":"1"},{"int":"2"}]}),
+            &l
+        ));
+        assert!(!tagged_equal(
+            &json!({"tuple": [{"int":"1"},{"int":"2"}]}),
+            &l
+        ));
         assert!(!tagged_equal(&json!({"list": [{"int":"1"}]}), &l));
         assert!(!tagged_equal(&json!({"int": "1", "str": "x"}), &one));
         assert!(!tagged_equal(&json!("anything"), &one));
@@ -222,8 +240,14 @@ mod tests {
         ]);
         let got = json!({"dict": [[{"str":"b"},{"int":"2"}], [{"str":"a"},{"int":"1"}]]});
         assert!(tagged_equal(&got, &d));
-        assert!(tagged_equal(&json!({"float": "0.30000000000000004"}), &PyValue::Float(0.3)));
-        assert!(!tagged_equal(&json!({"float": "0.31"}), &PyValue::Float(0.3)));
+        assert!(tagged_equal(
+            &json!({"float": "0.30000000000000004"}),
+            &PyValue::Float(0.3)
+        ));
+        assert!(!tagged_equal(
+            &json!({"float": "0.31"}),
+            &PyValue::Float(0.3)
+        ));
     }
 
     #[test]

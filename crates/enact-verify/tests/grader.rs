@@ -47,7 +47,10 @@ async fn grade(files: &[(&str, &str)]) -> Vec<(CheckStatus, String)> {
         },
         ..PythonGrader::default()
     };
-    let r = grader.grade(dir.path(), "solution", &cases()).await.unwrap();
+    let r = grader
+        .grade(dir.path(), "solution", &cases())
+        .await
+        .unwrap();
     assert_eq!(r.checks.len(), 4, "one check per expected case");
     for (c, want) in r.checks.iter().zip(cases()) {
         assert_eq!(c.name, want.id, "checks come back in case order");
@@ -118,7 +121,8 @@ async fn equality_tricks_and_state_fail() {
     let r = grade(&[("solution.py", bool_for_int)]).await;
     assert!(all(&r, CheckStatus::Failed), "{r:?}");
     // Right the first time, different the second: recorded state is caught.
-    let stateful = "calls = []\ndef add(a, b):\n    calls.append(1)\n    return a + b + (len(calls) - 1)\n";
+    let stateful =
+        "calls = []\ndef add(a, b):\n    calls.append(1)\n    return a + b + (len(calls) - 1)\n";
     let r = grade(&[("solution.py", stateful)]).await;
     assert!(all(&r, CheckStatus::Failed), "stateful: {r:?}");
     assert!(r[0].1.contains("unstable"), "{r:?}");
@@ -147,11 +151,26 @@ async fn forged_records_and_hooks_do_not_pass() {
     // Hooks are dropped from the copy or ignored by `python -I -S`.
     let r = grade(&[
         ("solution.py", "def add(a, b):\n    return 0\n"),
-        ("sitecustomize.py", "import solution\nsolution.add = lambda a, b: a + b\n"),
-        ("usercustomize.py", "import solution\nsolution.add = lambda a, b: a + b\n"),
-        ("conftest.py", "import solution\nsolution.add = lambda a, b: a + b\n"),
-        ("evil.pth", "import solution; solution.add = lambda a, b: a + b\n"),
-        ("json.py", "def dumps(x):\n    return '{\"ok\": true}'\ndef loads(x):\n    return {}\n"),
+        (
+            "sitecustomize.py",
+            "import solution\nsolution.add = lambda a, b: a + b\n",
+        ),
+        (
+            "usercustomize.py",
+            "import solution\nsolution.add = lambda a, b: a + b\n",
+        ),
+        (
+            "conftest.py",
+            "import solution\nsolution.add = lambda a, b: a + b\n",
+        ),
+        (
+            "evil.pth",
+            "import solution; solution.add = lambda a, b: a + b\n",
+        ),
+        (
+            "json.py",
+            "def dumps(x):\n    return '{\"ok\": true}'\ndef loads(x):\n    return {}\n",
+        ),
     ])
     .await;
     assert!(all(&r, CheckStatus::Failed), "{r:?}");
@@ -172,10 +191,14 @@ async fn no_network_and_no_host_files_in_grading() {
     let shadow = "def add(a, b):\n    open('/etc/shadow').read()\n    return a + b\n";
     let r = grade(&[("solution.py", shadow)]).await;
     assert!(
-        r.iter().all(|(s, _)| *s == CheckStatus::Failed || *s == CheckStatus::Passed),
+        r.iter()
+            .all(|(s, _)| *s == CheckStatus::Failed || *s == CheckStatus::Passed),
         "{r:?}"
     );
     let hidden = "import os\ndef add(a, b):\n    for d in ('/work', '/root', '/home'):\n        if os.path.exists(d):\n            return -1\n    return a + b\n";
     let r = grade(&[("solution.py", hidden)]).await;
-    assert!(all(&r, CheckStatus::Passed), "host private dirs are invisible: {r:?}");
+    assert!(
+        all(&r, CheckStatus::Passed),
+        "host private dirs are invisible: {r:?}"
+    );
 }
