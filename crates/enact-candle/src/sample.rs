@@ -43,7 +43,10 @@ impl Rng {
 pub fn raw_logprob(logits: &[f32], token: u32) -> f32 {
     let max = logits.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
     let sum: f64 = logits.iter().map(|&l| f64::from((l - max).exp())).sum();
-    let l = logits.get(token as usize).copied().unwrap_or(f32::NEG_INFINITY);
+    let l = logits
+        .get(token as usize)
+        .copied()
+        .unwrap_or(f32::NEG_INFINITY);
     ((f64::from(l - max)) - sum.ln()) as f32
 }
 

@@ -8,8 +8,7 @@ use std::sync::Arc;
 
 use candle_core::quantized::GgmlDType;
 use enact_candle::{
-    CandlePolicy, Engine, EngineError, EngineOptions, PolicyOptions, SeqInput, WeightFormat,
-    fetch,
+    CandlePolicy, Engine, EngineError, EngineOptions, PolicyOptions, SeqInput, WeightFormat, fetch,
 };
 use enact_core::{FinishReason, Policy, SampleRequest, SamplingParams};
 
@@ -70,7 +69,11 @@ fn check_cache_equivalence(e: &Engine) {
             }])
             .pop()
             .unwrap();
-        assert_eq!(&l[..], &full[i * v..(i + 1) * v], "incremental position {i}");
+        assert_eq!(
+            &l[..],
+            &full[i * v..(i + 1) * v],
+            "incremental position {i}"
+        );
     }
     let mut cache = e.new_cache();
     let _ = e.forward(&mut [SeqInput {
@@ -179,9 +182,16 @@ fn sampling_parameters_behave() {
     let b = e.generate(&request(&PROMPT, 24, sampling(1.0, 7))).unwrap();
     assert_eq!(a, b);
     let others: Vec<_> = (8..12)
-        .map(|s| e.generate(&request(&PROMPT, 24, sampling(1.0, s))).unwrap().tokens)
+        .map(|s| {
+            e.generate(&request(&PROMPT, 24, sampling(1.0, s)))
+                .unwrap()
+                .tokens
+        })
         .collect();
-    assert!(others.iter().any(|t| *t != a.tokens), "seeds make no difference");
+    assert!(
+        others.iter().any(|t| *t != a.tokens),
+        "seeds make no difference"
+    );
     // top-k = 1 is greedy, whatever the temperature.
     let greedy = e.generate(&request(&PROMPT, 16, sampling(0.0, 1))).unwrap();
     let mut p1 = sampling(1.5, 99);
@@ -192,7 +202,10 @@ fn sampling_parameters_behave() {
     let mut mp = sampling(1.0, 5);
     mp.min_p = 0.9999;
     mp.top_p = 1.0;
-    assert_eq!(e.generate(&request(&PROMPT, 16, mp)).unwrap().tokens, greedy.tokens);
+    assert_eq!(
+        e.generate(&request(&PROMPT, 16, mp)).unwrap().tokens,
+        greedy.tokens
+    );
     // Stop tokens end generation and are included.
     let stop = greedy.tokens[3];
     let mut r = request(&PROMPT, 16, sampling(0.0, 1));
@@ -235,14 +248,22 @@ fn prefix_reuse_only_computes_the_new_suffix() {
     let e = Engine::load(&p, &opts(WeightFormat::Native, 1)).unwrap();
     let mut cache = e.new_cache();
     let r1 = request(&PROMPT, 8, sampling(0.7, 11));
-    let (s1, st1) = e.generate_with(&mut [(&mut cache, &r1)]).unwrap().pop().unwrap();
+    let (s1, st1) = e
+        .generate_with(&mut [(&mut cache, &r1)])
+        .unwrap()
+        .pop()
+        .unwrap();
     assert_eq!(st1.prefilled_tokens, PROMPT.len());
     // Next turn: context + sampled + an observation.
     let mut ctx2 = PROMPT.to_vec();
     ctx2.extend(&s1.tokens);
     ctx2.extend([4, 4, 4]);
     let r2 = request(&ctx2, 8, sampling(0.7, 12));
-    let (s2, st2) = e.generate_with(&mut [(&mut cache, &r2)]).unwrap().pop().unwrap();
+    let (s2, st2) = e
+        .generate_with(&mut [(&mut cache, &r2)])
+        .unwrap()
+        .pop()
+        .unwrap();
     // The cache held all but the last sampled token.
     assert_eq!(st2.prefilled_tokens, 1 + 3);
     let fresh = e.generate(&r2).unwrap();
@@ -251,7 +272,11 @@ fn prefix_reuse_only_computes_the_new_suffix() {
     let mut ctx3 = PROMPT[..6].to_vec();
     ctx3.extend([1, 2, 3]);
     let r3 = request(&ctx3, 4, sampling(0.0, 1));
-    let (s3, st3) = e.generate_with(&mut [(&mut cache, &r3)]).unwrap().pop().unwrap();
+    let (s3, st3) = e
+        .generate_with(&mut [(&mut cache, &r3)])
+        .unwrap()
+        .pop()
+        .unwrap();
     assert_eq!(st3.prefilled_tokens, 3);
     assert_eq!(s3, e.generate(&r3).unwrap());
 }
@@ -288,7 +313,11 @@ async fn policy_serves_concurrent_requests_and_tracks_versions() {
     assert_eq!(&scored[reqs[0].context.len()..], &s.logprobs[..]);
     // A bad request fails alone with a clear error.
     let bad = policy.sample(request(&[9999], 3, sampling(0.0, 1))).await;
-    assert!(bad.unwrap_err().to_string().contains("outside the model's vocabulary"));
+    assert!(
+        bad.unwrap_err()
+            .to_string()
+            .contains("outside the model's vocabulary")
+    );
     let empty = policy.sample(request(&[], 3, sampling(0.0, 1))).await;
     assert!(empty.is_err());
     // Reloading weights bumps the version stamped on tokens.
@@ -301,17 +330,25 @@ async fn policy_serves_concurrent_requests_and_tracks_versions() {
     assert_eq!(s.policy_versions, vec![1; s.tokens.len()]);
     let long = vec![1u32; 300];
     let err = policy.sample(request(&long, 3, sampling(0.0, 1))).await;
-    assert!(matches!(err, Err(enact_core::PolicyError::ContextTooLong { .. })));
+    assert!(matches!(
+        err,
+        Err(enact_core::PolicyError::ContextTooLong { .. })
+    ));
 }
 
 #[test]
 fn missing_corrupt_and_unknown_models_give_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("nope.gguf");
-    let e = Engine::load(&missing, &EngineOptions::default()).err().unwrap();
+    let e = Engine::load(&missing, &EngineOptions::default())
+        .err()
+        .unwrap();
     let msg = e.to_string();
     assert!(matches!(e, EngineError::Missing { .. }));
-    assert!(msg.contains("nope.gguf") && msg.contains("enact model fetch"), "{msg}");
+    assert!(
+        msg.contains("nope.gguf") && msg.contains("enact model fetch"),
+        "{msg}"
+    );
 
     // The default model's name gets the fetch hint.
     let msg = Engine::load(
@@ -329,7 +366,10 @@ fn missing_corrupt_and_unknown_models_give_clear_errors() {
         .err()
         .unwrap()
         .to_string();
-    assert!(msg.contains("garbage.gguf") && msg.contains("corrupt"), "{msg}");
+    assert!(
+        msg.contains("garbage.gguf") && msg.contains("corrupt"),
+        "{msg}"
+    );
 
     // A truncated file (interrupted download).
     let good = gguf(dir.path(), "llama", GgmlDType::Q8_0);
@@ -340,7 +380,10 @@ fn missing_corrupt_and_unknown_models_give_clear_errors() {
         .err()
         .unwrap()
         .to_string();
-    assert!(msg.contains("cut.gguf") && msg.contains("beyond the end"), "{msg}");
+    assert!(
+        msg.contains("cut.gguf") && msg.contains("beyond the end"),
+        "{msg}"
+    );
 
     // Unknown architecture: the error lists the supported ones.
     let text = String::from_utf8_lossy(&bytes).into_owned();
@@ -357,8 +400,14 @@ fn missing_corrupt_and_unknown_models_give_clear_errors() {
     std::fs::write(&unk, &renamed).unwrap();
     let e = Engine::load(&unk, &EngineOptions::default()).err().unwrap();
     let msg = e.to_string();
-    assert!(matches!(e, EngineError::UnknownArchitecture { .. }), "{msg}");
-    assert!(msg.contains("gpt2x") && msg.contains("llama, qwen2, qwen3"), "{msg}");
+    assert!(
+        matches!(e, EngineError::UnknownArchitecture { .. }),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("gpt2x") && msg.contains("llama, qwen2, qwen3"),
+        "{msg}"
+    );
 
     // safetensors without config.json.
     let st = dir.path().join("lonely.safetensors");
@@ -401,4 +450,23 @@ fn checksums_are_verified() {
         .unwrap_err()
         .to_string();
     assert!(msg.contains("missing") && msg.contains("w.zip"), "{msg}");
+}
+
+#[test]
+fn stop_strings_end_generation() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = gguf(dir.path(), "llama", GgmlDType::Q8_0);
+    let tok = Arc::new(enact_model::ByteTokenizer::new());
+    let e = Engine::load(&p, &opts(WeightFormat::Native, 1))
+        .unwrap()
+        .with_tokenizer(tok.clone());
+    let greedy = e.generate(&request(&PROMPT, 16, sampling(0.0, 1))).unwrap();
+    let target = greedy.tokens[4];
+    let stop = enact_core::Tokenizer::decode(tok.as_ref(), &[target]).unwrap();
+    let mut r = request(&PROMPT, 16, sampling(0.0, 1));
+    r.stop_strings = vec![stop.clone()];
+    let s = e.generate(&r).unwrap();
+    let at = greedy.tokens.iter().position(|&t| t == target).unwrap();
+    assert_eq!(s.tokens, greedy.tokens[..=at]);
+    assert_eq!(s.finish, FinishReason::StopString(stop));
 }

@@ -6,11 +6,13 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use enact_agent::{Agent, AgentConfig};
-use enact_candle::{CandlePolicy, Engine, EngineOptions, GenStats, PolicyOptions, WeightFormat, fetch};
+use enact_candle::{
+    CandlePolicy, Engine, EngineOptions, GenStats, PolicyOptions, WeightFormat, fetch,
+};
 use enact_core::{
     Action, EnvError, Environment, Message, Policy, PolicyError, Reset, Role, Sample,
-    SampleRequest, SamplingParams, SegmentKind, StepOutcome, Submission, Task, Tokenizer,
-    ToolCall, ToolResult, ToolSpec,
+    SampleRequest, SamplingParams, SegmentKind, StepOutcome, Submission, Task, Tokenizer, ToolCall,
+    ToolResult, ToolSpec,
 };
 use enact_model::{ChatMlTemplate, GgufMetadata, HermesParser, HfTokenizer};
 
@@ -87,7 +89,9 @@ impl Environment for AddEnv {
         };
         Ok(Reset {
             messages: vec![
-                Message::system("You are a calculator assistant. Always use the add tool to add numbers."),
+                Message::system(
+                    "You are a calculator assistant. Always use the add tool to add numbers.",
+                ),
                 Message::user("What is 2361 + 4519?"),
                 example(2361, 4519, "ex_1"),
                 Message::tool("ex_1", "add", "6880"),
@@ -203,7 +207,12 @@ async fn multi_turn_tool_episode_is_token_exact_and_rescores() {
     for seg in &segs {
         if seg.kind == SegmentKind::Sampled {
             let (r, s, _) = &log[k];
-            assert_eq!(r.context.as_slice(), prefix.as_slice(), "context of turn {}", k + 1);
+            assert_eq!(
+                r.context.as_slice(),
+                prefix.as_slice(),
+                "context of turn {}",
+                k + 1
+            );
             assert_eq!(seg.tokens, s.tokens);
             assert_eq!(seg.logprobs, s.logprobs);
             k += 1;
@@ -220,7 +229,12 @@ async fn multi_turn_tool_episode_is_token_exact_and_rescores() {
     for (i, (r, _, st)) in log.iter().enumerate().skip(1) {
         let prev = &log[i - 1];
         let reused = prev.0.context.len() + prev.1.tokens.len() - 1;
-        assert_eq!(st.prefilled_tokens, r.context.len() - reused, "turn {}", i + 1);
+        assert_eq!(
+            st.prefilled_tokens,
+            r.context.len() - reused,
+            "turn {}",
+            i + 1
+        );
     }
     // Re-scoring the whole trajectory reproduces every sampled logprob.
     let scored = policy.inner.score(Arc::new(prefix.clone())).await.unwrap();
@@ -255,7 +269,8 @@ fn default_model_generates_sensible_text_and_checksum_holds() {
     .unwrap();
     assert_eq!(engine.model().cfg.n_layers, 30);
     assert_eq!(engine.model().cfg.vocab, 49152);
-    let prompt = "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n";
+    let prompt =
+        "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n";
     let ids = tokenizer.encode(prompt).unwrap();
     let eot = tokenizer.special_token_id("<|im_end|>").unwrap();
     let r = SampleRequest {

@@ -2,8 +2,8 @@
 
 mod env_cmd;
 mod model;
-mod redteam_cmd;
 mod model_cmd;
+mod redteam_cmd;
 mod rundir;
 mod sandbox_cmd;
 mod show;

@@ -18,12 +18,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use anyhow::{Context, Result, bail};
 use enact_agent::{Agent, AgentConfig};
 use enact_candle::{CandlePolicy, Engine, EngineOptions, PolicyOptions, WeightFormat};
-use enact_core::{ChatTemplate, Message, RenderOptions, Task, Tokenizer};
+use enact_core::{ChatTemplate, Task, Tokenizer};
 use enact_env::Suite;
-use enact_model::{
-    ByteTokenizer, ChatMlTemplate, GgufMetadata, HermesParser, HfTokenizer, JinjaTemplate,
-    ScriptedPolicy,
-};
+use enact_model::{ByteTokenizer, ChatMlTemplate, HermesParser, HfTokenizer, ScriptedPolicy};
 
 /// What `--model` names.
 #[derive(Debug, Clone, PartialEq)]
@@ -117,12 +114,13 @@ pub fn build_agent(
             })
         }
         ModelSpec::Default | ModelSpec::Path(_) => {
-            let m = embedded(&resolve_model_path(spec)?, &engine_options_from_env()?)?;
+            let path = resolve_model_path(spec)?;
+            let m = embedded(&path, &engine_options_from_env()?)?;
             Ok(Agent {
                 policy: m.policy.clone(),
                 tokenizer: m.tokenizer.clone(),
                 template: m.template.clone(),
-                parser: Arc::new(HermesParser),
+                parser: reply_parser_for(&path),
                 config: config.clone(),
             })
         }
@@ -132,10 +130,7 @@ pub fn build_agent(
 
 /// Whether `--model` names a file or directory rather than a keyword.
 fn looks_like_path(s: &str) -> bool {
-    s.contains('/')
-        || s.ends_with(".gguf")
-        || s.ends_with(".safetensors")
-        || Path::new(s).exists()
+    s.contains('/') || s.ends_with(".gguf") || s.ends_with(".safetensors") || Path::new(s).exists()
 }
 
 /// The model file a spec names; `default` is checked (present, right checksum).
@@ -165,9 +160,8 @@ pub fn engine_options_from_env() -> Result<EngineOptions> {
         _ => 0,
     };
     let weights = match std::env::var("ENACT_WEIGHTS") {
-        Ok(v) if !v.is_empty() => WeightFormat::parse(&v).with_context(|| {
-            format!("ENACT_WEIGHTS={v:?}: use q8_0 (default), native or f32")
-        })?,
+        Ok(v) if !v.is_empty() => WeightFormat::parse(&v)
+            .with_context(|| format!("ENACT_WEIGHTS={v:?}: use q8_0 (default), native or f32"))?,
         _ => WeightFormat::default(),
     };
     Ok(EngineOptions { threads, weights })
@@ -204,53 +198,40 @@ pub fn embedded(path: &Path, options: &EngineOptions) -> Result<Embedded> {
 
 /// The tokenizer and a tool-capable chat template of a model file.
 pub fn tokenizer_and_template(path: &Path) -> Result<(Arc<HfTokenizer>, Arc<dyn ChatTemplate>)> {
-    let is_st = path.is_dir() || path.extension().is_some_and(|e| e == "safetensors");
-    let (tokenizer, jinja) = if is_st {
-        let dir = if path.is_dir() {
-            path.to_path_buf()
-        } else {
-            path.parent().unwrap_or(Path::new(".")).to_path_buf()
-        };
-        let tok = HfTokenizer::from_file(&dir.join("tokenizer.json"))
-            .with_context(|| format!("cannot load the tokenizer of {}", path.display()))?;
-        let tpl = JinjaTemplate::from_tokenizer_config(&dir.join("tokenizer_config.json")).ok();
-        (tok, tpl)
-    } else {
-        let meta = GgufMetadata::read(path)
-            .with_context(|| format!("cannot read the GGUF metadata of {}", path.display()))?;
-        let tok = HfTokenizer::from_gguf(&meta)
-            .with_context(|| format!("cannot build the tokenizer of {}", path.display()))?;
-        (tok, JinjaTemplate::from_gguf(&meta).ok())
-    };
-    let template: Arc<dyn ChatTemplate> = match jinja {
-        Some(t) if t.supports_tools() => Arc::new(t),
-        Some(t) if t.source().contains("<|im_start|>") => {
-            // A ChatML template without tool support (SmolLM2): the ChatML + Hermes tool
-            // template, keeping the model's default system prompt.
-            Arc::new(ChatMlTemplate {
-                default_system: default_system_prompt(&t),
-            })
-        }
-        Some(t) => {
-            tracing::warn!(
-                "the chat template of {} cannot show tools; tool specifications will be missing from prompts",
-                path.display()
-            );
-            Arc::new(t)
-        }
-        None => Arc::new(ChatMlTemplate::default()),
-    };
-    Ok((Arc::new(tokenizer), template))
+    let files = model_files(path)?;
+    Ok((Arc::new(files.tokenizer.clone()), files.chat_template()))
 }
 
-/// The system prompt a ChatML template adds when the conversation has none.
-fn default_system_prompt(t: &JinjaTemplate) -> Option<String> {
-    let out = t
-        .render(&[Message::user("x")], &[], &RenderOptions::default())
-        .ok()?;
-    let rest = out.split("<|im_start|>system\n").nth(1)?;
-    let sys = rest.split("<|im_end|>").next()?;
-    (!sys.is_empty()).then(|| sys.to_string())
+/// The model's tokenizer, chat template, tool-call parser and stop tokens. A template
+/// without tool support (SmolLM2's) is wrapped so that enact's Hermes tool section goes into
+/// the system prompt, keeping the model's default system prompt.
+pub fn model_files(path: &Path) -> Result<enact_model::ModelFiles> {
+    let source = if path.extension().is_some_and(|e| e == "safetensors") {
+        path.parent().unwrap_or(Path::new(".")).to_path_buf()
+    } else {
+        path.to_path_buf()
+    };
+    let files = enact_model::ModelFiles::load(&source).with_context(|| {
+        format!(
+            "cannot load the tokenizer and chat template of {}",
+            path.display()
+        )
+    })?;
+    if !files.template.supports_tools() && !files.tool_prompt {
+        tracing::warn!(
+            "the chat template of {} cannot show tools; tool specifications will be missing from prompts",
+            path.display()
+        );
+    }
+    Ok(files)
+}
+
+/// The tool-call parser that fits the model's template.
+pub fn reply_parser_for(path: &Path) -> Arc<dyn enact_core::ReplyParser> {
+    match model_files(path) {
+        Ok(f) => f.reply_parser(),
+        Err(_) => Arc::new(HermesParser),
+    }
 }
 
 /// A tokenizer to display a spec's trajectories.
@@ -313,11 +294,45 @@ fn http_agent(url: &str, config: &AgentConfig) -> Result<Agent> {
             served
         }
     };
+    let parser = http_tokenizer_path()
+        .map(|p| reply_parser_for(&p))
+        .unwrap_or_else(|_| Arc::new(HermesParser));
     Ok(Agent {
         policy: Arc::new(policy),
         tokenizer,
         template,
-        parser: Arc::new(HermesParser),
+        parser,
         config: config.clone(),
     })
+}
+
+#[cfg(test)]
+mod embedded_spec_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn parses_default_paths_and_rejects_unknown_names() {
+        assert_eq!(
+            ModelSpec::parse("default", None).unwrap(),
+            ModelSpec::Default
+        );
+        assert_eq!(
+            ModelSpec::parse("models/x.gguf", None).unwrap(),
+            ModelSpec::Path(PathBuf::from("models/x.gguf"))
+        );
+        assert_eq!(
+            ModelSpec::parse("y.safetensors", None).unwrap(),
+            ModelSpec::Path(PathBuf::from("y.safetensors"))
+        );
+        let e = ModelSpec::parse("gpt-17", None).unwrap_err().to_string();
+        assert!(e.contains("default") && e.contains("scripted"), "{e}");
+        let e = resolve_model_path(&ModelSpec::Path(PathBuf::from("/nonexistent/m.gguf")))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("/nonexistent/m.gguf") && e.contains("enact model fetch"),
+            "{e}"
+        );
+    }
 }

@@ -10,9 +10,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use enact_candle::fetch::{self, Fetched};
 use enact_candle::{Engine, EngineOptions, GenStats, Kernel, WeightFormat};
-use enact_core::{
-    FinishReason, Message, RenderOptions, SampleRequest, SamplingParams, Tokenizer,
-};
+use enact_core::{FinishReason, Message, RenderOptions, SampleRequest, SamplingParams, Tokenizer};
 
 use crate::model::{ModelSpec, resolve_model_path, tokenizer_and_template};
 
@@ -154,7 +152,10 @@ fn cmd_fetch(a: FetchArgs) -> Result<()> {
     }
     match fetch::fetch_default(a.from.as_deref(), &mut log)? {
         Fetched::AlreadyPresent(p) => {
-            eprintln!("already installed and verified (sha256 {})", fetch::DEFAULT_MODEL_SHA256);
+            eprintln!(
+                "already installed and verified (sha256 {})",
+                fetch::DEFAULT_MODEL_SHA256
+            );
             println!("{}", p.display());
         }
         Fetched::Installed(p) => {
@@ -187,17 +188,21 @@ fn cmd_info(a: InfoArgs) -> Result<()> {
     let cfg = &engine.model().cfg;
     println!("path          {}", path.display());
     if a.model == "default" {
-        println!("checksum      sha256 {} (verified)", fetch::DEFAULT_MODEL_SHA256);
+        println!(
+            "checksum      sha256 {} (verified)",
+            fetch::DEFAULT_MODEL_SHA256
+        );
     }
-    println!("format        {} · {}", info.format, human_bytes(info.file_bytes));
+    println!(
+        "format        {} · {}",
+        info.format,
+        human_bytes(info.file_bytes)
+    );
     if let Some(n) = &info.name {
         println!("name          {n}");
     }
     println!("architecture  {}", cfg.arch.name());
-    println!(
-        "parameters    {:.1} M",
-        info.parameters as f64 / 1e6
-    );
+    println!("parameters    {:.1} M", info.parameters as f64 / 1e6);
     println!(
         "shape         {} blocks · d_model {} · ffn {} · {} query heads / {} kv heads · head dim {}",
         cfg.n_layers, cfg.d_model, cfg.ffn, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
@@ -240,7 +245,11 @@ fn cmd_info(a: InfoArgs) -> Result<()> {
     }
     match tokenizer_and_template(&path) {
         Ok((tok, template)) => {
-            println!("tokenizer     {} · {} tokens", tok.identity(), tok.vocab_size());
+            println!(
+                "tokenizer     {} · {} tokens",
+                tok.identity(),
+                tok.vocab_size()
+            );
             println!(
                 "chat template {} · enact uses {} (end of turn {})",
                 match &info.chat_template {
@@ -260,17 +269,16 @@ fn cmd_info(a: InfoArgs) -> Result<()> {
 fn engine_options(a: &EngineArgs) -> Result<EngineOptions> {
     Ok(EngineOptions {
         threads: a.threads,
-        weights: WeightFormat::parse(&a.weights).with_context(|| {
-            format!("--weights {:?}: use q8_0, native or f32", a.weights)
-        })?,
+        weights: WeightFormat::parse(&a.weights)
+            .with_context(|| format!("--weights {:?}: use q8_0, native or f32", a.weights))?,
     })
 }
 
 fn cmd_generate(a: GenerateArgs) -> Result<()> {
     let path = model_path(&a.engine.model)?;
     let (tokenizer, template) = tokenizer_and_template(&path)?;
-    let engine = Engine::load(&path, &engine_options(&a.engine)?)?
-        .with_tokenizer(tokenizer.clone());
+    let engine =
+        Engine::load(&path, &engine_options(&a.engine)?)?.with_tokenizer(tokenizer.clone());
     let prompt = match a.prompt.as_deref() {
         Some(p) if p != "-" => p.to_string(),
         _ => {
@@ -300,7 +308,9 @@ fn cmd_generate(a: GenerateArgs) -> Result<()> {
     } else {
         tokenizer.encode(&prompt)?
     };
-    if let Some(id) = tokenizer.eos_token().and_then(|e| tokenizer.special_token_id(e))
+    if let Some(id) = tokenizer
+        .eos_token()
+        .and_then(|e| tokenizer.special_token_id(e))
         && !stop_tokens.contains(&id)
     {
         stop_tokens.push(id);
@@ -333,7 +343,10 @@ fn cmd_generate(a: GenerateArgs) -> Result<()> {
     println!("{}", tokenizer.decode(body)?);
     if a.tokens {
         for (t, l) in sample.tokens.iter().zip(&sample.logprobs) {
-            println!("{t}\t{l:.4}\t{:?}", tokenizer.decode(&[*t]).unwrap_or_default());
+            println!(
+                "{t}\t{l:.4}\t{:?}",
+                tokenizer.decode(&[*t]).unwrap_or_default()
+            );
         }
     }
     eprintln!(
@@ -390,8 +403,8 @@ fn llama_bench(path: &Path, a: &BenchGenerateArgs) -> Option<Result<(f64, f64)>>
                 String::from_utf8_lossy(&out.stderr).trim()
             );
         }
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
-            .context("llama-bench printed no JSON")?;
+        let v: serde_json::Value =
+            serde_json::from_slice(&out.stdout).context("llama-bench printed no JSON")?;
         let mut pp = 0.0;
         let mut tg = 0.0;
         for r in v.as_array().map(Vec::as_slice).unwrap_or_default() {
@@ -510,7 +523,9 @@ fn cmd_bench(a: BenchGenerateArgs) -> Result<()> {
             None
         }
         None => {
-            println!("llama.cpp: llama-bench is not on PATH; ratios are against the weights as shipped");
+            println!(
+                "llama.cpp: llama-bench is not on PATH; ratios are against the weights as shipped"
+            );
             None
         }
     };

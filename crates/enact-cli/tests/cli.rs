@@ -6,12 +6,23 @@ use std::path::Path;
 use std::process::Command;
 
 fn enact(dir: &Path, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_enact")).current_dir(dir).args(args).output().expect("enact runs");
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    let out = Command::new(env!("CARGO_BIN_EXE_enact"))
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("enact runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 fn only_run_dir(root: &Path) -> std::path::PathBuf {
-    let dirs: Vec<_> = std::fs::read_dir(root).unwrap().map(|e| e.unwrap().path()).collect();
+    let dirs: Vec<_> = std::fs::read_dir(root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     assert_eq!(dirs.len(), 1, "{dirs:?}");
     dirs[0].clone()
 }
@@ -19,12 +30,28 @@ fn only_run_dir(root: &Path) -> std::path::PathBuf {
 #[test]
 fn run_writes_a_run_directory_that_round_trips() {
     let tmp = tempfile::tempdir().unwrap();
-    let (ok, stdout, stderr) = enact(tmp.path(), &["run", "--env", "calc", "--model", "scripted", "--runs-dir", "r"]);
+    let (ok, stdout, stderr) = enact(
+        tmp.path(),
+        &[
+            "run",
+            "--env",
+            "calc",
+            "--model",
+            "scripted",
+            "--runs-dir",
+            "r",
+        ],
+    );
     assert!(ok, "{stderr}");
     assert!(stdout.contains("── Sampled"), "{stdout}");
     assert!(stdout.contains("reward 1.000"), "{stdout}");
     let run = only_run_dir(&tmp.path().join("r"));
-    for f in ["config.toml", "trajectories.jsonl", "metrics.json", "log.txt"] {
+    for f in [
+        "config.toml",
+        "trajectories.jsonl",
+        "metrics.json",
+        "log.txt",
+    ] {
         assert!(run.join(f).exists(), "missing {f}");
     }
     let line = std::fs::read_to_string(run.join("trajectories.jsonl")).unwrap();
@@ -39,14 +66,18 @@ fn run_writes_a_run_directory_that_round_trips() {
 #[test]
 fn eval_prints_a_summary_table() {
     let tmp = tempfile::tempdir().unwrap();
-    let (ok, stdout, stderr) = enact(tmp.path(), &["eval", "--env", "calc", "-n", "6", "--runs-dir", "r"]);
+    let (ok, stdout, stderr) = enact(
+        tmp.path(),
+        &["eval", "--env", "calc", "-n", "6", "--runs-dir", "r"],
+    );
     assert!(ok, "{stderr}");
     assert!(stdout.contains("100.0%"), "{stdout}");
     assert!(stdout.contains("terminations: finished 6"), "{stdout}");
     let run = only_run_dir(&tmp.path().join("r"));
     let lines = std::fs::read_to_string(run.join("trajectories.jsonl")).unwrap();
     assert_eq!(lines.lines().count(), 6);
-    let metrics: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("metrics.json")).unwrap()).unwrap();
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("metrics.json")).unwrap()).unwrap();
     assert_eq!(metrics["episodes"], 6);
     assert_eq!(metrics["success_rate"], 1.0);
 }
@@ -60,13 +91,23 @@ fn bad_input_gives_clear_errors() {
     assert!(stderr.contains("calc"), "{stderr}");
 
     std::fs::write(tmp.path().join("bad.json"), "{not a script").unwrap();
-    let (ok, _, stderr) = enact(tmp.path(), &["run", "--script", "bad.json", "--runs-dir", "r"]);
+    let (ok, _, stderr) = enact(
+        tmp.path(),
+        &["run", "--script", "bad.json", "--runs-dir", "r"],
+    );
     assert!(!ok);
     assert!(stderr.contains("bad.json"), "{stderr}");
 
     // A script whose turns misbehave still runs to a recorded end.
-    std::fs::write(tmp.path().join("s.json"), r#"["<tool_call>{\"name\": \"nope\"}</tool_call>", "7"]"#).unwrap();
-    let (ok, stdout, stderr) = enact(tmp.path(), &["run", "--script", "s.json", "--runs-dir", "r2"]);
+    std::fs::write(
+        tmp.path().join("s.json"),
+        r#"["<tool_call>{\"name\": \"nope\"}</tool_call>", "7"]"#,
+    )
+    .unwrap();
+    let (ok, stdout, stderr) = enact(
+        tmp.path(),
+        &["run", "--script", "s.json", "--runs-dir", "r2"],
+    );
     assert!(ok, "{stderr}");
     assert!(stdout.contains("unknown tool"), "{stdout}");
     assert!(stdout.contains("reward 0.000"), "{stdout}");

@@ -40,14 +40,30 @@ pub fn weights(arch: &str, seed: u64) -> Vec<(String, Vec<usize>, Vec<f32>)> {
     let (qd, kvd) = (HEADS * hd, KV_HEADS * hd);
     let mut out = Vec::new();
     let mut push = |name: String, shape: Vec<usize>, data: Vec<f32>| out.push((name, shape, data));
-    push("model.embed_tokens.weight".into(), vec![VOCAB, D], r.vec(VOCAB * D, 1.0));
+    push(
+        "model.embed_tokens.weight".into(),
+        vec![VOCAB, D],
+        r.vec(VOCAB * D, 1.0),
+    );
     for i in 0..LAYERS {
         let p = |s: &str| format!("model.layers.{i}.{s}");
         let norm = |r: &mut Rng, n| r.vec(n, 0.1).iter().map(|x| 1.0 + x).collect::<Vec<_>>();
         push(p("input_layernorm.weight"), vec![D], norm(&mut r, D));
-        push(p("self_attn.q_proj.weight"), vec![qd, D], r.vec(qd * D, 0.3));
-        push(p("self_attn.k_proj.weight"), vec![kvd, D], r.vec(kvd * D, 0.3));
-        push(p("self_attn.v_proj.weight"), vec![kvd, D], r.vec(kvd * D, 0.3));
+        push(
+            p("self_attn.q_proj.weight"),
+            vec![qd, D],
+            r.vec(qd * D, 0.3),
+        );
+        push(
+            p("self_attn.k_proj.weight"),
+            vec![kvd, D],
+            r.vec(kvd * D, 0.3),
+        );
+        push(
+            p("self_attn.v_proj.weight"),
+            vec![kvd, D],
+            r.vec(kvd * D, 0.3),
+        );
         if arch == "qwen2" {
             push(p("self_attn.q_proj.bias"), vec![qd], r.vec(qd, 0.1));
             push(p("self_attn.k_proj.bias"), vec![kvd], r.vec(kvd, 0.1));
@@ -57,14 +73,26 @@ pub fn weights(arch: &str, seed: u64) -> Vec<(String, Vec<usize>, Vec<f32>)> {
             push(p("self_attn.q_norm.weight"), vec![hd], norm(&mut r, hd));
             push(p("self_attn.k_norm.weight"), vec![hd], norm(&mut r, hd));
         }
-        push(p("self_attn.o_proj.weight"), vec![D, qd], r.vec(D * qd, 0.3));
-        push(p("post_attention_layernorm.weight"), vec![D], norm(&mut r, D));
+        push(
+            p("self_attn.o_proj.weight"),
+            vec![D, qd],
+            r.vec(D * qd, 0.3),
+        );
+        push(
+            p("post_attention_layernorm.weight"),
+            vec![D],
+            norm(&mut r, D),
+        );
         push(p("mlp.gate_proj.weight"), vec![FFN, D], r.vec(FFN * D, 0.3));
         push(p("mlp.up_proj.weight"), vec![FFN, D], r.vec(FFN * D, 0.3));
         push(p("mlp.down_proj.weight"), vec![D, FFN], r.vec(D * FFN, 0.3));
     }
     push("model.norm.weight".into(), vec![D], vec![1.0; D]);
-    push("lm_head.weight".into(), vec![VOCAB, D], r.vec(VOCAB * D, 1.0));
+    push(
+        "lm_head.weight".into(),
+        vec![VOCAB, D],
+        r.vec(VOCAB * D, 1.0),
+    );
     out
 }
 
@@ -109,13 +137,28 @@ pub fn write_gguf(path: &Path, arch: &str, dtype: GgmlDType, seed: u64) {
         ("general.name".into(), Value::String(format!("tiny-{arch}"))),
         (format!("{arch}.block_count"), Value::U32(LAYERS as u32)),
         (format!("{arch}.embedding_length"), Value::U32(D as u32)),
-        (format!("{arch}.feed_forward_length"), Value::U32(FFN as u32)),
-        (format!("{arch}.attention.head_count"), Value::U32(HEADS as u32)),
-        (format!("{arch}.attention.head_count_kv"), Value::U32(KV_HEADS as u32)),
-        (format!("{arch}.attention.key_length"), Value::U32(hd as u32)),
+        (
+            format!("{arch}.feed_forward_length"),
+            Value::U32(FFN as u32),
+        ),
+        (
+            format!("{arch}.attention.head_count"),
+            Value::U32(HEADS as u32),
+        ),
+        (
+            format!("{arch}.attention.head_count_kv"),
+            Value::U32(KV_HEADS as u32),
+        ),
+        (
+            format!("{arch}.attention.key_length"),
+            Value::U32(hd as u32),
+        ),
         (format!("{arch}.context_length"), Value::U32(256)),
         (format!("{arch}.rope.freq_base"), Value::F32(10000.0)),
-        (format!("{arch}.attention.layer_norm_rms_epsilon"), Value::F32(1e-5)),
+        (
+            format!("{arch}.attention.layer_norm_rms_epsilon"),
+            Value::F32(1e-5),
+        ),
     ];
     let mut tensors = Vec::new();
     for (name, shape, mut data) in weights(arch, seed) {
