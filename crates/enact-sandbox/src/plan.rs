@@ -427,14 +427,25 @@ pub fn build(cfg: &SandboxConfig, caps: &Capabilities) -> Result<Built, SandboxE
         // Hidden paths: only those visible through a bound system directory need covering.
         let mut hide = SandboxConfig::default_hide();
         hide.extend(cfg.hide.iter().cloned());
-        for h in &hide {
-            let Ok(real) = fs::canonicalize(h) else {
-                continue;
-            };
+        // Shallowest first, so a path inside an already hidden directory (the enact binary
+        // under a hidden /var/tmp, say) is skipped: it is invisible already, and its mount
+        // point no longer exists under the covering tmpfs.
+        let mut reals: Vec<PathBuf> = hide
+            .iter()
+            .filter_map(|h| fs::canonicalize(h).ok())
+            .collect();
+        reals.sort_by_key(|p| p.components().count());
+        reals.dedup();
+        let mut hidden_dirs: Vec<PathBuf> = Vec::new();
+        for real in reals {
             if !top(&real).is_some_and(|t| bound.contains(&t)) {
                 continue;
             }
+            if hidden_dirs.iter().any(|d| real.starts_with(d)) {
+                continue;
+            }
             if real.is_dir() {
+                hidden_dirs.push(real.clone());
                 ops.push((
                     Op::Mount {
                         src: Some(cstr("tmpfs")?),

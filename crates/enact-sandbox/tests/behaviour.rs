@@ -317,3 +317,26 @@ async fn read_only_binds_and_config_errors() {
     let e = Sandbox::new(c).unwrap_err().to_string();
     assert!(e.contains("does not exist"), "{e}");
 }
+
+/// A hide path inside a directory that is hidden already (the enact binary built under
+/// /var/tmp, as in CI) must not break sandbox setup.
+#[tokio::test]
+async fn hide_paths_inside_hidden_directories_are_fine() {
+    if !supported("hide_paths_inside_hidden_directories_are_fine", FULL) {
+        return;
+    }
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "s3cret").unwrap();
+    let mut c = cfg(None);
+    c.hide.push(secret.clone());
+    c.hide.push(dir.path().to_path_buf());
+    let sb = new_sandbox(c);
+    let o = run(
+        &sb,
+        sh(&format!("cat {} 2>&1; echo done", secret.display())),
+    )
+    .await;
+    assert!(o.stdout.text.ends_with("done\n"), "{o:?}");
+    assert!(!o.stdout.text.contains("s3cret"), "{o:?}");
+}
