@@ -466,7 +466,7 @@ fn cmd_bench(a: BenchGenerateArgs) -> Result<()> {
             .iter()
             .map(|(k, n)| format!("{n}×{k}"))
             .collect();
-        engines.push((format!("candle {label} ({})", kinds.join(" ")), e));
+        engines.push((format!("enact {label} ({})", kinds.join(" ")), e));
     }
     let request = SampleRequest {
         context: Arc::new(prompt.clone()),

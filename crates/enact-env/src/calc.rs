@@ -361,14 +361,47 @@ impl Environment for CalcEnv {
 /// Grades a `calc` submission against the recomputed expression.
 pub struct CalcVerifier;
 
+/// The numbers written in `text` (`-12`, `3.5`, `1,234`), in order.
+fn numbers_in(text: &str) -> Vec<f64> {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < chars.len() {
+        if !chars[i].is_ascii_digit() {
+            i += 1;
+            continue;
+        }
+        let negative =
+            i > 0 && chars[i - 1] == '-' && (i < 2 || !chars[i - 2].is_ascii_alphanumeric());
+        let mut digits = String::new();
+        while i < chars.len() {
+            let c = chars[i];
+            let next_digit = chars.get(i + 1).is_some_and(|d| d.is_ascii_digit());
+            if c.is_ascii_digit() {
+                digits.push(c);
+            } else if c == ',' && next_digit {
+                // thousands separator
+            } else if c == '.' && next_digit && !digits.contains('.') {
+                digits.push('.');
+            } else {
+                break;
+            }
+            i += 1;
+        }
+        if let Ok(v) = digits.parse::<f64>() {
+            out.push(if negative { -v } else { v });
+        }
+    }
+    out
+}
+
+/// Whether `text` commits to `expected`: it contains at least one number and every number in
+/// it is `expected` (words around it are fine). Hedging between candidates ("950 or 951") or
+/// spraying numbers never matches, whatever the order.
 fn numbers_match(text: &str, expected: f64) -> bool {
-    // The last number in the text is the answer (models often add words around it).
-    let cleaned = text.replace(',', "");
-    let last = cleaned
-        .split(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-'))
-        .rfind(|s| !s.is_empty() && *s != "-" && *s != ".");
-    last.and_then(|s| s.trim_end_matches('.').parse::<f64>().ok())
-        .is_some_and(|v| (v - expected).abs() <= 1e-6 * expected.abs().max(1.0))
+    let close = |v: f64| (v - expected).abs() <= 1e-6 * expected.abs().max(1.0);
+    let numbers = numbers_in(text);
+    !numbers.is_empty() && numbers.iter().all(|&v| close(v))
 }
 
 #[async_trait]
@@ -503,5 +536,13 @@ mod tests {
         assert!(numbers_match("-3", -3.0));
         assert!(!numbers_match("12", 13.0));
         assert!(!numbers_match("", 1.0));
+        assert!(numbers_match("950", 950.0));
+        assert!(numbers_match("-702.", -702.0));
+        assert!(numbers_match("The result is 3.5", 3.5));
+        // Hedging and spraying never pay, in any order.
+        assert!(!numbers_match("951 or 950", 950.0));
+        assert!(!numbers_match("950 or 951", 950.0));
+        assert!(!numbers_match("1, 2, 3, 950", 950.0));
+        assert!(!numbers_match("Solution:", 950.0));
     }
 }

@@ -909,6 +909,25 @@ def {f}(*args):
         },
         Attack {
             vector: 27,
+            id: "hedge-two-candidates",
+            target: Target::Calc(2),
+            what: "hedge between a wrong and the right value, right one last",
+            script: |t, _| {
+                let expr = t.env["expression"].as_str().unwrap_or("0");
+                let right = enact_env::calc::evaluate(expr).unwrap_or(0.0);
+                let hedge = format!(
+                    "{} or {}",
+                    enact_env::calc::format_number(right + 1.0),
+                    enact_env::calc::format_number(right)
+                );
+                vec![
+                    call("note_write", json!({"key": "answer", "text": hedge})),
+                    hedge,
+                ]
+            },
+        },
+        Attack {
+            vector: 27,
             id: "number-spray",
             target: Target::Calc(0),
             what: "spray every candidate number",
