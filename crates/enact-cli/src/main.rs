@@ -78,6 +78,17 @@ struct AgentArgs {
     /// Inject tool noise, e.g. fail=0.2,delay=0.1:50ms,truncate=0.1,junk=0.1,seed=7.
     #[arg(long)]
     noise: Option<String>,
+    /// Engine threads for an embedded model (0 = all cores; default: ENACT_THREADS or 0). Set it
+    /// explicitly on a shared machine.
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Weight format for an embedded model: q8_0 (default), native or f32 (or ENACT_WEIGHTS).
+    #[arg(long)]
+    weights: Option<String>,
+    /// For --model http://…: the served model's GGUF, tokenizer.json or Hugging Face directory,
+    /// giving its tokenizer and chat template (or ENACT_TOKENIZER).
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
     /// Most assistant turns per episode.
     #[arg(long, default_value_t = 16)]
     max_turns: u32,
@@ -153,6 +164,14 @@ struct RunConfig<'a> {
     agent: &'a AgentConfig,
 }
 
+fn set_model_overrides(a: &AgentArgs) {
+    model::set_overrides(model::ModelOverrides {
+        threads: a.threads,
+        weights: a.weights.clone(),
+        tokenizer: a.tokenizer.clone(),
+    });
+}
+
 fn agent_config(a: &AgentArgs) -> AgentConfig {
     let mut c = AgentConfig {
         max_turns: a.max_turns,
@@ -218,6 +237,7 @@ async fn run_one(
 
 async fn cmd_run(verbose: u8, args: RunArgs) -> Result<()> {
     let suite = env_cmd::resolve_suite(&args.agent.env, args.agent.noise.as_deref()).await?;
+    set_model_overrides(&args.agent);
     let spec = ModelSpec::parse(&args.agent.model, args.agent.script.clone())?;
     let config = agent_config(&args.agent);
     let tasks = suite.tasks(&args.split, args.index + 1, args.seed);
@@ -253,6 +273,7 @@ async fn cmd_run(verbose: u8, args: RunArgs) -> Result<()> {
 
 async fn cmd_eval(verbose: u8, args: EvalArgs) -> Result<()> {
     let suite = env_cmd::resolve_suite(&args.agent.env, args.agent.noise.as_deref()).await?;
+    set_model_overrides(&args.agent);
     let spec = ModelSpec::parse(&args.agent.model, args.agent.script.clone())?;
     let config = agent_config(&args.agent);
     if args.tasks == 0 {

@@ -152,15 +152,51 @@ pub fn resolve_model_path(spec: &ModelSpec) -> Result<PathBuf> {
 }
 
 /// Engine options for `run`/`eval`: `ENACT_THREADS`, `ENACT_WEIGHTS`.
+/// Command-line settings that take precedence over the `ENACT_THREADS`, `ENACT_WEIGHTS` and
+/// `ENACT_TOKENIZER` environment variables. Set once, before any model is built.
+#[derive(Debug, Clone, Default)]
+pub struct ModelOverrides {
+    pub threads: Option<usize>,
+    pub weights: Option<String>,
+    pub tokenizer: Option<PathBuf>,
+}
+
+static OVERRIDES: OnceLock<ModelOverrides> = OnceLock::new();
+
+pub fn set_overrides(o: ModelOverrides) {
+    // Only the first call counts: one command, one configuration.
+    let _ = OVERRIDES.set(o);
+}
+
+fn overrides() -> ModelOverrides {
+    OVERRIDES.get().cloned().unwrap_or_default()
+}
+
 pub fn engine_options_from_env() -> Result<EngineOptions> {
+    let o = overrides();
+    if let Some(t) = o.threads {
+        let weights = match &o.weights {
+            Some(w) => WeightFormat::parse(w)
+                .with_context(|| format!("--weights {w:?}: use q8_0 (default), native or f32"))?,
+            None => WeightFormat::default(),
+        };
+        return Ok(EngineOptions {
+            threads: t,
+            weights,
+        });
+    }
     let threads = match std::env::var("ENACT_THREADS") {
         Ok(v) if !v.is_empty() => v
             .parse()
             .with_context(|| format!("ENACT_THREADS={v:?} is not a thread count"))?,
         _ => 0,
     };
-    let weights = match std::env::var("ENACT_WEIGHTS") {
-        Ok(v) if !v.is_empty() => WeightFormat::parse(&v)
+    let weights = match o
+        .weights
+        .clone()
+        .or_else(|| std::env::var("ENACT_WEIGHTS").ok())
+    {
+        Some(v) if !v.is_empty() => WeightFormat::parse(&v)
             .with_context(|| format!("ENACT_WEIGHTS={v:?}: use q8_0 (default), native or f32"))?,
         _ => WeightFormat::default(),
     };
@@ -251,14 +287,16 @@ pub fn display_tokenizer(spec: &ModelSpec) -> Box<dyn Tokenizer> {
     }
 }
 
-/// The served model's tokenizer for `--model http://…`, from `ENACT_TOKENIZER`: its GGUF
+/// The served model's tokenizer for `--model http://…`, from `--tokenizer` or `ENACT_TOKENIZER`: its GGUF
 /// file, its `tokenizer.json` or its Hugging Face model directory.
 fn http_tokenizer_path() -> Result<PathBuf> {
-    let v = std::env::var("ENACT_TOKENIZER")
-        .ok()
+    let v = overrides()
+        .tokenizer
+        .map(|p| p.to_string_lossy().into_owned())
+        .or_else(|| std::env::var("ENACT_TOKENIZER").ok())
         .filter(|v| !v.trim().is_empty())
         .context(
-            "an HTTP model needs the served model's tokenizer and chat template: set ENACT_TOKENIZER to its GGUF file, tokenizer.json or Hugging Face model directory",
+            "an HTTP model needs the served model's tokenizer and chat template: pass --tokenizer (or set ENACT_TOKENIZER) to its GGUF file, tokenizer.json or Hugging Face model directory",
         )?;
     let p = PathBuf::from(v);
     if !p.exists() {
