@@ -19,6 +19,7 @@ use enact_core::{
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use crate::conversation::ToolConversation;
 use crate::search::tool_turn;
 use crate::suite::{SplitMix64, Suite};
 use crate::toolbox::{Tool, ToolBox, ToolError};
@@ -631,23 +632,17 @@ const SYSTEM: &str = "You are a customer-service agent with access to the suppor
 
 /// The `api` environment for one episode.
 pub struct ApiEnv {
-    tools: ToolBox,
+    conv: ToolConversation,
     service: SharedService,
     followups: Vec<String>,
-    messages: Vec<Message>,
-    final_answer: Option<String>,
-    reset: bool,
 }
 
 impl ApiEnv {
     pub fn new() -> Self {
         ApiEnv {
-            tools: ToolBox::new(),
+            conv: ToolConversation::default(),
             service: Arc::new(Mutex::new(Service::generate(0))),
             followups: Vec::new(),
-            messages: Vec::new(),
-            final_answer: None,
-            reset: false,
         }
     }
 }
@@ -670,44 +665,21 @@ impl Environment for ApiEnv {
                 service: self.service.clone(),
             }));
         }
-        self.tools = tools;
+        self.conv.tools = tools;
         self.followups = spec.followups.into_iter().rev().collect();
-        self.messages = vec![Message::system(SYSTEM), Message::user(task.prompt.clone())];
-        self.final_answer = None;
-        self.reset = true;
-        Ok(Reset {
-            messages: self.messages.clone(),
-            tools: self.tools.specs(),
-        })
+        Ok(self.conv.start(SYSTEM, task.prompt.clone()))
     }
 
     async fn step(&mut self, action: Action) -> Result<StepOutcome, EnvError> {
-        if !self.reset {
-            return Err(EnvError::NotReset);
+        let outcome = self.conv.step(action).await?;
+        // After a reply, the simulated user speaks again while it has something to say.
+        if matches!(outcome, StepOutcome::Done)
+            && let Some(next) = self.followups.pop()
+        {
+            self.conv.messages.push(Message::user(next.clone()));
+            return Ok(StepOutcome::UserTurn { content: next });
         }
-        match action {
-            Action::ToolCall(call) => {
-                let r = self.tools.dispatch(&call).await;
-                self.messages.push(Message::tool(
-                    r.call_id.clone(),
-                    r.name.clone(),
-                    r.content.clone(),
-                ));
-                Ok(StepOutcome::ToolResult(r))
-            }
-            Action::Message { content } => {
-                self.messages.push(Message::assistant(content.clone()));
-                self.final_answer = Some(content);
-                // The simulated user speaks again while it has something to say.
-                match self.followups.pop() {
-                    Some(next) => {
-                        self.messages.push(Message::user(next.clone()));
-                        Ok(StepOutcome::UserTurn { content: next })
-                    }
-                    None => Ok(StepOutcome::Done),
-                }
-            }
-        }
+        Ok(outcome)
     }
 
     async fn submission(&mut self) -> Result<Submission, EnvError> {
@@ -716,16 +688,12 @@ impl Environment for ApiEnv {
             .lock()
             .map_err(|_| EnvError::Step("service state poisoned".into()))?
             .clone();
-        Ok(Submission {
-            final_answer: self.final_answer.clone(),
-            workspace: None,
-            state: Some(serde_json::to_value(&state).map_err(|e| EnvError::Step(e.to_string()))?),
-            messages: self.messages.clone(),
-        })
+        let state = serde_json::to_value(&state).map_err(|e| EnvError::Step(e.to_string()))?;
+        Ok(self.conv.submission(Some(state), None))
     }
 
     async fn close(&mut self) -> Result<(), EnvError> {
-        self.reset = false;
+        self.conv.close();
         Ok(())
     }
 }
@@ -988,5 +956,38 @@ mod tests {
             }
             assert!(suite.reference_solution(t).is_some());
         }
+    }
+
+    #[tokio::test]
+    async fn scripted_user_speaks_after_each_reply_until_done() {
+        let task = ApiSuite
+            .tasks("train", 30, 5)
+            .into_iter()
+            .find(|t| !ApiTaskSpec::from_task(t).unwrap().followups.is_empty())
+            .unwrap();
+        let followups = ApiTaskSpec::from_task(&task).unwrap().followups;
+        let mut env = ApiEnv::new();
+        let reply = || Action::Message {
+            content: "ok".into(),
+        };
+        assert!(matches!(env.step(reply()).await, Err(EnvError::NotReset)));
+        env.reset(&task).await.unwrap();
+        for next in &followups {
+            match env.step(reply()).await.unwrap() {
+                StepOutcome::UserTurn { content } => assert_eq!(&content, next),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(matches!(
+            env.step(reply()).await.unwrap(),
+            StepOutcome::Done
+        ));
+        let sub = env.submission().await.unwrap();
+        assert_eq!(sub.final_answer.as_deref(), Some("ok"));
+        // system, user, then a reply and a user turn per follow-up, then the last reply
+        assert_eq!(sub.messages.len(), 3 + 2 * followups.len());
+        assert!(sub.state.is_some());
+        env.close().await.unwrap();
+        assert!(matches!(env.step(reply()).await, Err(EnvError::NotReset)));
     }
 }

@@ -9,11 +9,12 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use enact_core::{
-    Action, CheckResult, CheckStatus, EnvError, Environment, Message, Reset, StepOutcome,
-    Submission, Task, ToolSpec, Verdict, Verifier, VerifyError,
+    Action, CheckResult, CheckStatus, EnvError, Environment, Reset, StepOutcome, Submission, Task,
+    ToolSpec, Verdict, Verifier, VerifyError,
 };
 use serde_json::{Value, json};
 
+use crate::conversation::ToolConversation;
 pub use crate::suite::hermes_call;
 use crate::suite::{SplitMix64, Suite};
 use crate::toolbox::{Tool, ToolBox, ToolError};
@@ -271,11 +272,8 @@ const SYSTEM: &str = "You are a careful assistant. Use the tools to compute exac
 
 /// The `calc` environment for one episode.
 pub struct CalcEnv {
-    tools: ToolBox,
+    conv: ToolConversation,
     notes: Notes,
-    messages: Vec<Message>,
-    final_answer: Option<String>,
-    reset: bool,
 }
 
 impl CalcEnv {
@@ -287,17 +285,14 @@ impl CalcEnv {
         tools.add(Arc::new(NoteRead(notes.clone())));
         tools.add(Arc::new(NoteList(notes.clone())));
         CalcEnv {
-            tools,
+            conv: ToolConversation::new(tools),
             notes,
-            messages: Vec::new(),
-            final_answer: None,
-            reset: false,
         }
     }
 
     /// Adds a tool (tests use this for tools that fail on purpose).
     pub fn add_tool(&mut self, tool: Arc<dyn Tool>) {
-        self.tools.add(tool);
+        self.conv.tools.add(tool);
     }
 }
 
@@ -310,50 +305,22 @@ impl Default for CalcEnv {
 #[async_trait]
 impl Environment for CalcEnv {
     async fn reset(&mut self, task: &Task) -> Result<Reset, EnvError> {
-        self.messages = vec![Message::system(SYSTEM), Message::user(task.prompt.clone())];
-        self.final_answer = None;
-        self.reset = true;
+        let reset = self.conv.start(SYSTEM, task.prompt.clone());
         lock(&self.notes).map_err(|e| EnvError::Setup(e.0))?.clear();
-        Ok(Reset {
-            messages: self.messages.clone(),
-            tools: self.tools.specs(),
-        })
+        Ok(reset)
     }
 
     async fn step(&mut self, action: Action) -> Result<StepOutcome, EnvError> {
-        if !self.reset {
-            return Err(EnvError::NotReset);
-        }
-        match action {
-            Action::ToolCall(call) => {
-                let r = self.tools.dispatch(&call).await;
-                self.messages.push(Message::tool(
-                    r.call_id.clone(),
-                    r.name.clone(),
-                    r.content.clone(),
-                ));
-                Ok(StepOutcome::ToolResult(r))
-            }
-            Action::Message { content } => {
-                self.messages.push(Message::assistant(content.clone()));
-                self.final_answer = Some(content);
-                Ok(StepOutcome::Done)
-            }
-        }
+        self.conv.step(action).await
     }
 
     async fn submission(&mut self) -> Result<Submission, EnvError> {
         let notes = lock(&self.notes).map_err(|e| EnvError::Step(e.0))?.clone();
-        Ok(Submission {
-            final_answer: self.final_answer.clone(),
-            workspace: None,
-            state: Some(json!({"notes": notes})),
-            messages: self.messages.clone(),
-        })
+        Ok(self.conv.submission(Some(json!({"notes": notes})), None))
     }
 
     async fn close(&mut self) -> Result<(), EnvError> {
-        self.reset = false;
+        self.conv.close();
         Ok(())
     }
 }

@@ -4,6 +4,7 @@
 pub mod api;
 pub mod calc;
 pub mod code;
+pub mod conversation;
 pub mod mcp;
 pub mod noisy;
 pub mod schema;
@@ -13,5 +14,6 @@ pub mod suite;
 pub mod taskfile;
 pub mod toolbox;
 
+pub use conversation::ToolConversation;
 pub use suite::{Suite, find_suite, registry};
 pub use toolbox::{Tool, ToolBox, ToolError, ToolLimits};

@@ -15,8 +15,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use async_trait::async_trait;
 use enact_core::{
-    Action, CheckResult, CheckStatus, EnvError, Environment, Message, Reset, StepOutcome,
-    Submission, Task, ToolSpec, Verdict, Verifier, VerifyError,
+    Action, CheckResult, CheckStatus, EnvError, Environment, Reset, StepOutcome, Submission, Task,
+    ToolSpec, Verdict, Verifier, VerifyError,
 };
 use serde_json::{Value, json};
 use tantivy::collector::TopDocs;
@@ -25,6 +25,7 @@ use tantivy::schema::{Field, STORED, STRING, Schema, TEXT, TantivyDocument, Valu
 use tantivy::snippet::SnippetGenerator;
 use tantivy::{Index, IndexReader, doc};
 
+use crate::conversation::ToolConversation;
 use crate::suite::{SplitMix64, Suite};
 use crate::toolbox::{Tool, ToolBox, ToolError};
 
@@ -626,11 +627,8 @@ const SYSTEM: &str = "You answer questions by searching a document collection. U
 
 /// The `search` environment for one episode.
 pub struct SearchEnv {
-    tools: ToolBox,
+    conv: ToolConversation,
     trace: Shared,
-    messages: Vec<Message>,
-    final_answer: Option<String>,
-    reset: bool,
 }
 
 impl SearchEnv {
@@ -640,11 +638,8 @@ impl SearchEnv {
         tools.add(Arc::new(SearchTool(index.clone(), trace.clone())));
         tools.add(Arc::new(ReadTool(index, trace.clone())));
         SearchEnv {
-            tools,
+            conv: ToolConversation::new(tools),
             trace,
-            messages: Vec::new(),
-            final_answer: None,
-            reset: false,
         }
     }
 }
@@ -652,50 +647,24 @@ impl SearchEnv {
 #[async_trait]
 impl Environment for SearchEnv {
     async fn reset(&mut self, task: &Task) -> Result<Reset, EnvError> {
-        self.messages = vec![Message::system(SYSTEM), Message::user(task.prompt.clone())];
-        self.final_answer = None;
-        self.reset = true;
+        let reset = self.conv.start(SYSTEM, task.prompt.clone());
         *lock(&self.trace).map_err(|e| EnvError::Setup(e.0))? = Trace::default();
-        Ok(Reset {
-            messages: self.messages.clone(),
-            tools: self.tools.specs(),
-        })
+        Ok(reset)
     }
 
     async fn step(&mut self, action: Action) -> Result<StepOutcome, EnvError> {
-        if !self.reset {
-            return Err(EnvError::NotReset);
-        }
-        match action {
-            Action::ToolCall(call) => {
-                let r = self.tools.dispatch(&call).await;
-                self.messages.push(Message::tool(
-                    r.call_id.clone(),
-                    r.name.clone(),
-                    r.content.clone(),
-                ));
-                Ok(StepOutcome::ToolResult(r))
-            }
-            Action::Message { content } => {
-                self.messages.push(Message::assistant(content.clone()));
-                self.final_answer = Some(content);
-                Ok(StepOutcome::Done)
-            }
-        }
+        self.conv.step(action).await
     }
 
     async fn submission(&mut self) -> Result<Submission, EnvError> {
         let t = lock(&self.trace).map_err(|e| EnvError::Step(e.0))?;
-        Ok(Submission {
-            final_answer: self.final_answer.clone(),
-            workspace: None,
-            state: Some(json!({"read": t.read, "queries": t.queries})),
-            messages: self.messages.clone(),
-        })
+        Ok(self
+            .conv
+            .submission(Some(json!({"read": t.read, "queries": t.queries})), None))
     }
 
     async fn close(&mut self) -> Result<(), EnvError> {
-        self.reset = false;
+        self.conv.close();
         Ok(())
     }
 }

@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use enact_core::{
-    Action, CheckResult, CheckStatus, EnvError, Environment, Message, Reset, StepOutcome,
-    Submission, Task, ToolSpec, Verdict, Verifier, VerifyError,
+    Action, CheckResult, CheckStatus, EnvError, Environment, Reset, StepOutcome, Submission, Task,
+    ToolSpec, Verdict, Verifier, VerifyError,
 };
 use enact_sandbox::{
     ExecOptions, ExitStatusKind, IsolationLevel, Limits, Sandbox, SandboxConfig, Workspace,
@@ -27,6 +27,7 @@ use enact_sandbox::{
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::conversation::ToolConversation;
 use crate::mcp::McpServer;
 use crate::noisy::{NoiseConfig, NoisyEnv};
 use crate::search::answer_matches;
@@ -857,24 +858,18 @@ const DEFAULT_SYSTEM: &str = "You are a capable assistant working in a workspace
 /// The environment of one task-file episode.
 pub struct TaskFileEnv {
     spec: Arc<TaskSpec>,
-    tools: ToolBox,
+    conv: ToolConversation,
     workspace: Option<Workspace>,
     mcp: Vec<McpServer>,
-    messages: Vec<Message>,
-    final_answer: Option<String>,
-    reset: bool,
 }
 
 impl TaskFileEnv {
     pub fn new(spec: Arc<TaskSpec>) -> Self {
         TaskFileEnv {
             spec,
-            tools: ToolBox::new(),
+            conv: ToolConversation::default(),
             workspace: None,
             mcp: Vec::new(),
-            messages: Vec::new(),
-            final_answer: None,
-            reset: false,
         }
     }
 
@@ -993,56 +988,26 @@ impl Environment for TaskFileEnv {
             }
         }
         tools.limits.timeout = Duration::from_secs(longest);
-        self.tools = tools;
+        self.conv.tools = tools;
         self.workspace = Some(ws);
-        self.messages = vec![
-            Message::system(spec.system.clone().unwrap_or_else(|| DEFAULT_SYSTEM.into())),
-            Message::user(spec.prompt.clone()),
-        ];
-        self.final_answer = None;
-        self.reset = true;
-        Ok(Reset {
-            messages: self.messages.clone(),
-            tools: self.tools.specs(),
-        })
+        let system = spec.system.clone().unwrap_or_else(|| DEFAULT_SYSTEM.into());
+        Ok(self.conv.start(system, spec.prompt.clone()))
     }
 
     async fn step(&mut self, action: Action) -> Result<StepOutcome, EnvError> {
-        if !self.reset {
-            return Err(EnvError::NotReset);
-        }
-        match action {
-            Action::ToolCall(call) => {
-                let r = self.tools.dispatch(&call).await;
-                self.messages.push(Message::tool(
-                    r.call_id.clone(),
-                    r.name.clone(),
-                    r.content.clone(),
-                ));
-                Ok(StepOutcome::ToolResult(r))
-            }
-            Action::Message { content } => {
-                self.messages.push(Message::assistant(content.clone()));
-                self.final_answer = Some(content);
-                Ok(StepOutcome::Done)
-            }
-        }
+        self.conv.step(action).await
     }
 
     async fn submission(&mut self) -> Result<Submission, EnvError> {
-        Ok(Submission {
-            final_answer: self.final_answer.clone(),
-            workspace: self.workspace.as_ref().map(|w| w.path().to_path_buf()),
-            state: None,
-            messages: self.messages.clone(),
-        })
+        let workspace = self.workspace.as_ref().map(|w| w.path().to_path_buf());
+        Ok(self.conv.submission(None, workspace))
     }
 
     async fn close(&mut self) -> Result<(), EnvError> {
         self.stop_servers().await;
-        self.tools = ToolBox::new();
+        self.conv.tools = ToolBox::new();
         self.workspace = None;
-        self.reset = false;
+        self.conv.close();
         Ok(())
     }
 }
