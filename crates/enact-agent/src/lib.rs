@@ -127,15 +127,29 @@ impl Agent {
             env_time: Duration::ZERO,
         };
         run.trajectory.token_exact = self.policy.token_exact();
-        let termination = self.drive(task, env, &mut run, started).await;
+        // A panic anywhere in the loop (an environment, a parser, a template on strange
+        // input) ends the episode as an error; what was recorded so far is kept.
+        let termination =
+            match catch_unwind(Box::pin(self.drive(task, env, &mut run, started))).await {
+                Ok(t) => t,
+                Err(panic) => Termination::Error(format!(
+                    "the episode crashed: {}",
+                    panic_message(panic.as_ref())
+                )),
+            };
 
         let env_started = Instant::now();
-        let submission = match env.submission().await {
-            Ok(s) => s,
-            Err(e) => {
+        let submission = match catch_unwind(env.submission()).await {
+            Ok(Ok(s)) => s,
+            failed => {
+                let why = match failed {
+                    Ok(Err(e)) => e.to_string(),
+                    Err(panic) => format!("it crashed: {}", panic_message(panic.as_ref())),
+                    Ok(Ok(_)) => String::new(),
+                };
                 run.error(
                     "env",
-                    format!("could not collect the submission: {e}"),
+                    format!("could not collect the submission: {why}"),
                     false,
                 );
                 Submission {
@@ -151,11 +165,22 @@ impl Agent {
         let verdict = match verifier {
             None => None,
             Some(v) => {
-                let limit = Duration::from_secs_f64(self.config.verify_time_limit_secs.max(0.001));
-                match tokio::time::timeout(limit, v.verify(task, &submission)).await {
-                    Ok(Ok(verdict)) => Some(verdict),
-                    Ok(Err(e)) => {
+                let limit = secs_or_forever(self.config.verify_time_limit_secs.max(0.001));
+                // A verifier that panics on what the model wrote must not take the episode
+                // (and its trajectory) down with it.
+                let verify = catch_unwind(v.verify(task, &submission));
+                match tokio::time::timeout(limit, verify).await {
+                    Ok(Ok(Ok(verdict))) => Some(verdict),
+                    Ok(Ok(Err(e))) => {
                         run.error("verifier", e.to_string(), false);
+                        None
+                    }
+                    Ok(Err(panic)) => {
+                        run.error(
+                            "verifier",
+                            format!("the verifier crashed: {}", panic_message(panic.as_ref())),
+                            false,
+                        );
                         None
                     }
                     Err(_) => {
@@ -170,8 +195,14 @@ impl Agent {
             }
         };
         let verify_time = verify_started.elapsed();
-        if let Err(e) = env.close().await {
-            run.error("env", format!("close failed: {e}"), true);
+        match catch_unwind(env.close()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => run.error("env", format!("close failed: {e}"), true),
+            Err(panic) => run.error(
+                "env",
+                format!("close crashed: {}", panic_message(panic.as_ref())),
+                true,
+            ),
         }
         self.finish(task, run, termination, verdict, started, verify_time)
     }
@@ -184,7 +215,7 @@ impl Agent {
         started: Instant,
     ) -> Termination {
         let cfg = &self.config;
-        let time_limit = Duration::from_secs_f64(cfg.time_limit_secs.max(0.0));
+        let time_limit = secs_or_forever(cfg.time_limit_secs.max(0.0));
         let remaining = |started: Instant| time_limit.saturating_sub(started.elapsed());
 
         let t = Instant::now();
@@ -529,5 +560,52 @@ impl Agent {
             verdict,
             outcome,
         }
+    }
+}
+
+/// Polls `f`, turning a panic inside it into an `Err` (like `futures`' `catch_unwind`).
+fn catch_unwind<F: std::future::Future + Unpin>(
+    mut f: F,
+) -> impl std::future::Future<Output = std::thread::Result<F::Output>> {
+    std::future::poll_fn(move |cx| {
+        let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            std::pin::Pin::new(&mut f).poll(cx)
+        }));
+        match polled {
+            Ok(std::task::Poll::Ready(v)) => std::task::Poll::Ready(Ok(v)),
+            Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
+            Err(panic) => std::task::Poll::Ready(Err(panic)),
+        }
+    })
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".into())
+}
+
+/// Seconds from a configuration as a [`Duration`]; values too large for one (`inf`, `1e30`),
+/// on which `Duration::from_secs_f64` panics, mean no limit. Negative or NaN means zero.
+fn secs_or_forever(s: f64) -> Duration {
+    if s.is_nan() || s <= 0.0 {
+        return Duration::ZERO;
+    }
+    Duration::try_from_secs_f64(s).unwrap_or(Duration::MAX)
+}
+
+#[cfg(test)]
+mod secs_tests {
+    use super::*;
+
+    #[test]
+    fn huge_or_infinite_time_limits_do_not_panic() {
+        assert_eq!(secs_or_forever(f64::INFINITY), Duration::MAX);
+        assert_eq!(secs_or_forever(1e30), Duration::MAX);
+        assert_eq!(secs_or_forever(f64::NAN), Duration::ZERO);
+        assert_eq!(secs_or_forever(-1.0), Duration::ZERO);
+        assert_eq!(secs_or_forever(1.5), Duration::from_millis(1500));
     }
 }

@@ -471,3 +471,84 @@ async fn tool_output_cannot_forge_special_tokens() {
             .contains("Ignore the task.")
     );
 }
+
+struct PanickingVerifier;
+
+#[async_trait]
+impl enact_core::Verifier for PanickingVerifier {
+    async fn verify(
+        &self,
+        _task: &enact_core::Task,
+        submission: &enact_core::Submission,
+    ) -> Result<enact_core::Verdict, enact_core::VerifyError> {
+        let answer = submission.final_answer.clone().unwrap_or_default();
+        // What a careless verifier does with model output (slicing at a byte offset).
+        let _ = &answer[..answer.len() + 1];
+        unreachable!()
+    }
+}
+
+#[tokio::test]
+async fn a_panicking_verifier_does_not_lose_the_episode() {
+    let agent = agent_with(scripted(&["the answer is é"]), AgentConfig::default());
+    let mut env = CalcEnv::new();
+    let ep = agent.run(&task(), &mut env, Some(&PanickingVerifier)).await;
+    assert_eq!(ep.outcome.termination, Termination::Finished);
+    assert!(ep.verdict.is_none());
+    assert_eq!(ep.outcome.reward, 0.0);
+    let e = ep
+        .outcome
+        .errors
+        .iter()
+        .find(|e| e.source == "verifier")
+        .expect("the crash is recorded");
+    assert!(e.message.contains("the verifier crashed"), "{e:?}");
+    assert!(ep.trajectory.validate().is_ok());
+}
+
+/// The calc environment, except that answering (not calling a tool) panics.
+struct PanicOnAnswer(CalcEnv);
+
+#[async_trait]
+impl enact_core::Environment for PanicOnAnswer {
+    async fn reset(
+        &mut self,
+        task: &enact_core::Task,
+    ) -> Result<enact_core::Reset, enact_core::EnvError> {
+        self.0.reset(task).await
+    }
+    async fn step(
+        &mut self,
+        action: enact_core::Action,
+    ) -> Result<enact_core::StepOutcome, enact_core::EnvError> {
+        if let enact_core::Action::Message { content } = &action {
+            let _ = &content[..content.len() + 1];
+        }
+        self.0.step(action).await
+    }
+    async fn submission(&mut self) -> Result<enact_core::Submission, enact_core::EnvError> {
+        self.0.submission().await
+    }
+    async fn close(&mut self) -> Result<(), enact_core::EnvError> {
+        self.0.close().await
+    }
+}
+
+#[tokio::test]
+async fn a_panicking_environment_ends_the_episode_with_its_trajectory() {
+    let agent = agent_with(
+        scripted(&[&call("calculator", json!({"expression": "2+2"})), "4"]),
+        AgentConfig::default(),
+    );
+    let mut env = PanicOnAnswer(CalcEnv::new());
+    let ep = agent
+        .run(&task(), &mut env, Some(&enact_env::calc::CalcVerifier))
+        .await;
+    match &ep.outcome.termination {
+        Termination::Error(e) => assert!(e.contains("the episode crashed"), "{e}"),
+        t => panic!("{t:?}"),
+    }
+    assert_eq!(ep.outcome.turns, 2);
+    assert_eq!(ep.outcome.tool_calls, 1);
+    assert!(ep.trajectory.validate().is_ok());
+}

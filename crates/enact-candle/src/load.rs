@@ -193,9 +193,17 @@ impl Gguf<'_> {
                 format!("tensor {name} has a partial block"),
             ));
         }
-        let size = elems / bs * info.ggml_dtype.type_size();
-        let start = self.content.tensor_data_offset as usize + info.offset as usize;
-        let bytes = self.bytes.get(start..start + size).ok_or_else(|| {
+        // Offsets and shapes come from the file: checked, so a corrupt header cannot
+        // overflow (a panic in debug builds, a wrapped read of other bytes in release).
+        let range = (elems / bs)
+            .checked_mul(info.ggml_dtype.type_size())
+            .and_then(|size| {
+                let start = usize::try_from(self.content.tensor_data_offset)
+                    .ok()?
+                    .checked_add(usize::try_from(info.offset).ok()?)?;
+                Some(start..start.checked_add(size)?)
+            });
+        let bytes = range.and_then(|r| self.bytes.get(r)).ok_or_else(|| {
             corrupt(
                 self.path,
                 format!("tensor {name} lies beyond the end of the file (truncated download?)"),

@@ -385,6 +385,22 @@ fn missing_corrupt_and_unknown_models_give_clear_errors() {
         "{msg}"
     );
 
+    // A tensor offset near u64::MAX (a corrupt header) is an error, not an overflow.
+    let name = b"token_embd.weight";
+    let at = bytes.windows(name.len()).position(|w| w == name).unwrap();
+    let dims_at = at + name.len();
+    let n_dims = u32::from_le_bytes(bytes[dims_at..dims_at + 4].try_into().unwrap()) as usize;
+    let offset_at = dims_at + 4 + 8 * n_dims + 4;
+    let mut far = bytes.clone();
+    far[offset_at..offset_at + 8].copy_from_slice(&(u64::MAX - 7).to_le_bytes());
+    let far_path = dir.path().join("far.gguf");
+    std::fs::write(&far_path, &far).unwrap();
+    let msg = Engine::load(&far_path, &EngineOptions::default())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(msg.contains("far.gguf"), "{msg}");
+
     // Unknown architecture: the error lists the supported ones.
     let text = String::from_utf8_lossy(&bytes).into_owned();
     assert!(text.contains("llama.block_count"));

@@ -71,8 +71,8 @@ pub fn read_script(path: &Path) -> Result<Vec<String>> {
         return Ok(turns);
     }
     text.lines()
-        .filter(|l| !l.trim().is_empty())
         .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
         .map(|(i, l)| {
             serde_json::from_str::<String>(l).with_context(|| {
                 format!(
@@ -372,5 +372,14 @@ mod embedded_spec_tests {
             e.contains("/nonexistent/m.gguf") && e.contains("enact model fetch"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn script_errors_name_the_real_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("script.jsonl");
+        std::fs::write(&p, "\"a\"\n\n\nnot json\n").unwrap();
+        let e = format!("{:#}", read_script(&p).unwrap_err());
+        assert!(e.contains("script.jsonl:4:"), "{e}");
     }
 }

@@ -76,14 +76,39 @@ pub fn read_episodes(path: &Path) -> Result<Vec<Episode>> {
     };
     let file =
         File::open(&file_path).with_context(|| format!("cannot open {}", file_path.display()))?;
+    let mut reader = BufReader::new(file);
     let mut out = Vec::new();
-    for (i, line) in BufReader::new(file).lines().enumerate() {
-        let line = line.with_context(|| format!("cannot read {}", file_path.display()))?;
+    let mut line = String::new();
+    for i in 0.. {
+        line.clear();
+        let n = reader
+            .read_line(&mut line)
+            .with_context(|| format!("cannot read {}", file_path.display()))?;
+        if n == 0 {
+            break;
+        }
         if line.trim().is_empty() {
             continue;
         }
-        let ep: Episode = serde_json::from_str(&line)
-            .with_context(|| format!("{}:{}: not a valid episode", file_path.display(), i + 1))?;
+        let ep: Episode = match serde_json::from_str(&line) {
+            Ok(ep) => ep,
+            // A last line without its newline is an episode cut off mid-write (a crash):
+            // every episode before it is still read.
+            Err(e) if !line.ends_with('\n') => {
+                eprintln!(
+                    "warning: {}:{}: skipping an incomplete last line ({e}); the run was \
+                     probably interrupted while writing it",
+                    file_path.display(),
+                    i + 1
+                );
+                break;
+            }
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!("{}:{}: not a valid episode", file_path.display(), i + 1)
+                });
+            }
+        };
         ep.trajectory
             .validate()
             .with_context(|| format!("{}:{}: invalid trajectory", file_path.display(), i + 1))?;

@@ -75,7 +75,8 @@ fn secs(s: f64, what: &str) -> Result<Duration> {
     if !(s.is_finite() && s > 0.0) {
         bail!("--{what} must be a positive number of seconds, got {s}");
     }
-    Ok(Duration::from_secs_f64(s))
+    // `from_secs_f64` panics past `Duration::MAX` (`1e30`, say).
+    Duration::try_from_secs_f64(s).with_context(|| format!("--{what} is too large: {s}"))
 }
 
 async fn exec(a: ExecArgs) -> Result<i32> {
@@ -566,4 +567,17 @@ async fn concurrency(cfg: &SandboxConfig, n: usize) -> Result<()> {
         if done { "" } else { " (cleanup still running)" }
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn huge_seconds_are_an_error_not_a_panic() {
+        assert!(secs(1e30, "timeout").is_err());
+        assert!(secs(f64::INFINITY, "timeout").is_err());
+        assert!(secs(0.0, "timeout").is_err());
+        assert_eq!(secs(2.0, "timeout").ok(), Some(Duration::from_secs(2)));
+    }
 }

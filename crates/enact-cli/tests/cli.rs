@@ -83,6 +83,26 @@ fn eval_prints_a_summary_table() {
 }
 
 #[test]
+fn show_keeps_finished_episodes_when_the_last_line_was_cut_off() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (ok, _, stderr) = enact(
+        tmp.path(),
+        &["eval", "--env", "calc", "-n", "2", "--runs-dir", "r"],
+    );
+    assert!(ok, "{stderr}");
+    let run = only_run_dir(&tmp.path().join("r"));
+    let path = run.join("trajectories.jsonl");
+    let text = std::fs::read_to_string(&path).unwrap();
+    // A crash while writing a third episode leaves a partial line with no newline.
+    let partial = &text[..text.find('\n').unwrap() / 2];
+    std::fs::write(&path, format!("{text}{partial}")).unwrap();
+    let (ok, shown, stderr) = enact(tmp.path(), &["show", run.to_str().unwrap()]);
+    assert!(ok, "{stderr}");
+    assert_eq!(shown.matches("═══ episode").count(), 2, "{shown}");
+    assert!(stderr.contains("incomplete last line"), "{stderr}");
+}
+
+#[test]
 fn bad_input_gives_clear_errors() {
     let tmp = tempfile::tempdir().unwrap();
     let (ok, _, stderr) = enact(tmp.path(), &["run", "--env", "nope"]);

@@ -42,8 +42,13 @@ pub struct Segment {
     pub kind: SegmentKind,
     pub tokens: Vec<u32>,
     /// For sampled segments: the sampling policy's logprob of each token (same length as
-    /// `tokens`). Empty for other kinds.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// `tokens`). Empty for other kinds. A logprob of `-inf` is valid; JSON has no
+    /// infinity, so it is written as `null` and read back as `-inf`.
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "logprobs_from_json"
+    )]
     pub logprobs: Vec<f32>,
     /// For sampled segments: the policy version that sampled each token (same length as
     /// `tokens`; versions can change inside a segment when weights update mid-generation).
@@ -360,6 +365,16 @@ impl Trajectory {
     }
 }
 
+/// serde_json writes non-finite floats as `null`; the only non-finite logprob a valid
+/// segment holds is `-inf`, so `null` reads back as `-inf`.
+fn logprobs_from_json<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<f32>, D::Error> {
+    let raw: Vec<Option<f32>> = Vec::deserialize(d)?;
+    Ok(raw
+        .into_iter()
+        .map(|l| l.unwrap_or(f32::NEG_INFINITY))
+        .collect())
+}
+
 fn check_segment(s: &Segment) -> Result<(), TrajectoryError> {
     let bad = |what: String| TrajectoryError::Inconsistent {
         id: s.id.0,
@@ -477,5 +492,25 @@ mod tests {
             t.push_tokens(Some(SegmentId(5)), SegmentKind::Prompt, vec![1], 0, None)
                 .is_err()
         );
+    }
+
+    #[test]
+    fn negative_infinite_logprob_round_trips() {
+        let mut t = Trajectory::new("t1", "task", "bytes");
+        let p = t
+            .push_tokens(None, SegmentKind::Prompt, vec![1], 0, None)
+            .unwrap();
+        let s = t
+            .push_sampled(
+                Some(p),
+                vec![4, 5],
+                vec![f32::NEG_INFINITY, -0.5],
+                vec![1, 1],
+                1,
+            )
+            .unwrap();
+        t.set_branch("main", s).unwrap();
+        let back = Trajectory::from_json(&t.to_json().unwrap()).unwrap();
+        assert_eq!(back, t);
     }
 }

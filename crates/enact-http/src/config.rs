@@ -127,6 +127,9 @@ pub struct HttpConfig {
     pub retry_after_max: Duration,
     /// Most requests in flight at once from this policy (and its clones).
     pub max_concurrency: usize,
+    /// Largest response body read; a server that sends more is an error (a broken or
+    /// hostile server cannot exhaust memory).
+    pub max_response_bytes: usize,
     /// The model's context limit, if known (reported by `Policy::context_limit`).
     pub context_limit: Option<usize>,
     /// Policy version stamped on sampled tokens (change it with `HttpPolicy::set_version`).
@@ -147,6 +150,7 @@ impl fmt::Debug for HttpConfig {
             .field("backoff_max", &self.backoff_max)
             .field("retry_after_max", &self.retry_after_max)
             .field("max_concurrency", &self.max_concurrency)
+            .field("max_response_bytes", &self.max_response_bytes)
             .field("context_limit", &self.context_limit)
             .field("policy_version", &self.policy_version)
             .finish()
@@ -167,6 +171,7 @@ impl HttpConfig {
             backoff_max: Duration::from_secs(30),
             retry_after_max: Duration::from_secs(60),
             max_concurrency: 64,
+            max_response_bytes: 256 << 20,
             context_limit: None,
             policy_version: 0,
         }

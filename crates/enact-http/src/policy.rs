@@ -221,13 +221,22 @@ impl HttpPolicy {
             .headers()
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|h| h.to_str().ok())
-            .and_then(|s| s.trim().parse::<f64>().ok())
-            .filter(|s| s.is_finite() && *s >= 0.0)
-            .map(|s| Duration::from_secs_f64(s).min(c.retry_after_max));
-        let bytes = resp
-            .bytes()
+            .and_then(|s| parse_retry_after(s, c.retry_after_max));
+        let mut resp = resp;
+        let mut bytes = Vec::new();
+        while let Some(chunk) = resp
+            .chunk()
             .await
-            .map_err(|e| transport(e, "reading the response"))?;
+            .map_err(|e| transport(e, "reading the response"))?
+        {
+            if bytes.len() + chunk.len() > c.max_response_bytes {
+                return Err(Failure::Fatal(PolicyError::Backend(format!(
+                    "{url} answered HTTP {status} with more than {} bytes (max_response_bytes)",
+                    c.max_response_bytes
+                ))));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
         if status.is_success() {
             return serde_json::from_slice::<Value>(&bytes).map_err(|e| {
                 Failure::Fatal(PolicyError::Backend(format!(
@@ -490,9 +499,24 @@ impl Policy for HttpPolicy {
     }
 }
 
+/// A `Retry-After` header in seconds, capped at `max`.
+fn parse_retry_after(header: &str, max: Duration) -> Option<Duration> {
+    let s = header.trim().parse::<f64>().ok()?;
+    if !(s.is_finite() && s >= 0.0) {
+        return None;
+    }
+    // `from_secs_f64` panics past `Duration::MAX` (`Retry-After: 1e300`).
+    Some(
+        Duration::try_from_secs_f64(s)
+            .unwrap_or(Duration::MAX)
+            .min(max),
+    )
+}
+
 #[cfg(test)]
 mod tests {
-    use super::is_loopback;
+    use super::{is_loopback, parse_retry_after};
+    use std::time::Duration;
 
     #[test]
     fn loopback_hosts() {
@@ -502,5 +526,22 @@ mod tests {
         assert!(is_loopback("http://[::1]:8080"));
         assert!(!is_loopback("http://10.0.0.1:8000"));
         assert!(!is_loopback("https://api.example.invalid"));
+    }
+
+    #[test]
+    fn huge_retry_after_is_capped_not_a_panic() {
+        let max = Duration::from_secs(60);
+        assert_eq!(parse_retry_after("1e300", max), Some(max));
+        assert_eq!(parse_retry_after("18446744073709551616", max), Some(max));
+        assert_eq!(
+            parse_retry_after(" 2.5 ", max),
+            Some(Duration::from_millis(2500))
+        );
+        assert_eq!(parse_retry_after("-1", max), None);
+        assert_eq!(parse_retry_after("inf", max), None);
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", max),
+            None
+        );
     }
 }

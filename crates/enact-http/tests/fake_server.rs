@@ -527,6 +527,22 @@ async fn malformed_json_is_a_clear_error() {
 }
 
 #[tokio::test]
+async fn an_oversized_response_is_an_error_not_unbounded_memory() {
+    let big = format!("{{\"pad\": \"{}\"}}", "x".repeat(200_000));
+    let fake = Fake::start(move |_, _, _| Reply::Raw(200, vec![], big.clone())).await;
+    let mut c = fast(&fake.url, Dialect::Vllm);
+    c.model = Some("m".into());
+    c.max_response_bytes = 100_000;
+    let err = policy(c)
+        .sample(request(vec![1]))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("more than 100000 bytes"), "{err}");
+    assert_eq!(fake.requests(), 1);
+}
+
+#[tokio::test]
 async fn responses_of_the_wrong_shape_are_clear_errors() {
     let replies = vec![
         json!({"unexpected": true}),

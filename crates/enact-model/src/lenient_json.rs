@@ -56,11 +56,12 @@ impl<'a> P<'a> {
                     }
                 }
                 Some(b'/') if self.s.get(self.i + 1) == Some(&b'*') => {
+                    // Byte-wise search: the comment may hold multi-byte characters.
                     self.i += 2;
-                    while self.i < self.s.len() && !self.src[self.i..].starts_with("*/") {
-                        self.i += 1;
+                    match self.s[self.i..].windows(2).position(|w| w == b"*/") {
+                        Some(k) => self.i += k + 2,
+                        None => self.i = self.s.len(),
                     }
-                    self.i = (self.i + 2).min(self.s.len());
                 }
                 _ => return,
             }
@@ -358,5 +359,37 @@ mod tests {
         assert!(parse(&deep).is_err());
         let (v, used) = parse_prefix(r#"{"a": 1}; {"b": 2}"#).unwrap();
         assert_eq!((v, used), (json!({"a": 1}), 8));
+    }
+
+    #[test]
+    fn block_comment_with_multibyte_text_does_not_panic() {
+        assert_eq!(parse("{/* é 🌍 */ \"a\": 1}").unwrap(), json!({"a": 1}));
+        assert_eq!(parse("[1, /* 中文"), Err(LenientError::Incomplete));
+        assert_eq!(parse("{/*é*/a: 'x'}").unwrap(), json!({"a": "x"}));
+    }
+
+    #[test]
+    fn random_inputs_never_panic() {
+        // Hand-rolled fuzzing: fragments of JSON syntax, multi-byte text and bad escapes.
+        const PIECES: &[&str] = &[
+            "{", "}", "[", "]", ",", ":", "\"", "'", "\\", "\\u", "\\ud83c", "d83c", "/*", "*/",
+            "//", "\n", "é", "🌍", "中", "a", "1", "-", "+", ".", "e", "true", "None", " ", "\0",
+        ];
+        let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+        for _ in 0..20_000 {
+            let mut text = String::new();
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let len = (seed % 12) as usize;
+            for _ in 0..len {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                text.push_str(PIECES[(seed % PIECES.len() as u64) as usize]);
+            }
+            let _ = parse(&text);
+            let _ = parse_prefix(&text);
+        }
     }
 }

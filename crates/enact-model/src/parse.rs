@@ -290,9 +290,11 @@ impl ReplyParser for PlainTextParser {
                 .find(|c: char| c.is_whitespace() || c == '{')
                 .unwrap_or(call.len());
             let name = &call[..name_end];
+            // `call` is a suffix of `line`, itself a prefix of `cursor`: its offset in `line`
+            // (leading whitespace included) is its offset in `cursor`.
             let args_start = line.len() - call.len() + name_end;
             // Arguments may continue over the following lines: parse from here on.
-            let from = &cursor[(cursor.len() - cursor.trim_start().len()) + args_start..];
+            let from = &cursor[args_start..];
             let args_text = from.trim_start_matches([' ', '\t']);
             let id = format!("call_{turn}_{n}");
             n += 1;
@@ -567,5 +569,70 @@ mod tests {
         );
         let r = ParserKind::PlainText.build().parse("CALL a", 1);
         assert_eq!(r.tool_calls.len(), 1);
+    }
+
+    #[test]
+    fn plain_text_indented_call_does_not_panic() {
+        let p = PlainTextParser;
+        let r = p.parse("  CALL ab", 1);
+        assert_eq!(r.tool_calls.len(), 1, "{r:?}");
+        assert_eq!(r.tool_calls[0].name, "ab");
+        let r = p.parse("  CALL calc {\"x\": 1}\nafter", 1);
+        assert_eq!(r.tool_calls.len(), 1, "{r:?}");
+        assert_eq!(r.tool_calls[0].arguments, serde_json::json!({"x": 1}));
+        assert_eq!(r.content, "after");
+        let r = p.parse("\t CALL é", 1);
+        assert_eq!(r.tool_calls.len(), 1, "{r:?}");
+        let r = p.parse("  CALL a{é}", 1);
+        assert_eq!(r.errors.len(), 1, "{r:?}");
+    }
+
+    #[test]
+    fn parsers_never_panic_on_random_replies() {
+        const PIECES: &[&str] = &[
+            "<think>",
+            "</think>",
+            "<tool_call>",
+            "</tool_call>",
+            "<|python_tag|>",
+            "CALL ",
+            "CALL a ",
+            "  ",
+            "\t",
+            "\n",
+            "{",
+            "}",
+            "[",
+            "]",
+            "\"name\": \"f\"",
+            ":",
+            ",",
+            "'",
+            "/*",
+            "é",
+            "🌍",
+            "中",
+            ";",
+            "\0",
+            "\\",
+            "1",
+        ];
+        let parsers: [&dyn ReplyParser; 3] = [&HermesParser, &Llama3JsonParser, &PlainTextParser];
+        let mut seed: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..5_000 {
+            let len = (next() % 14) as usize;
+            let text: String = (0..len)
+                .map(|_| PIECES[(next() % PIECES.len() as u64) as usize])
+                .collect();
+            for p in parsers {
+                let _ = p.parse(&text, 0);
+            }
+        }
     }
 }

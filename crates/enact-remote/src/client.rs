@@ -53,7 +53,11 @@ pub struct RemoteClient {
     base: String,
     http: reqwest::Client,
     timeout: Duration,
+    max_response_bytes: usize,
 }
+
+/// Largest response body a client reads by default (a server that sends more is an error).
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 64 << 20;
 
 impl std::fmt::Debug for RemoteClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -84,7 +88,14 @@ impl RemoteClient {
             base,
             http,
             timeout,
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
         })
+    }
+
+    /// Sets the largest response body read (default [`DEFAULT_MAX_RESPONSE_BYTES`]).
+    pub fn with_max_response_bytes(mut self, max: usize) -> Self {
+        self.max_response_bytes = max;
+        self
     }
 
     pub fn base(&self) -> &str {
@@ -110,10 +121,23 @@ impl RemoteClient {
             }
         })?;
         let status = resp.status();
-        let bytes = resp.bytes().await.map_err(|e| RemoteError::Unreachable {
+        let mut resp = resp;
+        let mut bytes = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| RemoteError::Unreachable {
             url: self.base.clone(),
             message: error_chain(&e),
-        })?;
+        })? {
+            if bytes.len() + chunk.len() > self.max_response_bytes {
+                return Err(RemoteError::Protocol {
+                    what: what.into(),
+                    message: format!(
+                        "the response (HTTP {status}) is larger than {} bytes",
+                        self.max_response_bytes
+                    ),
+                });
+            }
+            bytes.extend_from_slice(&chunk);
+        }
         if !status.is_success() {
             let (kind, message) = match serde_json::from_slice::<ErrorBody>(&bytes) {
                 Ok(b) => (b.error.kind, b.error.message),
@@ -535,5 +559,28 @@ impl Suite for RemoteSuite {
                 None
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[tokio::test]
+    async fn an_oversized_response_is_an_error_not_unbounded_memory() {
+        let app = axum::Router::new().route(
+            "/v1/health",
+            axum::routing::get(|| async { "x".repeat(300_000) }),
+        );
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let server = tokio::spawn(async move { axum::serve(l, app).await });
+        let client = RemoteClient::new(&format!("http://{addr}"), Duration::from_secs(5))
+            .unwrap()
+            .with_max_response_bytes(100_000);
+        let err = client.health().await.unwrap_err().to_string();
+        assert!(err.contains("larger than 100000 bytes"), "{err}");
+        server.abort();
     }
 }

@@ -29,6 +29,9 @@ pub struct ShellSession {
     pub restarts: u32,
 }
 
+/// The most bytes kept after the marker while waiting for its end of line (an exit code).
+const MAX_TAIL: usize = 64;
+
 /// Finds `\n<marker>...\n` in a stream while keeping output capped.
 struct Framer {
     pending: Vec<u8>,
@@ -60,6 +63,12 @@ impl Framer {
             if let Some(nl) = self.pending[after..].iter().position(|b| *b == b'\n') {
                 self.capture.push(&self.pending[..pos]);
                 self.tail = Some(self.pending[after..after + nl].to_vec());
+                self.pending.clear();
+            } else if self.pending.len() - after > MAX_TAIL {
+                // The marker line never ends (the command printed the marker itself and
+                // then streamed): stop buffering; the exit code reads as unknown.
+                self.capture.push(&self.pending[..pos]);
+                self.tail = Some(self.pending[after..after + MAX_TAIL].to_vec());
                 self.pending.clear();
             }
             return;
@@ -261,6 +270,17 @@ mod tests {
         assert!(o.truncated);
         assert_eq!(o.total_bytes, 1000);
         assert!(o.text.contains("990 bytes omitted"));
+    }
+    #[test]
+    fn framer_bounds_an_unterminated_marker_line() {
+        let mut f = Framer::new(b"\n__M__ ".to_vec(), 10);
+        f.push(b"out\n__M__ ");
+        for _ in 0..1000 {
+            f.push(&[b'x'; 1024]);
+            assert!(f.pending.len() <= 2 * MAX_TAIL + 16, "{}", f.pending.len());
+        }
+        assert!(f.done());
+        assert_eq!(f.finish().text, "out");
     }
     #[test]
     fn quoting() {

@@ -131,7 +131,20 @@ fn canonical(v: &Value, depth: usize) -> Option<Value> {
         }
         "float" => {
             let f: f64 = inner.as_str()?.parse().ok()?;
-            json!({"float": f})
+            if f.is_finite() {
+                json!({ "float": f })
+            } else {
+                // JSON numbers cannot hold these (`json!` would make all three `null`,
+                // equal to each other): keep them apart by name.
+                let name = if f.is_nan() {
+                    "nan"
+                } else if f > 0.0 {
+                    "inf"
+                } else {
+                    "-inf"
+                };
+                json!({ "float": name })
+            }
         }
         "str" if inner.is_string() => v.clone(),
         "list" | "tuple" => {
@@ -258,5 +271,22 @@ mod tests {
             PyValue::None,
         ]);
         assert_eq!(v.to_python(), "[(\"a\\\"b\", -2), (True,), None]");
+    }
+
+    #[test]
+    fn non_finite_floats_are_told_apart() {
+        let inf = PyValue::Float(f64::INFINITY);
+        assert!(tagged_equal(&json!({"float": "inf"}), &inf));
+        assert!(!tagged_equal(&json!({"float": "nan"}), &inf));
+        assert!(!tagged_equal(&json!({"float": "-inf"}), &inf));
+        assert!(tagged_equal(
+            &json!({"float": "nan"}),
+            &PyValue::Float(f64::NAN)
+        ));
+        assert!(!tagged_equal(
+            &json!({"float": "inf"}),
+            &PyValue::Float(1.5)
+        ));
+        assert!(tagged_equal(&json!({"float": "1.5"}), &PyValue::Float(1.5)));
     }
 }
