@@ -24,7 +24,11 @@ use crate::toolbox::{Tool, ToolBox, ToolError};
 /// Evaluates `+ - * / ^ %`, parentheses, unary minus and decimals.
 pub fn evaluate(expr: &str) -> Result<f64, String> {
     let tokens = lex(expr)?;
-    let mut p = ExprParser { tokens, pos: 0 };
+    let mut p = ExprParser {
+        tokens,
+        pos: 0,
+        depth: 0,
+    };
     let v = p.sum()?;
     if p.pos != p.tokens.len() {
         return Err(format!(
@@ -90,9 +94,14 @@ fn lex(s: &str) -> Result<Vec<Tok>, String> {
     Ok(out)
 }
 
+/// Deepest nesting of parentheses, unary signs and powers: recursion is bounded so that no
+/// input can overflow the stack of the thread evaluating it.
+const MAX_DEPTH: usize = 100;
+
 struct ExprParser {
     tokens: Vec<Tok>,
     pos: usize,
+    depth: usize,
 }
 
 impl ExprParser {
@@ -134,6 +143,18 @@ impl ExprParser {
         Ok(base)
     }
     fn unary(&mut self) -> Result<f64, String> {
+        if self.depth >= MAX_DEPTH {
+            return Err(format!(
+                "expression nested too deeply (more than {MAX_DEPTH} levels)"
+            ));
+        }
+        self.depth += 1;
+        let r = self.unary_inner();
+        self.depth -= 1;
+        r
+    }
+
+    fn unary_inner(&mut self) -> Result<f64, String> {
         match self.peek().cloned() {
             Some(Tok::Op('-')) => {
                 self.pos += 1;
@@ -147,9 +168,6 @@ impl ExprParser {
         }
     }
     fn atom(&mut self) -> Result<f64, String> {
-        if self.pos > 2_000 {
-            return Err("expression nested too deeply".into());
-        }
         match self.peek().cloned() {
             Some(Tok::Num(n)) => {
                 self.pos += 1;
@@ -341,6 +359,7 @@ fn numbers_in(text: &str) -> Vec<f64> {
         let negative =
             i > 0 && chars[i - 1] == '-' && (i < 2 || !chars[i - 2].is_ascii_alphanumeric());
         let mut digits = String::new();
+        let mut seen_dot = false;
         while i < chars.len() {
             let c = chars[i];
             let next_digit = chars.get(i + 1).is_some_and(|d| d.is_ascii_digit());
@@ -348,7 +367,8 @@ fn numbers_in(text: &str) -> Vec<f64> {
                 digits.push(c);
             } else if c == ',' && next_digit {
                 // thousands separator
-            } else if c == '.' && next_digit && !digits.contains('.') {
+            } else if c == '.' && next_digit && !seen_dot {
+                seen_dot = true;
                 digits.push('.');
             } else {
                 break;
@@ -493,8 +513,14 @@ mod tests {
         assert!(evaluate("(1+2").is_err());
         assert!(evaluate("import os").is_err());
         assert!(evaluate("").is_err());
-        let deep = "(".repeat(5000) + "1" + &")".repeat(5000);
-        assert!(evaluate(&deep).is_err());
+        for n in [150, 1500, 5000] {
+            let deep = "(".repeat(n) + "1" + &")".repeat(n);
+            assert!(evaluate(&deep).is_err());
+            assert!(evaluate(&("-".repeat(n) + "1")).is_err());
+            assert!(evaluate(&("2^".repeat(n) + "1")).is_err());
+        }
+        let ok = "(".repeat(50) + "1" + &")".repeat(50);
+        assert_eq!(evaluate(&ok).unwrap(), 1.0);
     }
 
     #[test]

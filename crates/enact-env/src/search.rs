@@ -436,13 +436,21 @@ pub fn answer_matches(answer: &str, gold: &str) -> bool {
     if normalize_answer(answer) == gold {
         return true;
     }
+    // Index into the lowercased text itself: lowercasing can change byte lengths ("İ"), so
+    // its offsets do not apply to `answer`. Normalisation lowercases anyway.
     let lower = answer.to_lowercase();
     lower
         .rfind("answer:")
-        .is_some_and(|i| normalize_answer(&answer[i + "answer:".len()..]) == gold)
+        .is_some_and(|i| normalize_answer(&lower[i + "answer:".len()..]) == gold)
 }
 
 // ---------------------------------------------------------------- index
+
+/// How many corpus indexes [`SearchIndex::shared`] keeps.
+pub const MAX_CACHED_INDEXES: usize = 8;
+
+/// Most recently used last.
+static INDEX_CACHE: OnceLock<Mutex<Vec<(u64, Arc<SearchIndex>)>>> = OnceLock::new();
 
 /// A BM25 index of a corpus (tantivy, in RAM).
 pub struct SearchIndex {
@@ -497,18 +505,34 @@ impl SearchIndex {
         })
     }
 
-    /// The shared index of the corpus generated from `seed` (built once per process).
+    /// The shared index of the corpus generated from `seed`. Up to [`MAX_CACHED_INDEXES`]
+    /// indexes stay cached (least recently used evicted: a remote client chooses seeds), and
+    /// a build runs outside the cache lock so a failing build cannot poison it.
     pub fn shared(seed: u64) -> Result<Arc<SearchIndex>, String> {
-        static CACHE: OnceLock<Mutex<HashMap<u64, Arc<SearchIndex>>>> = OnceLock::new();
-        let cache = CACHE.get_or_init(Default::default);
-        let mut map = cache
-            .lock()
-            .map_err(|_| "search index cache poisoned".to_string())?;
-        if let Some(ix) = map.get(&seed) {
-            return Ok(ix.clone());
+        let cache = INDEX_CACHE.get_or_init(Default::default);
+        let lock = || {
+            cache
+                .lock()
+                .map_err(|_| "search index cache poisoned".to_string())
+        };
+        {
+            let mut entries = lock()?;
+            if let Some(pos) = entries.iter().position(|(s, _)| *s == seed) {
+                let entry = entries.remove(pos);
+                let ix = entry.1.clone();
+                entries.push(entry);
+                return Ok(ix);
+            }
         }
         let ix = Arc::new(SearchIndex::build(Arc::new(Corpus::generate(seed)))?);
-        map.insert(seed, ix.clone());
+        let mut entries = lock()?;
+        if let Some((_, existing)) = entries.iter().find(|(s, _)| *s == seed) {
+            return Ok(existing.clone());
+        }
+        entries.push((seed, ix.clone()));
+        if entries.len() > MAX_CACHED_INDEXES {
+            entries.remove(0);
+        }
         Ok(ix)
     }
 
@@ -831,6 +855,21 @@ pub(crate) fn tool_turn(thought: &str, name: &str, arguments: Value) -> String {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+
+    #[test]
+    fn answer_prefix_after_length_changing_lowercase_does_not_panic() {
+        assert!(!answer_matches("İİİanswer: x", "y"));
+        assert!(answer_matches("İİİanswer: x", "x"));
+    }
+
+    #[test]
+    fn the_index_cache_is_bounded() {
+        for seed in 0..(MAX_CACHED_INDEXES as u64 + 2) {
+            SearchIndex::shared(1000 + seed).unwrap();
+        }
+        let len = INDEX_CACHE.get().unwrap().lock().unwrap().len();
+        assert!(len <= MAX_CACHED_INDEXES, "{len}");
+    }
 
     #[test]
     fn normalises_like_squad() {

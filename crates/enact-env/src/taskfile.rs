@@ -653,6 +653,23 @@ fn describe_outcome(o: &enact_sandbox::ExecOutcome) -> String {
 
 /// Resolves `rel` under `root`, refusing absolute paths, `..` and symlinks on the way (the
 /// agent may plant symlinks with command tools; built-in tools run on the host).
+/// Largest workspace file a built-in check reads; the agent wrote it, so it is untrusted.
+const MAX_CHECKED_FILE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Reads a text file of at most `max` bytes (a larger one is an error, not an allocation).
+fn read_capped(p: &Path, max: u64) -> Result<String, String> {
+    use std::io::Read;
+    let f = std::fs::File::open(p).map_err(|e| e.to_string())?;
+    let mut buf = Vec::new();
+    f.take(max + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| e.to_string())?;
+    if buf.len() as u64 > max {
+        return Err(format!("the file is larger than {max} bytes"));
+    }
+    String::from_utf8(buf).map_err(|_| "the file is not UTF-8 text".to_string())
+}
+
 fn safe_path(root: &Path, rel: &str) -> Result<PathBuf, ToolError> {
     let rel = if rel.is_empty() || rel == "." {
         PathBuf::new()
@@ -1200,7 +1217,7 @@ impl TaskFileVerifier {
         let read_ws = |path: &str| -> Result<String, String> {
             let root = ws.as_ref().ok_or("the submission has no workspace")?;
             let p = safe_path(root, path).map_err(|e| e.0)?;
-            std::fs::read_to_string(&p).map_err(|e| format!("cannot read {path}: {e}"))
+            read_capped(&p, MAX_CHECKED_FILE_BYTES).map_err(|e| format!("cannot read {path}: {e}"))
         };
         let results = checks
             .iter()
@@ -1408,6 +1425,17 @@ impl Suite for TaskFileSuite {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn checked_files_are_read_with_a_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        std::fs::write(&p, "x".repeat(100)).unwrap();
+        assert_eq!(read_capped(&p, 100).unwrap().len(), 100);
+        assert!(read_capped(&p, 99).unwrap_err().contains("larger than 99"));
+        std::fs::write(&p, [0xff, 0xfe]).unwrap();
+        assert!(read_capped(&p, 100).unwrap_err().contains("UTF-8"));
+    }
 
     #[test]
     fn results_are_parsed_strictly() {
