@@ -449,8 +449,9 @@ pub fn answer_matches(answer: &str, gold: &str) -> bool {
 /// How many corpus indexes [`SearchIndex::shared`] keeps.
 pub const MAX_CACHED_INDEXES: usize = 8;
 
-/// Most recently used last.
-static INDEX_CACHE: OnceLock<Mutex<Vec<(u64, Arc<SearchIndex>)>>> = OnceLock::new();
+/// Cached indexes by corpus seed, most recently used last.
+type IndexCache = Mutex<Vec<(u64, Arc<SearchIndex>)>>;
+static INDEX_CACHE: OnceLock<IndexCache> = OnceLock::new();
 
 /// A BM25 index of a corpus (tantivy, in RAM).
 pub struct SearchIndex {
