@@ -262,6 +262,9 @@ impl ReplyParser for Llama3JsonParser {
 #[derive(Debug, Clone, Default)]
 pub struct PlainTextParser;
 
+/// Most `CALL` lines parsed from one reply.
+pub const MAX_PLAIN_CALLS: usize = 64;
+
 impl ReplyParser for PlainTextParser {
     fn call_syntax(&self) -> String {
         ParserKind::PlainText.call_syntax().to_string()
@@ -296,6 +299,14 @@ impl ReplyParser for PlainTextParser {
             // Arguments may continue over the following lines: parse from here on.
             let from = &cursor[args_start..];
             let args_text = from.trim_start_matches([' ', '\t']);
+            if n >= MAX_PLAIN_CALLS {
+                // Each call's arguments may run to the end of the reply, so parsing is
+                // linear per call: a cap keeps a hostile reply from costing quadratic time.
+                errors.push(format!(
+                    "more than {MAX_PLAIN_CALLS} calls in one reply; the rest were ignored"
+                ));
+                break;
+            }
             let id = format!("call_{turn}_{n}");
             n += 1;
             let valid_name = !name.is_empty()
@@ -569,6 +580,18 @@ mod tests {
         );
         let r = ParserKind::PlainText.build().parse("CALL a", 1);
         assert_eq!(r.tool_calls.len(), 1);
+    }
+
+    #[test]
+    fn plain_text_calls_are_capped_per_reply() {
+        let reply = "CALL a {\"x\": 1}\n".repeat(MAX_PLAIN_CALLS + 10);
+        let r = PlainTextParser.parse(&reply, 1);
+        assert_eq!(r.tool_calls.len(), MAX_PLAIN_CALLS);
+        assert!(
+            r.errors.iter().any(|e| e.contains("more than")),
+            "{:?}",
+            r.errors
+        );
     }
 
     #[test]
