@@ -151,6 +151,14 @@ struct ShowArgs {
     /// Only the episode with this index.
     #[arg(long)]
     index: Option<usize>,
+    /// The model whose tokenizer decodes the trajectories (`default`, a path, or
+    /// `http://…` with --tokenizer). Without it: the byte tokenizer or the default model,
+    /// whichever the trajectory names; otherwise only the messages are shown.
+    #[arg(long)]
+    model: Option<String>,
+    /// The served model's tokenizer, for --model http://….
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
 }
 
 #[derive(serde::Serialize)]
@@ -431,17 +439,38 @@ fn summary_table(env: &str, model: &str, s: &serde_json::Value) -> String {
 
 fn cmd_show(args: ShowArgs) -> Result<()> {
     let episodes = rundir::read_episodes(&args.path)?;
-    let tokenizer = enact_model::ByteTokenizer::new();
+    model::set_overrides(model::ModelOverrides {
+        tokenizer: args.tokenizer.clone(),
+        ..Default::default()
+    });
+    // Decoders to try, matched by the identity each trajectory records.
+    let mut decoders: Vec<Box<dyn enact_core::Tokenizer>> =
+        vec![Box::new(enact_model::ByteTokenizer::new())];
+    let needs_model = episodes
+        .iter()
+        .any(|e| e.trajectory.tokenizer != decoders[0].identity());
+    if needs_model {
+        let spec = ModelSpec::parse(args.model.as_deref().unwrap_or("default"), None)?;
+        decoders.push(model::display_tokenizer(&spec));
+    }
     for (i, ep) in episodes.iter().enumerate() {
         if args.index.is_some_and(|want| want != i) {
             continue;
         }
         println!("═══ episode {i} · {} ═══", ep.id);
-        if ep.trajectory.tokenizer == enact_core::Tokenizer::identity(&tokenizer) {
-            print!("{}", show::render_trajectory(ep, &tokenizer));
-        } else {
-            for m in &ep.messages {
-                println!("[{}] {}", m.role.as_str(), m.content);
+        match decoders
+            .iter()
+            .find(|d| d.identity() == ep.trajectory.tokenizer)
+        {
+            Some(d) => print!("{}", show::render_trajectory(ep, d.as_ref())),
+            None => {
+                println!(
+                    "(tokenizer {} not available: pass --model to decode tokens; showing messages)",
+                    ep.trajectory.tokenizer
+                );
+                for m in &ep.messages {
+                    println!("[{}] {}", m.role.as_str(), m.content);
+                }
             }
         }
         print!("{}", show::render_outcome(ep));
