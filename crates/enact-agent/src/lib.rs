@@ -95,6 +95,29 @@ impl Run {
 }
 
 impl Agent {
+    /// How many of a reply's sampled tokens belong to its reasoning: those up to and
+    /// including the one that completes `</think>`, or all of them when the reasoning never
+    /// closed. Counted on the sampled ids themselves, never on re-encoded text.
+    fn thinking_token_count(&self, reply: &[u32]) -> usize {
+        const CLOSE: &str = "</think>";
+        let mut text = String::new();
+        for (i, id) in reply.iter().enumerate() {
+            let Ok(piece) = self.tokenizer.decode(std::slice::from_ref(id)) else {
+                continue;
+            };
+            text.push_str(&piece);
+            // Only the tail can hold a newly completed tag: linear overall.
+            let mut start = text.len().saturating_sub(CLOSE.len() + piece.len());
+            while !text.is_char_boundary(start) {
+                start -= 1;
+            }
+            if text[start..].contains(CLOSE) {
+                return i + 1;
+            }
+        }
+        reply.len()
+    }
+
     /// Text from the outside world (tool output, simulated users) with special-token text
     /// neutralised, so it is encoded as plain text and cannot forge a turn boundary.
     fn outside_text(&self, text: &str) -> String {
@@ -336,8 +359,8 @@ impl Agent {
                 Err(e) => break Termination::Error(format!("could not decode the reply: {e}")),
             };
             let parsed = self.parser.parse(&text, turn);
-            if let Some(r) = &parsed.reasoning {
-                run.thinking_tokens += self.tokenizer.encode(r).map(|v| v.len()).unwrap_or(0);
+            if parsed.reasoning.is_some() {
+                run.thinking_tokens += self.thinking_token_count(body);
             }
             run.messages.push(Message {
                 role: Role::Assistant,

@@ -552,3 +552,16 @@ async fn a_panicking_environment_ends_the_episode_with_its_trajectory() {
     assert_eq!(ep.outcome.tool_calls, 1);
     assert!(ep.trajectory.validate().is_ok());
 }
+
+#[tokio::test]
+async fn thinking_tokens_are_counted_on_sampled_ids() {
+    // Byte tokens: "<think>\nab\n</think>" is 19 tokens of reasoning, then "\n\n7" is not.
+    let ep = run(&["<think>\nab\n</think>\n\n7"], &mut CalcEnv::new()).await;
+    assert_eq!(ep.outcome.tokens.thinking, "<think>\nab\n</think>".len());
+    // Reasoning that never closes counts every token of the reply.
+    let agent = agent_with(scripted(&["<think>\nforever"]), AgentConfig::default());
+    let ep = agent.run(&task(), &mut CalcEnv::new(), None).await;
+    assert_eq!(ep.outcome.tokens.thinking, "<think>\nforever".len());
+    let ep = run(&["7"], &mut CalcEnv::new()).await;
+    assert_eq!(ep.outcome.tokens.thinking, 0);
+}
