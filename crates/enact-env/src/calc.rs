@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use crate::conversation::ToolConversation;
 pub use crate::suite::hermes_call;
-use crate::suite::{SplitMix64, Suite};
+use crate::suite::{SplitMix64, Suite, generated_task, split_stream};
 use crate::toolbox::{Tool, ToolBox, ToolError};
 
 // ---------------------------------------------------------------- calculator
@@ -457,21 +457,20 @@ impl Suite for CalcSuite {
 
     fn tasks(&self, split: &str, count: usize, seed: u64) -> Vec<Task> {
         // Splits draw from disjoint seed streams.
-        let stream = if split == "test" { 0x7e57 } else { 0x7a1e };
-        let mut rng = SplitMix64::new(seed ^ (stream << 32));
+        let mut rng = SplitMix64::new(seed ^ (split_stream(split, 0x7e57, 0x7a1e) << 32));
         (0..count)
             .map(|i| {
                 let expr = Self::expression(&mut rng);
-                Task {
-                    id: format!("calc-{split}-{seed}-{i}"),
-                    prompt: format!(
+                generated_task(
+                    "calc",
+                    split,
+                    seed,
+                    i,
+                    format!(
                         "Compute {expr}. Use the calculator tool, save the result with note_write under the key \"answer\", then reply with the number only."
                     ),
-                    env: json!({"kind": "calc", "expression": expr}),
-                    hidden: None,
-                    split: Some(split.to_string()),
-                    metadata: Default::default(),
-                }
+                    json!({"kind": "calc", "expression": expr}),
+                )
             })
             .collect()
     }

@@ -22,7 +22,7 @@ use enact_verify::{MonitoredVerifier, PyCase, PyValue, PythonGrader, find_python
 use serde_json::{Value, json};
 
 use crate::shell::{AgentBox, EpisodeFiles, WorkspaceEpisode, tool_call_turn};
-use crate::suite::{SplitMix64, Suite};
+use crate::suite::{SplitMix64, Suite, generated_task, split_stream};
 use crate::toolbox::{Tool, ToolError};
 
 /// A family of generated Python problems.
@@ -728,25 +728,21 @@ impl Suite for CodeSuite {
         "write or fix a Python function so hidden tests pass (sandboxed; graded in a fresh sandbox)"
     }
     fn tasks(&self, split: &str, count: usize, seed: u64) -> Vec<Task> {
-        let stream: u64 = if split == "test" {
-            0xc0de_7e57
-        } else {
-            0xc0de_7a1e
-        };
+        let stream = split_stream(split, 0xc0de_7e57, 0xc0de_7a1e);
         let mut rng = SplitMix64::new(seed ^ (stream << 16));
         (0..count)
             .map(|i| {
                 let family = Family::ALL[i % Family::ALL.len()];
                 let s = rng.next_u64();
                 let spec = CodeTaskSpec::generate(family, s);
-                Task {
-                    id: format!("code-{split}-{seed}-{i}"),
-                    prompt: spec.prompt(),
-                    env: json!({"kind": "code", "family": family.name(), "seed": s}),
-                    hidden: None,
-                    split: Some(split.to_string()),
-                    metadata: Default::default(),
-                }
+                generated_task(
+                    "code",
+                    split,
+                    seed,
+                    i,
+                    spec.prompt(),
+                    json!({"kind": "code", "family": family.name(), "seed": s}),
+                )
             })
             .collect()
     }

@@ -26,7 +26,7 @@ use tantivy::snippet::SnippetGenerator;
 use tantivy::{Index, IndexReader, doc};
 
 use crate::conversation::ToolConversation;
-use crate::suite::{SplitMix64, Suite};
+use crate::suite::{SplitMix64, Suite, generated_task, split_stream};
 use crate::toolbox::{Tool, ToolBox, ToolError};
 
 /// The corpus seed of the built-in suite.
@@ -796,20 +796,20 @@ impl Suite for SearchSuite {
             }
         };
         let pool = index.corpus.pool(split);
-        let stream = if split == "test" { 0x7e57 } else { 0x7a1e };
+        let stream = split_stream(split, 0x7e57, 0x7a1e);
         let mut rng = SplitMix64::new(seed ^ (stream << 32) ^ 0x5ea4);
         (0..count)
             .filter_map(|i| {
                 let (template, entity) = pool[rng.below(pool.len() as u64) as usize];
                 let q = index.corpus.question(template, entity)?;
-                Some(Task {
-                    id: format!("search-{split}-{seed}-{i}"),
-                    prompt: q.text,
-                    env: json!({"kind": "search", "corpus_seed": self.corpus_seed, "template": template, "entity": entity}),
-                    hidden: None,
-                    split: Some(split.to_string()),
-                    metadata: Default::default(),
-                })
+                Some(generated_task(
+                    "search",
+                    split,
+                    seed,
+                    i,
+                    q.text,
+                    json!({"kind": "search", "corpus_seed": self.corpus_seed, "template": template, "entity": entity}),
+                ))
             })
             .collect()
     }

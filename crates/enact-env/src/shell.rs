@@ -28,7 +28,7 @@ use enact_verify::{MonitorEvidence, MonitoredVerifier};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
-use crate::suite::{SplitMix64, Suite};
+use crate::suite::{SplitMix64, Suite, generated_task, split_stream};
 use crate::toolbox::{Tool, ToolBox, ToolError};
 
 // ------------------------------------------------------------------ sandboxed workspace
@@ -905,25 +905,21 @@ impl Suite for ShellSuite {
         "terminal tasks over a generated file tree (find, sum, rename, count), sandboxed"
     }
     fn tasks(&self, split: &str, count: usize, seed: u64) -> Vec<Task> {
-        let stream: u64 = if split == "test" {
-            0x5e11_7e57
-        } else {
-            0x5e11_7a1e
-        };
+        let stream = split_stream(split, 0x5e11_7e57, 0x5e11_7a1e);
         let mut rng = SplitMix64::new(seed ^ (stream << 16));
         (0..count)
             .map(|i| {
                 let kind = ShellKind::ALL[i % ShellKind::ALL.len()];
                 let s = rng.next_u64();
                 let spec = ShellTaskSpec::generate(kind, s);
-                Task {
-                    id: format!("shell-{split}-{seed}-{i}"),
-                    prompt: spec.prompt,
-                    env: json!({"kind": "shell", "task": kind.name(), "seed": s}),
-                    hidden: None,
-                    split: Some(split.to_string()),
-                    metadata: Default::default(),
-                }
+                generated_task(
+                    "shell",
+                    split,
+                    seed,
+                    i,
+                    spec.prompt,
+                    json!({"kind": "shell", "task": kind.name(), "seed": s}),
+                )
             })
             .collect()
     }

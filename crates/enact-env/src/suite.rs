@@ -58,6 +58,32 @@ pub fn find_suite(name: &str) -> Result<Arc<dyn Suite>, String> {
     })
 }
 
+/// A generated task of suite `suite`: id `{suite}-{split}-{seed}-{index}`, the split recorded,
+/// no hidden data reference (generated suites recompute their truth from `env`).
+pub fn generated_task(
+    suite: &str,
+    split: &str,
+    seed: u64,
+    index: usize,
+    prompt: String,
+    env: serde_json::Value,
+) -> Task {
+    Task {
+        id: format!("{suite}-{split}-{seed}-{index}"),
+        prompt,
+        env,
+        hidden: None,
+        split: Some(split.to_string()),
+        metadata: Default::default(),
+    }
+}
+
+/// The seed stream of a split: `test` and every other split draw from disjoint streams, so a
+/// suite's train and test tasks never coincide.
+pub fn split_stream(split: &str, test: u64, train: u64) -> u64 {
+    if split == "test" { test } else { train }
+}
+
 /// A small deterministic generator (SplitMix64), so task sets are reproducible across
 /// platforms and crate versions.
 #[derive(Debug, Clone)]
