@@ -42,6 +42,30 @@ pub fn hermes_tool_call(name: &str, arguments: &serde_json::Value) -> String {
     )
 }
 
+/// An assistant message as text in the Hermes convention: `<think>` reasoning, the content,
+/// then each tool call on its own line.
+pub fn hermes_assistant_body(m: &Message) -> String {
+    let mut body = String::new();
+    if let Some(r) = &m.reasoning {
+        body.push_str("<think>\n");
+        body.push_str(r.trim());
+        body.push_str("\n</think>\n\n");
+    }
+    body.push_str(&m.content);
+    for (k, c) in m.tool_calls.iter().enumerate() {
+        if k > 0 || !m.content.is_empty() {
+            body.push('\n');
+        }
+        body.push_str(&hermes_tool_call(&c.name, &c.arguments));
+    }
+    body
+}
+
+/// A tool result wrapped the way Hermes-style templates show it.
+pub fn hermes_tool_response(content: &str) -> String {
+    format!("<tool_response>\n{content}\n</tool_response>")
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct ChatMlTemplate {
     /// Used when the conversation has no system message.
@@ -91,25 +115,9 @@ impl ChatTemplate for ChatMlTemplate {
                     turn("system", &sys);
                 }
                 Role::User => turn("user", &m.content),
-                Role::Assistant => {
-                    let mut body = String::new();
-                    if let Some(r) = &m.reasoning {
-                        body.push_str("<think>\n");
-                        body.push_str(r.trim());
-                        body.push_str("\n</think>\n\n");
-                    }
-                    body.push_str(&m.content);
-                    for (k, c) in m.tool_calls.iter().enumerate() {
-                        if k > 0 || !m.content.is_empty() {
-                            body.push('\n');
-                        }
-                        body.push_str(&hermes_tool_call(&c.name, &c.arguments));
-                    }
-                    turn("assistant", &body);
-                }
+                Role::Assistant => turn("assistant", &hermes_assistant_body(m)),
                 Role::Tool => {
-                    let body = format!("<tool_response>\n{}\n</tool_response>", m.content);
-                    turn("tool", &body);
+                    turn("tool", &hermes_tool_response(&m.content));
                 }
             }
         }

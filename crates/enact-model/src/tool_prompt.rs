@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use enact_core::{ChatTemplate, Message, RenderOptions, Role, TemplateError, ToolSpec};
 
-use crate::chatml::{hermes_tool_call, hermes_tool_section};
+use crate::chatml::{hermes_assistant_body, hermes_tool_response, hermes_tool_section};
 
 /// Wraps a template that has no tool support with enact's Hermes-style tool prompt.
 #[derive(Clone)]
@@ -85,25 +85,10 @@ impl ToolPromptTemplate {
         let mut out: Vec<Message> = Vec::with_capacity(messages.len() + 1);
         for m in messages {
             match m.role {
-                Role::Assistant => {
-                    let mut body = String::new();
-                    if let Some(r) = &m.reasoning {
-                        body.push_str("<think>\n");
-                        body.push_str(r.trim());
-                        body.push_str("\n</think>\n\n");
-                    }
-                    body.push_str(&m.content);
-                    for (k, c) in m.tool_calls.iter().enumerate() {
-                        if k > 0 || !m.content.is_empty() {
-                            body.push('\n');
-                        }
-                        body.push_str(&hermes_tool_call(&c.name, &c.arguments));
-                    }
-                    out.push(Message::assistant(body));
-                }
+                Role::Assistant => out.push(Message::assistant(hermes_assistant_body(m))),
                 Role::Tool => {
                     let mut t = m.clone();
-                    t.content = format!("<tool_response>\n{}\n</tool_response>", m.content);
+                    t.content = hermes_tool_response(&m.content);
                     out.push(t);
                 }
                 _ => out.push(m.clone()),
