@@ -379,7 +379,10 @@ async fn verify(
         .as_mut()
         .ok_or_else(|| env_error(enact_core::EnvError::NotReset))?;
     // The server grades its own view of the submission, never one sent by the client.
-    let sub = env.submission().await.map_err(env_error)?;
+    let sub = tokio::time::timeout(s.cfg.step_timeout, env.submission())
+        .await
+        .map_err(|_| timeout_error("submission", s.cfg.step_timeout))?
+        .map_err(env_error)?;
     let verdict = tokio::time::timeout(s.cfg.verify_timeout, verifier.verify(&task, &sub))
         .await
         .map_err(|_| timeout_error("verification", s.cfg.verify_timeout))?
