@@ -19,6 +19,9 @@ pub struct ToolConversation {
     pub final_answer: Option<String>,
     /// Whether the episode was started (and not closed); `step` refuses otherwise.
     pub active: bool,
+    /// Whether each tool call is also recorded, as an assistant message, before its result
+    /// (workspace environments do: their monitors read the calls).
+    pub record_calls: bool,
 }
 
 impl ToolConversation {
@@ -48,6 +51,11 @@ impl ToolConversation {
         }
         match action {
             Action::ToolCall(call) => {
+                if self.record_calls {
+                    let mut asked = Message::assistant("");
+                    asked.tool_calls.push(call.clone());
+                    self.messages.push(asked);
+                }
                 let r = self.tools.dispatch(&call).await;
                 self.messages.push(Message::tool(
                     r.call_id.clone(),
@@ -119,5 +127,24 @@ mod tests {
         // A new start forgets the previous answer.
         c.start("sys", "again");
         assert_eq!(c.submission(None, None).final_answer, None);
+    }
+
+    #[tokio::test]
+    async fn recorded_calls_precede_their_results() {
+        let mut c = ToolConversation {
+            record_calls: true,
+            ..ToolConversation::default()
+        };
+        c.start("sys", "do it");
+        let call = ToolCall {
+            id: "c1".into(),
+            name: "nope".into(),
+            arguments: json!({}),
+        };
+        c.step(Action::ToolCall(call.clone())).await.unwrap();
+        assert_eq!(c.messages.len(), 4);
+        assert_eq!(c.messages[2].role, Role::Assistant);
+        assert_eq!(c.messages[2].tool_calls, vec![call]);
+        assert_eq!(c.messages[3].role, Role::Tool);
     }
 }

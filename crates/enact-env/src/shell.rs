@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use enact_core::{
-    Action, CheckResult, CheckStatus, EnvError, Environment, Message, Reset, StepOutcome,
-    Submission, Task, ToolSpec, Verdict, Verifier, VerifyError,
+    Action, CheckResult, CheckStatus, EnvError, Environment, Reset, StepOutcome, Submission, Task,
+    ToolSpec, Verdict, Verifier, VerifyError,
 };
 use enact_sandbox::{
     ExecOptions, IsolationLevel, Limits, NetworkPolicy, Sandbox, SandboxConfig, ShellSession,
@@ -28,6 +28,7 @@ use enact_verify::{MonitorEvidence, MonitoredVerifier};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
+use crate::conversation::ToolConversation;
 use crate::suite::{SplitMix64, Suite, generated_task, split_stream};
 use crate::toolbox::{Tool, ToolBox, ToolError};
 
@@ -366,21 +367,21 @@ impl EpisodeFiles {
 
 /// The common episode loop of workspace environments.
 pub struct WorkspaceEpisode {
-    pub tools: ToolBox,
+    /// Records tool calls as well as results (monitors read them).
+    pub conversation: ToolConversation,
     pub agent: Option<Arc<AgentBox>>,
     pub files: Option<EpisodeFiles>,
-    pub messages: Vec<Message>,
-    pub final_answer: Option<String>,
 }
 
 impl WorkspaceEpisode {
     pub fn new() -> Self {
         WorkspaceEpisode {
-            tools: ToolBox::new(),
+            conversation: ToolConversation {
+                record_calls: true,
+                ..ToolConversation::default()
+            },
             agent: None,
             files: None,
-            messages: Vec::new(),
-            final_answer: None,
         }
     }
 
@@ -396,46 +397,20 @@ impl WorkspaceEpisode {
         let agent = AgentBox::start(files.workspace.path(), level).await?;
         let mut tools = workspace_tools(&agent);
         extra(&agent, &mut tools);
-        self.tools = tools;
+        self.conversation.tools = tools;
         self.agent = Some(agent);
         self.files = Some(files);
-        self.messages = vec![Message::system(system), Message::user(prompt)];
-        self.final_answer = None;
-        Ok(Reset {
-            messages: self.messages.clone(),
-            tools: self.tools.specs(),
-        })
+        Ok(self.conversation.start(system, prompt))
     }
 
     pub async fn step(&mut self, action: Action) -> Result<StepOutcome, EnvError> {
-        if self.agent.is_none() {
-            return Err(EnvError::NotReset);
-        }
-        match action {
-            Action::ToolCall(call) => {
-                // The conversation keeps the call itself (monitors read it), then the result.
-                let mut asked = Message::assistant("");
-                asked.tool_calls.push(call.clone());
-                self.messages.push(asked);
-                let r = self.tools.dispatch(&call).await;
-                self.messages.push(Message::tool(
-                    r.call_id.clone(),
-                    r.name.clone(),
-                    r.content.clone(),
-                ));
-                Ok(StepOutcome::ToolResult(r))
-            }
-            Action::Message { content } => {
-                self.messages.push(Message::assistant(content.clone()));
-                self.final_answer = Some(content);
-                Ok(StepOutcome::Done)
-            }
-        }
+        self.conversation.step(action).await
     }
 
     /// Kills the agent's sandbox (every process in it) and drops the tools.
     pub async fn shutdown(&mut self) {
-        self.tools = ToolBox::new();
+        self.conversation.close();
+        self.conversation.tools = ToolBox::new();
         if let Some(a) = self.agent.take() {
             a.kill().await;
         }
@@ -446,12 +421,10 @@ impl WorkspaceEpisode {
     pub async fn submission(&mut self, evidence: MonitorEvidence) -> Result<Submission, EnvError> {
         self.shutdown().await;
         let files = self.files.as_ref().ok_or(EnvError::NotReset)?;
-        Ok(Submission {
-            final_answer: self.final_answer.clone(),
-            workspace: Some(files.workspace.path().to_path_buf()),
-            state: Some(json!({"monitor": evidence})),
-            messages: self.messages.clone(),
-        })
+        Ok(self.conversation.submission(
+            Some(json!({"monitor": evidence})),
+            Some(files.workspace.path().to_path_buf()),
+        ))
     }
 }
 
