@@ -50,6 +50,15 @@ struct Session {
     last_used: Instant,
 }
 
+impl Session {
+    /// The environment of a session that has been reset.
+    fn env_mut(&mut self) -> Result<&mut Box<dyn Environment>, ApiError> {
+        self.env
+            .as_mut()
+            .ok_or_else(|| env_error(enact_core::EnvError::NotReset))
+    }
+}
+
 type Sessions = std::sync::Mutex<HashMap<String, Arc<Mutex<Session>>>>;
 
 struct AppState {
@@ -91,6 +100,16 @@ impl AppState {
                 ),
             )
         })
+    }
+
+    /// Locks a session for one request and marks it used (inactive sessions expire).
+    async fn use_session(
+        &self,
+        id: &str,
+    ) -> Result<tokio::sync::OwnedMutexGuard<Session>, ApiError> {
+        let mut g = self.session(id)?.lock_owned().await;
+        g.last_used = Instant::now();
+        Ok(g)
     }
 
     fn session(&self, id: &str) -> Result<Arc<Mutex<Session>>, ApiError> {
@@ -307,9 +326,7 @@ async fn reset(
     Path(id): Path<String>,
     Json(r): Json<ResetRequest>,
 ) -> ApiResult<enact_core::Reset> {
-    let sess = s.session(&id)?;
-    let mut g = sess.lock().await;
-    g.last_used = Instant::now();
+    let mut g = s.use_session(&id).await?;
     if let Some(mut old) = g.env.take() {
         let _ = old.close().await;
     }
@@ -328,13 +345,8 @@ async fn step(
     Path(id): Path<String>,
     Json(r): Json<StepRequest>,
 ) -> ApiResult<enact_core::StepOutcome> {
-    let sess = s.session(&id)?;
-    let mut g = sess.lock().await;
-    g.last_used = Instant::now();
-    let env = g
-        .env
-        .as_mut()
-        .ok_or_else(|| env_error(enact_core::EnvError::NotReset))?;
+    let mut g = s.use_session(&id).await?;
+    let env = g.env_mut()?;
     let out = tokio::time::timeout(s.cfg.step_timeout, env.step(r.action))
         .await
         .map_err(|_| timeout_error("step", s.cfg.step_timeout))?
@@ -346,13 +358,8 @@ async fn submission(
     State(s): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> ApiResult<enact_core::Submission> {
-    let sess = s.session(&id)?;
-    let mut g = sess.lock().await;
-    g.last_used = Instant::now();
-    let env = g
-        .env
-        .as_mut()
-        .ok_or_else(|| env_error(enact_core::EnvError::NotReset))?;
+    let mut g = s.use_session(&id).await?;
+    let env = g.env_mut()?;
     let mut sub = tokio::time::timeout(s.cfg.step_timeout, env.submission())
         .await
         .map_err(|_| timeout_error("submission", s.cfg.step_timeout))?
@@ -366,18 +373,13 @@ async fn verify(
     State(s): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> ApiResult<enact_core::Verdict> {
-    let sess = s.session(&id)?;
-    let mut g = sess.lock().await;
-    g.last_used = Instant::now();
+    let mut g = s.use_session(&id).await?;
     let task = g
         .task
         .clone()
         .ok_or_else(|| env_error(enact_core::EnvError::NotReset))?;
     let verifier = g.suite.verifier();
-    let env = g
-        .env
-        .as_mut()
-        .ok_or_else(|| env_error(enact_core::EnvError::NotReset))?;
+    let env = g.env_mut()?;
     // The server grades its own view of the submission, never one sent by the client.
     let sub = tokio::time::timeout(s.cfg.step_timeout, env.submission())
         .await
