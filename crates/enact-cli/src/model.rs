@@ -114,13 +114,12 @@ pub fn build_agent(
             })
         }
         ModelSpec::Default | ModelSpec::Path(_) => {
-            let path = resolve_model_path(spec)?;
-            let m = embedded(&path, &engine_options_from_env()?)?;
+            let m = embedded(&resolve_model_path(spec)?, &engine_options_from_env()?)?;
             Ok(Agent {
                 policy: m.policy.clone(),
                 tokenizer: m.tokenizer.clone(),
                 template: m.template.clone(),
-                parser: reply_parser_for(&path),
+                parser: m.parser.clone(),
                 config: config.clone(),
             })
         }
@@ -209,9 +208,10 @@ pub struct Embedded {
     pub policy: Arc<CandlePolicy>,
     pub tokenizer: Arc<HfTokenizer>,
     pub template: Arc<dyn ChatTemplate>,
+    pub parser: Arc<dyn enact_core::ReplyParser>,
 }
 
-/// Loads (once per process and model file) the engine, tokenizer and template.
+/// Loads (once per process and model file) the engine, tokenizer, template and parser.
 pub fn embedded(path: &Path, options: &EngineOptions) -> Result<Embedded> {
     static LOADED: OnceLock<Mutex<HashMap<PathBuf, Embedded>>> = OnceLock::new();
     let map = LOADED.get_or_init(|| Mutex::new(HashMap::new()));
@@ -221,12 +221,14 @@ pub fn embedded(path: &Path, options: &EngineOptions) -> Result<Embedded> {
     if let Some(m) = map.get(path) {
         return Ok(m.clone());
     }
-    let (tokenizer, template) = tokenizer_and_template(path)?;
+    let files = model_files(path)?;
+    let tokenizer = Arc::new(files.tokenizer.clone());
     let engine = Engine::load(path, options)?.with_tokenizer(tokenizer.clone());
     let m = Embedded {
         policy: Arc::new(CandlePolicy::new(engine, PolicyOptions::default())),
         tokenizer,
-        template,
+        template: files.chat_template(),
+        parser: files.reply_parser(),
     };
     map.insert(path.to_path_buf(), m.clone());
     Ok(m)
@@ -260,14 +262,6 @@ pub fn model_files(path: &Path) -> Result<enact_model::ModelFiles> {
         );
     }
     Ok(files)
-}
-
-/// The tool-call parser that fits the model's template.
-pub fn reply_parser_for(path: &Path) -> Arc<dyn enact_core::ReplyParser> {
-    match model_files(path) {
-        Ok(f) => f.reply_parser(),
-        Err(_) => Arc::new(HermesParser),
-    }
 }
 
 /// A tokenizer to display a spec's trajectories.
@@ -315,26 +309,30 @@ fn http_agent(url: &str, config: &AgentConfig) -> Result<Agent> {
         enact_http::HttpPolicy,
         Arc<HfTokenizer>,
         Arc<dyn ChatTemplate>,
+        Arc<dyn enact_core::ReplyParser>,
     );
     static SERVED: OnceLock<Mutex<HashMap<String, Served>>> = OnceLock::new();
     let map = SERVED.get_or_init(|| Mutex::new(HashMap::new()));
     let mut map = map
         .lock()
         .map_err(|_| anyhow::anyhow!("the HTTP model registry is poisoned"))?;
-    let (policy, tokenizer, template) = match map.get(url) {
+    let (policy, tokenizer, template, parser) = match map.get(url) {
         Some(s) => s.clone(),
         None => {
-            let (tokenizer, template) = tokenizer_and_template(&http_tokenizer_path()?)?;
+            let files = model_files(&http_tokenizer_path()?)?;
+            let tokenizer = Arc::new(files.tokenizer.clone());
             let http = enact_http::HttpConfig::from_spec(url)?.with_api_key_from_env();
             let policy = enact_http::HttpPolicy::new(http, tokenizer.clone())?;
-            let served = (policy, tokenizer, template);
+            let served = (
+                policy,
+                tokenizer,
+                files.chat_template(),
+                files.reply_parser(),
+            );
             map.insert(url.to_string(), served.clone());
             served
         }
     };
-    let parser = http_tokenizer_path()
-        .map(|p| reply_parser_for(&p))
-        .unwrap_or_else(|_| Arc::new(HermesParser));
     Ok(Agent {
         policy: Arc::new(policy),
         tokenizer,
