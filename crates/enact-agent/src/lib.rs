@@ -314,6 +314,7 @@ impl Agent {
                 stop_tokens: vec![eot],
                 stop_strings: Vec::new(),
                 params: cfg.sampling.clone(),
+                on_token: None,
             };
             let t = Instant::now();
             let sampled =

@@ -222,6 +222,9 @@ impl Engine {
                 let tok = sample_token(&st.logits, &r.params, &mut st.rng);
                 st.logprobs.push(raw_logprob(&st.logits, tok));
                 st.tokens.push(tok);
+                if let Some(sink) = &r.on_token {
+                    sink.emit(tok);
+                }
                 if r.stop_tokens.contains(&tok) {
                     st.finish = Some(FinishReason::StopToken(tok));
                 } else if let Some(s) = self.stop_string(r, &st.tokens, &mut st.text_len) {

@@ -31,6 +31,7 @@ fn request(ctx: &[u32], max: usize, params: SamplingParams) -> SampleRequest {
         stop_tokens: vec![],
         stop_strings: vec![],
         params,
+        on_token: None,
     }
 }
 

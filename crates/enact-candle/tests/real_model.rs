@@ -282,6 +282,7 @@ fn default_model_generates_sensible_text_and_checksum_holds() {
             temperature: 0.0,
             ..SamplingParams::default()
         },
+        on_token: None,
     };
     let s = engine.generate(&r).unwrap();
     let text = tokenizer.decode(&s.tokens).unwrap();

@@ -330,6 +330,7 @@ fn cmd_generate(a: GenerateArgs) -> Result<()> {
             min_p: a.min_p,
             seed: a.seed,
         },
+        on_token: None,
     };
     let mut cache = engine.new_cache();
     let (sample, stats) = engine
@@ -477,6 +478,7 @@ fn cmd_bench(a: BenchGenerateArgs) -> Result<()> {
             temperature: 0.0,
             ..SamplingParams::default()
         },
+        on_token: None,
     };
     let once = |e: &Engine, r: &SampleRequest| -> Result<GenStats> {
         let mut cache = e.new_cache();

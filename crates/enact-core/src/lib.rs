@@ -21,7 +21,9 @@ pub mod verify;
 
 pub use env::{Action, EnvError, Environment, Reset, StepOutcome, Submission, ToolResult};
 pub use message::{Message, Role, ToolCall, ToolSpec};
-pub use policy::{FinishReason, Policy, PolicyError, Sample, SampleRequest, SamplingParams};
+pub use policy::{
+    FinishReason, Policy, PolicyError, Sample, SampleRequest, SamplingParams, TokenSink,
+};
 pub use task::{
     Episode, EpisodeError, EpisodeOutcome, MonitorFlag, Task, Termination, Timings, TokenCounts,
 };

@@ -42,6 +42,29 @@ pub struct SampleRequest {
     /// that completed the string are included).
     pub stop_strings: Vec<String>,
     pub params: SamplingParams,
+    /// Receives each sampled id as soon as it exists (live output, watchdogs). Backends that
+    /// only learn the ids at the end call it for each id then; `None` costs nothing.
+    pub on_token: Option<TokenSink>,
+}
+
+/// A callback for sampled ids as they are produced (see [`SampleRequest::on_token`]).
+#[derive(Clone)]
+pub struct TokenSink(pub Arc<dyn Fn(u32) + Send + Sync>);
+
+impl TokenSink {
+    pub fn new(f: impl Fn(u32) + Send + Sync + 'static) -> Self {
+        TokenSink(Arc::new(f))
+    }
+    /// Calls the sink with one id.
+    pub fn emit(&self, id: u32) {
+        (self.0)(id)
+    }
+}
+
+impl std::fmt::Debug for TokenSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenSink")
+    }
 }
 
 /// Why a generation stopped.

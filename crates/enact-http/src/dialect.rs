@@ -596,6 +596,7 @@ mod tests {
                 min_p: 0.0,
                 seed: Some(7),
             },
+            on_token: None,
         }
     }
 

@@ -421,6 +421,10 @@ impl HttpPolicy {
             finish = FinishReason::Length;
         }
         let n = ids.len();
+        if let Some(sink) = &req.on_token {
+            // Non-streaming requests learn the ids only now.
+            ids.iter().for_each(|&id| sink.emit(id));
+        }
         Sample {
             tokens: ids,
             logprobs,

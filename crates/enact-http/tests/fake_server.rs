@@ -228,6 +228,7 @@ fn request(context: Vec<u32>) -> SampleRequest {
             min_p: 0.0,
             seed: Some(11),
         },
+        on_token: None,
     }
 }
 

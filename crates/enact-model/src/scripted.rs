@@ -76,6 +76,9 @@ impl Policy for ScriptedPolicy {
             finish = FinishReason::Length;
         }
         let n = tokens.len();
+        if let Some(sink) = &request.on_token {
+            tokens.iter().for_each(|&id| sink.emit(id));
+        }
         Ok(Sample {
             tokens,
             logprobs: vec![0.0; n],
@@ -86,5 +89,32 @@ impl Policy for ScriptedPolicy {
 
     fn version(&self) -> u64 {
         self.version
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::ByteTokenizer;
+    use enact_core::{SamplingParams, TokenSink};
+
+    #[tokio::test]
+    async fn on_token_sees_every_sampled_id_in_order() {
+        let tok: Arc<dyn Tokenizer> = Arc::new(ByteTokenizer::new());
+        let policy = ScriptedPolicy::new(vec!["hi there".into()], tok);
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sink_seen = seen.clone();
+        let request = SampleRequest {
+            context: Arc::new(vec![1, 2, 3]),
+            max_tokens: 100,
+            stop_tokens: vec![],
+            stop_strings: vec![],
+            params: SamplingParams::default(),
+            on_token: Some(TokenSink::new(move |id| sink_seen.lock().unwrap().push(id))),
+        };
+        let sample = policy.sample(request).await.unwrap();
+        assert!(!sample.tokens.is_empty());
+        assert_eq!(*seen.lock().unwrap(), sample.tokens);
     }
 }
