@@ -13,6 +13,7 @@
 pub mod env;
 pub mod message;
 pub mod policy;
+mod rng;
 pub mod task;
 pub mod template;
 pub mod tokenizer;
@@ -21,6 +22,7 @@ pub mod verify;
 
 pub use env::{Action, EnvError, Environment, Reset, StepOutcome, Submission, ToolResult};
 pub use message::{Message, Role, ToolCall, ToolSpec};
+pub use rng::SeededRng;
 pub use policy::{
     FinishReason, Policy, PolicyError, Sample, SampleRequest, SamplingParams, TokenSink,
 };
