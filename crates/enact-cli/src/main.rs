@@ -533,7 +533,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(dispatch(cli)) {
+    let result = runtime.block_on(dispatch(cli));
+    // Drop the tasks still holding sandboxes, then wait for their cgroups to be removed.
+    drop(runtime);
+    enact_sandbox::finish_cleanup();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

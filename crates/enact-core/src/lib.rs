@@ -15,6 +15,7 @@ pub mod env;
 pub mod episode;
 pub mod message;
 pub mod policy;
+mod rng;
 pub mod task;
 pub mod template;
 pub mod tokenizer;
@@ -26,6 +27,7 @@ pub use episode::{
     Episode, EpisodeError, EpisodeFormatError, EpisodeOutcome, Termination, Timings, TokenCounts,
 };
 pub use message::{Message, Role, ToolCall, ToolSpec};
+pub use rng::SeededRng;
 pub use policy::{
     FinishReason, Policy, PolicyError, Sample, SampleRequest, SamplingParams, TokenSink,
 };

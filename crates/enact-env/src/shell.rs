@@ -307,8 +307,10 @@ pub fn control_file_content() -> String {
 }
 
 /// A canary for hidden data: random, so nothing but the hidden file can reveal it.
-pub fn new_canary() -> String {
-    format!("ENACT-CANARY-{}", enact_verify::python::random_hex(12))
+pub fn new_canary() -> Result<String, EnvError> {
+    let r = enact_sandbox::random_hex(12)
+        .map_err(|e| EnvError::Setup(format!("cannot make the hidden-data canary: {e}")))?;
+    Ok(format!("ENACT-CANARY-{r}"))
 }
 
 /// Episode resources shared by the workspace environments.
@@ -333,7 +335,7 @@ impl EpisodeFiles {
         all.insert(CONTROL_FILE.into(), control_file_content());
         write_tree(workspace.path(), &all)?;
         let hidden = tempfile::Builder::new().prefix("enact-hidden-").tempdir()?;
-        let canary = new_canary();
+        let canary = new_canary()?;
         hidden_json["canary"] = json!(canary);
         std::fs::write(
             hidden.path().join(hidden_file),
