@@ -15,7 +15,6 @@ use super::sandbox::{paths_for, substitute};
 use super::spec::{BuiltinCheck, TaskSpec, VerifierDecl};
 use super::tools::{MAX_CHECKED_FILE_BYTES, read_capped, safe_path};
 use crate::search::answer_matches;
-use crate::suite::SplitMix64;
 
 /// The strict result format of a command verifier.
 #[derive(Debug, Deserialize)]
@@ -82,15 +81,18 @@ pub fn parse_results(text: &str, expect: &[String]) -> Result<Vec<CheckResult>, 
     Ok(out)
 }
 
-fn random_token() -> String {
-    let mut rng = SplitMix64::new(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0)
-            ^ u64::from(std::process::id()) << 32,
-    );
-    format!("{:016x}{:016x}", rng.next_u64(), rng.next_u64())
+/// The name of a command verifier's results file: 128 bits from the OS random source. The
+/// grader reads whatever file has this name in the grading workspace (a copy of the agent's
+/// final workspace), so a name the candidate could predict would let it plant its own grade.
+fn results_file_name() -> Result<String, VerifyError> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).map_err(|e| {
+        VerifyError::Failed(format!(
+            "the OS random source failed ({e}); the results file needs an unguessable name, so grading cannot proceed"
+        ))
+    })?;
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    Ok(format!(".enact-results-{hex}.json"))
 }
 
 /// Grades task-file episodes.
@@ -123,7 +125,7 @@ impl TaskFileVerifier {
                 })?),
                 None => None,
             };
-        let name = format!(".enact-results-{}.json", random_token());
+        let name = results_file_name()?;
         let mut cfg = spec
             .sandbox_config(grading.path(), timeout)
             .map_err(VerifyError::Failed)?;
@@ -304,5 +306,35 @@ mod tests {
         ] {
             assert!(parse_results(bad, &[]).is_err(), "{bad}");
         }
+    }
+
+    /// The old name was SplitMix64 seeded by the clock (ns) and the pid: whoever knows both
+    /// (the pid is small, the clock is shared) rebuilds it by trying the instants of a short
+    /// window. Here the window is the call itself and the pid is ours, so the old scheme is
+    /// found every time; a name from the OS random source never is.
+    #[test]
+    fn results_file_name_is_not_predictable_from_clock_and_pid() {
+        use crate::suite::SplitMix64;
+        let now = || {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap()
+        };
+        let t0 = now();
+        let name = results_file_name().unwrap();
+        let t1 = now();
+        let pid = u64::from(std::process::id()) << 32;
+        let predicted = (t0..=t1).any(|t| {
+            let mut rng = SplitMix64::new(t ^ pid);
+            name == format!(
+                ".enact-results-{:016x}{:016x}.json",
+                rng.next_u64(),
+                rng.next_u64()
+            )
+        });
+        assert!(!predicted, "{name} was rebuilt from the clock and the pid");
+        assert_ne!(name, results_file_name().unwrap());
+        assert_eq!(name.len(), ".enact-results-.json".len() + 32);
     }
 }
