@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use enact_core::{
-    Action, CheckResult, CheckStatus, EnvError, Environment, Message, Reset, StepOutcome,
-    Submission, Task, ToolSpec, Verdict, Verifier, VerifyError,
+    Action, CheckResult, EnvError, Environment, Message, Reset, StepOutcome, Submission, Task,
+    ToolSpec, Verdict, Verifier, VerifyError,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -701,18 +701,6 @@ impl Environment for ApiEnv {
 /// Grades the final service state against the gold state.
 pub struct ApiVerifier;
 
-fn check(name: &str, ok: bool, detail: String) -> CheckResult {
-    CheckResult {
-        name: name.into(),
-        status: if ok {
-            CheckStatus::Passed
-        } else {
-            CheckStatus::Failed
-        },
-        detail: if ok { String::new() } else { detail },
-    }
-}
-
 #[async_trait]
 impl Verifier for ApiVerifier {
     async fn verify(&self, task: &Task, sub: &Submission) -> Result<Verdict, VerifyError> {
@@ -725,16 +713,16 @@ impl Verifier for ApiVerifier {
             })?;
         }
         let Some(state) = sub.state.clone() else {
-            return Ok(Verdict::from_checks(vec![check(
+            return Ok(Verdict::from_checks(vec![CheckResult::new(
                 "state_present",
                 false,
-                "the submission has no service state".into(),
+                "the submission has no service state",
             )]));
         };
         let fin: Service = match serde_json::from_value(state) {
             Ok(s) => s,
             Err(e) => {
-                return Ok(Verdict::from_checks(vec![check(
+                return Ok(Verdict::from_checks(vec![CheckResult::new(
                     "state_present",
                     false,
                     format!("malformed state: {e}"),
@@ -751,7 +739,7 @@ impl Verifier for ApiVerifier {
             "escalate" => {
                 let new_id = format!("T{}", init.next_ticket);
                 let t = fin.tickets.get(&new_id);
-                checks.push(check(
+                checks.push(CheckResult::new(
                     "ticket_created",
                     t.is_some_and(|t| {
                         t.account_id == spec.account && Some(&t.title) == spec.title.as_ref()
@@ -761,17 +749,17 @@ impl Verifier for ApiVerifier {
                         spec.account, spec.title
                     ),
                 ));
-                checks.push(check(
+                checks.push(CheckResult::new(
                     "priority_high",
                     t.is_some_and(|t| t.priority == "high"),
                     format!("got {:?}", t.map(|t| &t.priority)),
                 ));
-                checks.push(check(
+                checks.push(CheckResult::new(
                     "assigned",
                     t.is_some_and(|t| t.assignee == spec.staff),
                     format!("got {:?}", t.map(|t| &t.assignee)),
                 ));
-                checks.push(check(
+                checks.push(CheckResult::new(
                     "confirmation_sent",
                     fin.messages
                         .iter()
@@ -790,24 +778,24 @@ impl Verifier for ApiVerifier {
                 };
                 let from0 = acct(&init, &Some(spec.account.clone())).unwrap_or(0);
                 let to0 = acct(&init, &spec.other).unwrap_or(0);
-                checks.push(check(
+                checks.push(CheckResult::new(
                     "sender_debited",
                     acct(&fin, &Some(spec.account.clone())) == Some(from0 - amount),
                     format!("expected {}", from0 - amount),
                 ));
-                checks.push(check(
+                checks.push(CheckResult::new(
                     "receiver_credited",
                     acct(&fin, &spec.other) == Some(to0 + amount),
                     format!("expected {}", to0 + amount),
                 ));
-                checks.push(check(
+                checks.push(CheckResult::new(
                     "single_transfer",
                     fin.transfers.len() == 1,
                     format!("{} transfers made", fin.transfers.len()),
                 ));
                 if spec.template == "transfer" {
                     let t = spec.ticket.as_ref().and_then(|id| fin.tickets.get(id));
-                    checks.push(check(
+                    checks.push(CheckResult::new(
                         "ticket_closed",
                         t.is_some_and(|t| {
                             t.status == "closed" && t.resolution.as_deref() == Some("resolved")
@@ -822,12 +810,12 @@ impl Verifier for ApiVerifier {
                 )));
             }
         }
-        checks.push(check(
+        checks.push(CheckResult::new(
             "no_collateral_changes",
             fin.accounts == gold.accounts
                 && fin.tickets == gold.tickets
                 && fin.transfers == gold.transfers,
-            "accounts, tickets or transfers differ from the expected final state".into(),
+            "accounts, tickets or transfers differ from the expected final state",
         ));
         Ok(Verdict::from_checks(checks))
     }

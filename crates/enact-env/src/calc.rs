@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use enact_core::{
-    Action, CheckResult, CheckStatus, EnvError, Environment, Reset, StepOutcome, Submission, Task,
-    ToolSpec, Verdict, Verifier, VerifyError,
+    Action, CheckResult, EnvError, Environment, Reset, StepOutcome, Submission, Task, ToolSpec,
+    Verdict, Verifier, VerifyError,
 };
 use serde_json::{Value, json};
 
@@ -408,22 +408,13 @@ impl Verifier for CalcVerifier {
             .as_ref()
             .and_then(|s| s["notes"]["answer"].as_str().map(str::to_string));
         let note_ok = note.as_deref().is_some_and(|n| numbers_match(n, expected));
-        let check = |name: &str, ok: bool, detail: String| CheckResult {
-            name: name.into(),
-            status: if ok {
-                CheckStatus::Passed
-            } else {
-                CheckStatus::Failed
-            },
-            detail,
-        };
         Ok(Verdict::from_checks(vec![
-            check(
+            CheckResult::new(
                 "final_answer",
                 answer_ok,
                 format!("got {:?}", sub.final_answer),
             ),
-            check("note_answer", note_ok, format!("got {note:?}")),
+            CheckResult::new("note_answer", note_ok, format!("got {note:?}")),
         ]))
     }
 }

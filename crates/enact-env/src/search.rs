@@ -15,8 +15,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use async_trait::async_trait;
 use enact_core::{
-    Action, CheckResult, CheckStatus, EnvError, Environment, Reset, StepOutcome, Submission, Task,
-    ToolSpec, Verdict, Verifier, VerifyError,
+    Action, CheckResult, EnvError, Environment, Reset, StepOutcome, Submission, Task, ToolSpec,
+    Verdict, Verifier, VerifyError,
 };
 use serde_json::{Value, json};
 use tantivy::collector::TopDocs;
@@ -735,23 +735,15 @@ impl Verifier for SearchVerifier {
             })
             .unwrap_or_default();
         let found = q.support.iter().filter(|d| read.contains(*d)).count();
-        let mut v = Verdict::from_checks(vec![CheckResult {
-            name: "answer_exact_match".into(),
-            status: if ok {
-                CheckStatus::Passed
-            } else {
-                CheckStatus::Failed
-            },
-            detail: if ok {
-                String::new()
-            } else {
-                format!(
-                    "got {:?} (normalised {:?})",
-                    answer,
-                    normalize_answer(&answer)
-                )
-            },
-        }]);
+        let mut v = Verdict::from_checks(vec![CheckResult::new(
+            "answer_exact_match",
+            ok,
+            format!(
+                "got {:?} (normalised {:?})",
+                answer,
+                normalize_answer(&answer)
+            ),
+        )]);
         let subgoals = (found + usize::from(ok)) as f64 / (q.support.len() + 1) as f64;
         v.progress = if ok { 1.0 } else { subgoals };
         v.components = BTreeMap::from([

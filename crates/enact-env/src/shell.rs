@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use enact_core::{
-    Action, CheckResult, CheckStatus, EnvError, Environment, Reset, StepOutcome, Submission, Task,
-    ToolSpec, Verdict, Verifier, VerifyError,
+    Action, CheckResult, EnvError, Environment, Reset, StepOutcome, Submission, Task, ToolSpec,
+    Verdict, Verifier, VerifyError,
 };
 use enact_sandbox::{
     ExecOptions, IsolationLevel, Limits, NetworkPolicy, Sandbox, SandboxConfig, ShellSession,
@@ -724,18 +724,6 @@ impl Environment for ShellEnv {
 /// the files (no symlinks followed, size-capped) and compares exactly.
 pub struct ShellVerifier;
 
-fn check(name: impl Into<String>, ok: bool, detail: impl Into<String>) -> CheckResult {
-    CheckResult {
-        name: name.into(),
-        status: if ok {
-            CheckStatus::Passed
-        } else {
-            CheckStatus::Failed
-        },
-        detail: detail.into(),
-    }
-}
-
 fn answer_lines(ws: &Path, file: &str) -> Result<Vec<String>, String> {
     let bytes = read_no_follow(ws, file, 1 << 20)?;
     let text = String::from_utf8(bytes).map_err(|_| format!("{file} is not UTF-8"))?;
@@ -751,17 +739,17 @@ fn line_checks(ws: &Path, file: &str, expected: &[String], out: &mut Vec<CheckRe
     match answer_lines(ws, file) {
         Err(e) => {
             for x in expected {
-                out.push(check(format!("line: {x}"), false, e.clone()));
+                out.push(CheckResult::new(format!("line: {x}"), false, e.clone()));
             }
-            out.push(check("no extra lines", false, e.clone()));
-            out.push(check("sorted", false, e));
+            out.push(CheckResult::new("no extra lines", false, e.clone()));
+            out.push(CheckResult::new("sorted", false, e));
         }
         Ok(got) => {
             for x in expected {
-                out.push(check(format!("line: {x}"), got.contains(x), ""));
+                out.push(CheckResult::new(format!("line: {x}"), got.contains(x), ""));
             }
             let extra: Vec<&String> = got.iter().filter(|g| !expected.contains(g)).collect();
-            out.push(check(
+            out.push(CheckResult::new(
                 "no extra lines",
                 extra.is_empty() && got.len() == expected.len(),
                 if extra.is_empty() {
@@ -770,7 +758,7 @@ fn line_checks(ws: &Path, file: &str, expected: &[String], out: &mut Vec<CheckRe
                     format!("{} unexpected line(s)", extra.len())
                 },
             ));
-            out.push(check("sorted", got == expected, ""));
+            out.push(CheckResult::new("sorted", got == expected, ""));
         }
     }
 }
@@ -820,7 +808,7 @@ impl Verifier for ShellVerifier {
                     }
                     Err(e) => (false, e.clone()),
                 };
-                checks.push(check("total", ok, detail));
+                checks.push(CheckResult::new("total", ok, detail));
             }
             ShellKind::Rename => {
                 for old in spec.logs() {
@@ -830,7 +818,7 @@ impl Verifier for ShellVerifier {
                         .map(|b| sha256_hex(&b) == want)
                         .unwrap_or(false);
                     let old_gone = std::fs::symlink_metadata(ws.join(old)).is_err();
-                    checks.push(check(
+                    checks.push(CheckResult::new(
                         format!("renamed: {old}"),
                         new_ok && old_gone,
                         format!("new file correct: {new_ok}, old file gone: {old_gone}"),
@@ -853,7 +841,7 @@ impl Verifier for ShellVerifier {
                     .map_err(|e| VerifyError::Failed(format!("cannot scan the workspace: {e}")))?;
                 let expected_files = others.len() + spec.logs().len();
                 let n_files = tree.entries.values().filter(|e| e.kind != "dir").count();
-                checks.push(check(
+                checks.push(CheckResult::new(
                     "nothing else changed",
                     broken.is_empty() && n_files == expected_files,
                     format!(

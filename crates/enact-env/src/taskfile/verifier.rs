@@ -240,15 +240,9 @@ impl TaskFileVerifier {
                         .and_then(|r| safe_path(r, path).ok())
                         .is_some_and(|p| p.is_file())),
                 };
-                let (status, detail) = match outcome {
-                    Ok(true) => (CheckStatus::Passed, String::new()),
-                    Ok(false) => (CheckStatus::Failed, String::new()),
-                    Err(e) => (CheckStatus::Failed, e),
-                };
-                CheckResult {
-                    name: c.name(),
-                    status,
-                    detail,
+                match outcome {
+                    Ok(ok) => CheckResult::new(c.name(), ok, ""),
+                    Err(e) => CheckResult::fail(c.name(), e),
                 }
             })
             .collect();
