@@ -20,9 +20,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::conversation::ToolConversation;
-use crate::search::tool_turn;
 use crate::suite::{SplitMix64, Suite};
 use crate::toolbox::{Tool, ToolBox, ToolError};
+use enact_model::chatml::hermes_call_turn;
 
 /// Largest transfer the policy allows in one operation.
 pub const TRANSFER_LIMIT: i64 = 500;
@@ -855,12 +855,12 @@ impl Suite for ApiSuite {
         let ops = spec.gold_ops(&init);
         let call = |i: usize, why: &str| -> Option<String> {
             let (name, args) = ops.get(i)?;
-            Some(tool_turn(why, name, args.clone()))
+            Some(hermes_call_turn(why, name, args))
         };
-        let look_up = tool_turn(
+        let look_up = hermes_call_turn(
             "First I look up the customer's account.",
             "find_account",
-            json!({"email": me.email}),
+            &json!({"email": me.email}),
         );
         Some(match spec.template.as_str() {
             "escalate" => {

@@ -15,9 +15,9 @@ use enact_core::{
 use serde_json::{Value, json};
 
 use crate::conversation::ToolConversation;
-pub use crate::suite::hermes_call;
 use crate::suite::{SplitMix64, Suite, generated_task, split_stream};
 use crate::toolbox::{Tool, ToolBox, ToolError};
+use enact_model::chatml::hermes_tool_call;
 
 // ---------------------------------------------------------------- calculator
 
@@ -480,9 +480,9 @@ impl Suite for CalcSuite {
         Some(vec![
             format!(
                 "<think>\nI will use the calculator.\n</think>\n\n{}",
-                hermes_call("calculator", &json!({"expression": expr}))
+                hermes_tool_call("calculator", &json!({"expression": expr}))
             ),
-            hermes_call("note_write", &json!({"key": "answer", "text": value})),
+            hermes_tool_call("note_write", &json!({"key": "answer", "text": value})),
             value,
         ])
     }

@@ -21,7 +21,9 @@ use enact_verify::value::python_str;
 use enact_verify::{MonitoredVerifier, PyCase, PyValue, PythonGrader, find_python};
 use serde_json::{Value, json};
 
-use crate::shell::{AgentBox, EpisodeFiles, WorkspaceEpisode, tool_call_turn};
+use enact_model::chatml::hermes_call_turn;
+
+use crate::shell::{AgentBox, EpisodeFiles, WorkspaceEpisode};
 use crate::suite::{SplitMix64, Suite, generated_task, split_stream};
 use crate::toolbox::{Tool, ToolError};
 
@@ -756,17 +758,17 @@ impl Suite for CodeSuite {
     fn reference_solution(&self, task: &Task) -> Option<Vec<String>> {
         let spec = CodeTaskSpec::from_task(task).ok()?;
         Some(vec![
-            tool_call_turn(
+            hermes_call_turn(
                 "Let me read the current code.",
                 "read_file",
-                json!({"path": "solution.py"}),
+                &json!({"path": "solution.py"}),
             ),
-            tool_call_turn(
+            hermes_call_turn(
                 "I will write a correct general implementation.",
                 "write_file",
-                json!({"path": "solution.py", "content": spec.reference}),
+                &json!({"path": "solution.py", "content": spec.reference}),
             ),
-            tool_call_turn("", "run_tests", json!({})),
+            hermes_call_turn("", "run_tests", &json!({})),
             format!(
                 "Implemented {} in solution.py; the visible tests pass.",
                 spec.func

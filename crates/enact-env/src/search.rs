@@ -10,6 +10,7 @@
 //! normalised exact match (SQuAD normalisation). Progress counts the supporting documents
 //! read plus the answer.
 
+use enact_model::chatml::hermes_call_turn;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -818,30 +819,22 @@ impl Suite for SearchSuite {
 
     fn reference_solution(&self, task: &Task) -> Option<Vec<String>> {
         let (index, q) = task_question(task).ok()?;
-        let mut turns = vec![tool_turn(
+        let mut turns = vec![hermes_call_turn(
             "I will search for the entity named in the question.",
             "search",
-            json!({"query": task.prompt, "k": 5}),
+            &json!({"query": task.prompt, "k": 5}),
         )];
         for id in &q.support {
             let title = index.corpus.document(id)?.title.clone();
-            turns.push(tool_turn(
+            turns.push(hermes_call_turn(
                 &format!("Next I read the document about {title}."),
                 "read_document",
-                json!({"id": id}),
+                &json!({"id": id}),
             ));
         }
         turns.push(q.answer);
         Some(turns)
     }
-}
-
-/// One Hermes-format assistant turn with reasoning and a single tool call.
-pub(crate) fn tool_turn(thought: &str, name: &str, arguments: Value) -> String {
-    format!(
-        "<think>\n{thought}\n</think>\n\n{}",
-        crate::calc::hermes_call(name, &arguments)
-    )
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@
 //! regenerated from the task's seed); a copy with a canary sits in a per-episode hidden
 //! directory that no agent sandbox mounts.
 
+use enact_model::chatml::hermes_call_turn;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -894,24 +895,14 @@ impl Suite for ShellSuite {
     fn reference_solution(&self, task: &Task) -> Option<Vec<String>> {
         let spec = ShellTaskSpec::from_task(task).ok()?;
         Some(vec![
-            tool_call_turn(
+            hermes_call_turn(
                 "Let me look at the files first.",
                 "shell",
-                json!({"command": "find data -type f | LC_ALL=C sort | head -50"}),
+                &json!({"command": "find data -type f | LC_ALL=C sort | head -50"}),
             ),
-            tool_call_turn("", "shell", json!({"command": spec.reference_command()})),
+            hermes_call_turn("", "shell", &json!({"command": spec.reference_command()})),
             "done".into(),
         ])
-    }
-}
-
-/// One assistant turn with reasoning and a Hermes tool call.
-pub fn tool_call_turn(thought: &str, name: &str, arguments: Value) -> String {
-    let call = json!({"name": name, "arguments": arguments});
-    if thought.is_empty() {
-        format!("<tool_call>\n{call}\n</tool_call>")
-    } else {
-        format!("<think>\n{thought}\n</think>\n\n<tool_call>\n{call}\n</tool_call>")
     }
 }
 
