@@ -7,6 +7,7 @@ pub mod code;
 pub mod conversation;
 pub mod mcp;
 pub mod noisy;
+pub mod registry;
 pub mod schema;
 pub mod search;
 pub mod shell;
@@ -15,5 +16,6 @@ pub mod taskfile;
 pub mod toolbox;
 
 pub use conversation::ToolConversation;
-pub use suite::{Suite, find_suite, registry};
+pub use registry::{find_suite, registry};
+pub use suite::Suite;
 pub use toolbox::{Tool, ToolBox, ToolError, ToolLimits};

@@ -1,5 +1,6 @@
 //! Task suites: a named family of tasks with an environment factory, a verifier and honest
-//! reference solutions. The registry maps names to suites for the CLI.
+//! reference solutions, and the helpers generated suites share (task ids, split streams,
+//! a portable random generator). The registry of named suites is in `registry.rs`.
 
 use std::sync::Arc;
 
@@ -17,45 +18,6 @@ pub trait Suite: Send + Sync {
     /// Assistant turns (Hermes tool-call format) that honestly solve `task`, for the scripted
     /// policy, demos and the red-team suite's false-positive checks.
     fn reference_solution(&self, task: &Task) -> Option<Vec<String>>;
-}
-
-/// The built-in suites by name.
-pub fn registry() -> Vec<Arc<dyn Suite>> {
-    vec![
-        Arc::new(crate::calc::CalcSuite),
-        // environment kinds: code and shell (sandboxed, graded in a fresh sandbox)
-        Arc::new(crate::code::CodeSuite),
-        Arc::new(crate::shell::ShellSuite),
-        // environment kinds: search, stateful API, noisy tools
-        Arc::new(crate::search::SearchSuite::default()),
-        Arc::new(crate::api::ApiSuite),
-        Arc::new(crate::noisy::NoisySuite::new(
-            Arc::new(crate::calc::CalcSuite),
-            crate::noisy::NoiseConfig::standard(),
-        )),
-        Arc::new(crate::noisy::NoisySuite::new(
-            Arc::new(crate::api::ApiSuite),
-            crate::noisy::NoiseConfig::standard(),
-        )),
-    ]
-}
-
-/// Finds a suite by name, or says which exist. `tasks:DIR` loads a directory of task files
-/// (see `docs/task-files.md`).
-pub fn find_suite(name: &str) -> Result<Arc<dyn Suite>, String> {
-    if let Some(dir) = name.strip_prefix("tasks:") {
-        return crate::taskfile::TaskFileSuite::load(std::path::Path::new(dir))
-            .map(|s| Arc::new(s) as Arc<dyn Suite>)
-            .map_err(|e| e.to_string());
-    }
-    let all = registry();
-    let names: Vec<String> = all.iter().map(|s| s.name().to_string()).collect();
-    all.into_iter().find(|s| s.name() == name).ok_or_else(|| {
-        format!(
-            "unknown environment \"{name}\"; available: {}",
-            names.join(", ")
-        )
-    })
 }
 
 /// A generated task of suite `suite`: id `{suite}-{split}-{seed}-{index}`, the split recorded,
