@@ -14,18 +14,18 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use enact_core::{
-    Action, EnvError, Environment, Reset, StepOutcome, Submission, Task, ToolSpec, Verdict,
-    Verifier, VerifyError,
+    EnvError, Environment, Submission, Task, ToolSpec, Verdict, Verifier, VerifyError,
 };
+use enact_model::chatml::hermes_call_turn;
 use enact_verify::value::python_str;
-use enact_verify::{MonitoredVerifier, PyCase, PyValue, PythonGrader, find_python};
+use enact_verify::{
+    MonitorEvidence, MonitoredVerifier, PyCase, PyValue, PythonGrader, find_python,
+};
 use serde_json::{Value, json};
 
-use enact_model::chatml::hermes_call_turn;
-
-use crate::shell::{AgentBox, EpisodeFiles, WorkspaceEpisode};
-use crate::suite::{SplitMix64, Suite, generated_task, split_stream};
-use crate::toolbox::{Tool, ToolError};
+use crate::suite::{SplitMix64, Suite, generated_tasks};
+use crate::toolbox::{Tool, ToolBox, ToolError};
+use crate::workspace::{AgentBox, EpisodeFiles, WorkspaceEnv, WorkspaceTask};
 
 /// A family of generated Python problems.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -644,55 +644,29 @@ impl Tool for RunTests {
 
 const CODE_SYSTEM: &str = "You are a careful Python programmer. Work in the workspace with the tools; there is no network.";
 
+impl WorkspaceTask for CodeTaskSpec {
+    fn system(&self) -> &'static str {
+        CODE_SYSTEM
+    }
+    fn prompt(&self) -> String {
+        CodeTaskSpec::prompt(self)
+    }
+    fn files(&self) -> BTreeMap<String, String> {
+        self.workspace_files()
+    }
+    fn hidden(&self) -> (&'static str, Value) {
+        ("hidden_tests.json", self.hidden_json())
+    }
+    fn add_tools(&self, agent: &Arc<AgentBox>, tools: &mut ToolBox) {
+        tools.add(Arc::new(RunTests(agent.clone())));
+    }
+    fn evidence(&self, files: &EpisodeFiles) -> MonitorEvidence {
+        files.evidence(vec!["test_solution.py".into()], self.distinctive_literals())
+    }
+}
+
 /// The `code` environment for one episode.
-pub struct CodeEnv {
-    spec: CodeTaskSpec,
-    ep: WorkspaceEpisode,
-}
-
-impl CodeEnv {
-    pub fn new(spec: CodeTaskSpec) -> Self {
-        CodeEnv {
-            spec,
-            ep: WorkspaceEpisode::new(),
-        }
-    }
-}
-
-#[async_trait]
-impl Environment for CodeEnv {
-    async fn reset(&mut self, _task: &Task) -> Result<Reset, EnvError> {
-        let files = EpisodeFiles::create(
-            &self.spec.workspace_files(),
-            "hidden_tests.json",
-            self.spec.hidden_json(),
-        )?;
-        let prompt = self.spec.prompt();
-        self.ep
-            .start(files, CODE_SYSTEM, &prompt, |agent, tools| {
-                tools.add(Arc::new(RunTests(agent.clone())));
-            })
-            .await
-    }
-    async fn step(&mut self, action: Action) -> Result<StepOutcome, EnvError> {
-        self.ep.step(action).await
-    }
-    async fn submission(&mut self) -> Result<Submission, EnvError> {
-        let evidence = match &self.ep.files {
-            Some(f) => f.evidence(
-                vec!["test_solution.py".into()],
-                self.spec.distinctive_literals(),
-            ),
-            None => return Err(EnvError::NotReset),
-        };
-        self.ep.submission(evidence).await
-    }
-    async fn close(&mut self) -> Result<(), EnvError> {
-        self.ep.shutdown().await;
-        self.ep.files = None;
-        Ok(())
-    }
-}
+pub type CodeEnv = WorkspaceEnv<CodeTaskSpec>;
 
 /// Grades a code submission: hidden cases in fresh sandboxes, compared in the parent.
 #[derive(Default)]
@@ -709,7 +683,7 @@ impl Verifier for CodeVerifier {
             .as_deref()
             .ok_or_else(|| VerifyError::Failed("the submission has no workspace".into()))?;
         let mut grader = self.grader.clone();
-        if let Ok(level) = crate::shell::sandbox_level() {
+        if let Ok(level) = crate::workspace::sandbox_level() {
             grader.level = level;
         }
         let report = grader.grade(ws, "solution", &spec.hidden).await?;
@@ -730,23 +704,20 @@ impl Suite for CodeSuite {
         "write or fix a Python function so hidden tests pass (sandboxed; graded in a fresh sandbox)"
     }
     fn tasks(&self, split: &str, count: usize, seed: u64) -> Vec<Task> {
-        let stream = split_stream(split, 0xc0de_7e57, 0xc0de_7a1e);
-        let mut rng = SplitMix64::new(seed ^ (stream << 16));
-        (0..count)
-            .map(|i| {
-                let family = Family::ALL[i % Family::ALL.len()];
-                let s = rng.next_u64();
+        let streams = (0xc0de_7e57, 0xc0de_7a1e);
+        generated_tasks(
+            "code",
+            split,
+            count,
+            seed,
+            streams,
+            &Family::ALL,
+            |family, s| {
                 let spec = CodeTaskSpec::generate(family, s);
-                generated_task(
-                    "code",
-                    split,
-                    seed,
-                    i,
-                    spec.prompt(),
-                    json!({"kind": "code", "family": family.name(), "seed": s}),
-                )
-            })
-            .collect()
+                let env = json!({"kind": "code", "family": family.name(), "seed": s});
+                (spec.prompt(), env)
+            },
+        )
     }
     fn make(&self, task: &Task) -> Result<Box<dyn Environment>, EnvError> {
         let spec = CodeTaskSpec::from_task(task).map_err(EnvError::Setup)?;

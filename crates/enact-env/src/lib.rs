@@ -14,6 +14,7 @@ pub mod shell;
 pub mod suite;
 pub mod taskfile;
 pub mod toolbox;
+pub mod workspace;
 
 pub use conversation::ToolConversation;
 pub use registry::{find_suite, registry};

@@ -42,4 +42,3 @@ pub fn find_suite(name: &str) -> Result<Arc<dyn Suite>, String> {
         )
     })
 }
-

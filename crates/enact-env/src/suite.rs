@@ -40,6 +40,29 @@ pub fn generated_task(
     }
 }
 
+/// `count` tasks of a generated suite whose task kinds rotate through `kinds`: each gets a
+/// fresh seed from the split's stream (`streams` = (test, train)); `make` turns a kind and a
+/// seed into the prompt and the `env` the suite regenerates the task from.
+pub fn generated_tasks<K: Copy>(
+    suite: &str,
+    split: &str,
+    count: usize,
+    seed: u64,
+    streams: (u64, u64),
+    kinds: &[K],
+    make: impl Fn(K, u64) -> (String, serde_json::Value),
+) -> Vec<Task> {
+    let stream = split_stream(split, streams.0, streams.1);
+    let mut rng = SplitMix64::new(seed ^ (stream << 16));
+    (0..count)
+        .filter_map(|i| {
+            let kind = *kinds.get(i % kinds.len().max(1))?;
+            let (prompt, env) = make(kind, rng.next_u64());
+            Some(generated_task(suite, split, seed, i, prompt, env))
+        })
+        .collect()
+}
+
 /// The seed stream of a split: `test` and every other split draw from disjoint streams, so a
 /// suite's train and test tasks never coincide.
 pub fn split_stream(split: &str, test: u64, train: u64) -> u64 {
