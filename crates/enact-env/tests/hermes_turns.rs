@@ -3,7 +3,7 @@
 //! conversation differs from the sampled tokens (training on text the model never wrote).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use enact_core::{ChatTemplate, Message, RenderOptions, ReplyParser, Role};
+use enact_core::{ChatTemplate, Message, RenderOptions, ReplyParser};
 use enact_model::chatml::hermes_call_turn;
 use enact_model::{ChatMlTemplate, HermesParser, JinjaTemplate};
 use serde_json::json;
@@ -21,14 +21,9 @@ fn templates() -> Vec<Box<dyn ChatTemplate>> {
 fn assert_round_trips(turn: &str) {
     let parsed = HermesParser.parse(turn, 1);
     assert!(parsed.errors.is_empty(), "{turn}: {:?}", parsed.errors);
-    let reply = Message {
-        role: Role::Assistant,
-        content: parsed.content,
-        reasoning: parsed.reasoning,
-        tool_calls: parsed.tool_calls,
-        tool_call_id: None,
-        name: None,
-    };
+    let mut reply = Message::assistant(parsed.content);
+    reply.reasoning = parsed.reasoning;
+    reply.tool_calls = parsed.tool_calls;
     for t in templates() {
         let text = t
             .render(
