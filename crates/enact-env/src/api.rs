@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::conversation::ToolConversation;
+use crate::error::{ServiceError, TaskEnvError};
 use crate::suite::{SplitMix64, Suite};
 use crate::toolbox::{Tool, ToolBox, ToolError};
 use enact_model::chatml::hermes_call_turn;
@@ -191,7 +192,7 @@ impl Service {
     }
 
     /// Runs one tool by name on checked arguments. Errors leave the state unchanged.
-    pub fn call(&mut self, name: &str, a: &Value) -> Result<Value, String> {
+    pub fn call(&mut self, name: &str, a: &Value) -> Result<Value, ServiceError> {
         let s = |k: &str| a[k].as_str().unwrap_or_default().to_string();
         match name {
             "find_account" => {
@@ -200,7 +201,7 @@ impl Service {
                     .values()
                     .find(|x| x.email == email)
                     .map(|x| json!(x))
-                    .ok_or_else(|| format!("no account with email \"{email}\""))
+                    .ok_or_else(|| format!("no account with email \"{email}\"").into())
             }
             "get_account" => Ok(json!(self.account(&s("account_id"))?)),
             "list_tickets" => {
@@ -238,7 +239,7 @@ impl Service {
             "update_ticket" => {
                 let t = self.ticket_mut(&s("ticket_id"))?;
                 if t.status == "closed" {
-                    return Err(format!("ticket {} is closed and cannot be changed", t.id));
+                    return Err(format!("ticket {} is closed and cannot be changed", t.id).into());
                 }
                 if let Some(p) = a["priority"].as_str() {
                     t.priority = p.into();
@@ -251,7 +252,7 @@ impl Service {
             "assign_ticket" => {
                 let t = self.ticket_mut(&s("ticket_id"))?;
                 if t.status == "closed" {
-                    return Err(format!("ticket {} is closed and cannot be assigned", t.id));
+                    return Err(format!("ticket {} is closed and cannot be assigned", t.id).into());
                 }
                 t.assignee = Some(s("assignee"));
                 if t.status == "open" {
@@ -262,7 +263,7 @@ impl Service {
             "close_ticket" => {
                 let t = self.ticket_mut(&s("ticket_id"))?;
                 if t.status == "closed" {
-                    return Err(format!("ticket {} is already closed", t.id));
+                    return Err(format!("ticket {} is already closed", t.id).into());
                 }
                 t.status = "closed".into();
                 t.resolution = Some(s("resolution"));
@@ -290,7 +291,7 @@ impl Service {
                 if amount > TRANSFER_LIMIT {
                     return Err(format!(
                         "policy violation: transfers are limited to {TRANSFER_LIMIT} credits per operation"
-                    ));
+                    ).into());
                 }
                 let f = self.account(&from)?;
                 let t = self.account(&to)?;
@@ -299,14 +300,16 @@ impl Service {
                         return Err(format!(
                             "account {} is {} and cannot take part in transfers",
                             x.id, x.status
-                        ));
+                        )
+                        .into());
                     }
                 }
                 if f.credit < amount {
                     return Err(format!(
                         "insufficient credit: account {} has {} credits",
                         f.id, f.credit
-                    ));
+                    )
+                    .into());
                 }
                 if let Some(x) = self.accounts.get_mut(&from) {
                     x.credit -= amount;
@@ -317,7 +320,7 @@ impl Service {
                 self.transfers.push(Transfer { from, to, amount });
                 Ok(json!({"transferred": amount}))
             }
-            other => Err(format!("unknown operation {other}")),
+            other => Err(format!("unknown operation {other}").into()),
         }
     }
 }
@@ -451,7 +454,9 @@ impl Tool for ApiTool {
             .map_err(|_| ToolError::new("service unavailable (internal error)"))?;
         // Work on a copy so a failing operation can never leave a half-applied change.
         let mut next = s.clone();
-        let out = next.call(&self.spec.name, &a).map_err(ToolError::new)?;
+        let out = next
+            .call(&self.spec.name, &a)
+            .map_err(|e| ToolError::new(e.to_string()))?;
         *s = next;
         Ok(out.to_string())
     }
@@ -484,9 +489,13 @@ pub struct ApiTaskSpec {
 type Op = (&'static str, Value);
 
 impl ApiTaskSpec {
-    fn from_task(task: &Task) -> Result<ApiTaskSpec, String> {
-        serde_json::from_value(task.env.clone())
-            .map_err(|e| format!("task {} has malformed api parameters: {e}", task.id))
+    pub fn from_task(task: &Task) -> Result<ApiTaskSpec, TaskEnvError> {
+        serde_json::from_value(task.env.clone()).map_err(|e| {
+            TaskEnvError(format!(
+                "task {} has malformed api parameters: {e}",
+                task.id
+            ))
+        })
     }
 
     /// The gold operations, given the initial state.
@@ -656,7 +665,7 @@ impl Default for ApiEnv {
 #[async_trait]
 impl Environment for ApiEnv {
     async fn reset(&mut self, task: &Task) -> Result<Reset, EnvError> {
-        let spec = ApiTaskSpec::from_task(task).map_err(EnvError::Setup)?;
+        let spec = ApiTaskSpec::from_task(task).map_err(|e| EnvError::Setup(e.to_string()))?;
         self.service = Arc::new(Mutex::new(Service::generate(spec.state_seed)));
         let mut tools = ToolBox::new();
         for s in tool_specs() {
@@ -704,7 +713,8 @@ pub struct ApiVerifier;
 #[async_trait]
 impl Verifier for ApiVerifier {
     async fn verify(&self, task: &Task, sub: &Submission) -> Result<Verdict, VerifyError> {
-        let spec = ApiTaskSpec::from_task(task).map_err(VerifyError::Malformed)?;
+        let spec =
+            ApiTaskSpec::from_task(task).map_err(|e| VerifyError::Malformed(e.to_string()))?;
         let init = Service::generate(spec.state_seed);
         let mut gold = init.clone();
         for (op, args) in spec.gold_ops(&init) {
@@ -919,7 +929,7 @@ mod tests {
             "transfer_credit",
             &json!({"from_account":"A100","to_account":"A101","amount":9999}),
         );
-        assert!(e.unwrap_err().contains("policy"));
+        assert!(e.unwrap_err().to_string().contains("policy"));
         assert_eq!(s, before);
         assert!(
             s.call("close_ticket", &json!({"ticket_id":"T9","resolution":"x"}))

@@ -15,6 +15,7 @@ use enact_core::{
 use serde_json::{Value, json};
 
 use crate::conversation::ToolConversation;
+use crate::error::CalcError;
 use crate::suite::{SplitMix64, Suite, generated_task, split_stream};
 use crate::toolbox::{Tool, ToolBox, ToolError};
 use enact_model::chatml::hermes_tool_call;
@@ -22,7 +23,7 @@ use enact_model::chatml::hermes_tool_call;
 // ---------------------------------------------------------------- calculator
 
 /// Evaluates `+ - * / ^ %`, parentheses, unary minus and decimals.
-pub fn evaluate(expr: &str) -> Result<f64, String> {
+pub fn evaluate(expr: &str) -> Result<f64, CalcError> {
     let tokens = lex(expr)?;
     let mut p = ExprParser {
         tokens,
@@ -31,14 +32,10 @@ pub fn evaluate(expr: &str) -> Result<f64, String> {
     };
     let v = p.sum()?;
     if p.pos != p.tokens.len() {
-        return Err(format!(
-            "unexpected {:?} at token {}",
-            p.tokens[p.pos],
-            p.pos + 1
-        ));
+        return Err(format!("unexpected {:?} at token {}", p.tokens[p.pos], p.pos + 1).into());
     }
     if !v.is_finite() {
-        return Err("result is not a finite number".into());
+        return Err("the result is not a finite number".into());
     }
     Ok(v)
 }

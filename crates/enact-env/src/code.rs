@@ -23,6 +23,7 @@ use enact_verify::{
 };
 use serde_json::{Value, json};
 
+use crate::error::TaskEnvError;
 use crate::suite::{SplitMix64, Suite, generated_tasks};
 use crate::toolbox::{Tool, ToolBox, ToolError};
 use crate::workspace::{AgentBox, EpisodeFiles, WorkspaceEnv, WorkspaceTask};
@@ -494,7 +495,7 @@ impl CodeTaskSpec {
         }
     }
 
-    pub fn from_task(task: &Task) -> Result<CodeTaskSpec, String> {
+    pub fn from_task(task: &Task) -> Result<CodeTaskSpec, TaskEnvError> {
         let family = task.env["family"]
             .as_str()
             .and_then(Family::parse)
@@ -677,7 +678,8 @@ pub struct CodeVerifier {
 #[async_trait]
 impl Verifier for CodeVerifier {
     async fn verify(&self, task: &Task, sub: &Submission) -> Result<Verdict, VerifyError> {
-        let spec = CodeTaskSpec::from_task(task).map_err(VerifyError::Malformed)?;
+        let spec =
+            CodeTaskSpec::from_task(task).map_err(|e| VerifyError::Malformed(e.to_string()))?;
         let ws = sub
             .workspace
             .as_deref()
@@ -720,7 +722,7 @@ impl Suite for CodeSuite {
         )
     }
     fn make(&self, task: &Task) -> Result<Box<dyn Environment>, EnvError> {
-        let spec = CodeTaskSpec::from_task(task).map_err(EnvError::Setup)?;
+        let spec = CodeTaskSpec::from_task(task).map_err(|e| EnvError::Setup(e.to_string()))?;
         Ok(Box::new(CodeEnv::new(spec)))
     }
     fn verifier(&self) -> Arc<dyn Verifier> {

@@ -5,6 +5,7 @@ pub mod api;
 pub mod calc;
 pub mod code;
 pub mod conversation;
+pub mod error;
 pub mod mcp;
 pub mod noisy;
 pub mod registry;
@@ -17,6 +18,10 @@ pub mod toolbox;
 pub mod workspace;
 
 pub use conversation::ToolConversation;
+pub use error::{
+    CalcError, FindSuiteError, McpError, NoiseSpecError, ResultsError, SandboxLevelError,
+    SearchError, ServiceError, TaskEnvError,
+};
 pub use registry::{find_suite, registry};
 pub use suite::Suite;
 pub use toolbox::{Tool, ToolBox, ToolError, ToolLimits};

@@ -17,6 +17,7 @@ use enact_core::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::error::NoiseSpecError;
 use crate::suite::{SplitMix64, Suite};
 
 /// Rates (probabilities per tool call) of each kind of noise.
@@ -62,7 +63,7 @@ impl NoiseConfig {
     }
 
     /// Parses `fail=0.2,delay=0.1:50ms,truncate=0.1,junk=0.1,seed=7` (any subset, any order).
-    pub fn parse(spec: &str) -> Result<NoiseConfig, String> {
+    pub fn parse(spec: &str) -> Result<NoiseConfig, NoiseSpecError> {
         let mut c = NoiseConfig::default();
         for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let (k, v) = part.split_once('=').ok_or_else(|| {
@@ -100,7 +101,8 @@ impl NoiseConfig {
                 other => {
                     return Err(format!(
                         "unknown noise setting \"{other}\"; use fail, delay, truncate, junk, seed"
-                    ));
+                    )
+                    .into());
                 }
             }
         }
@@ -377,11 +379,13 @@ mod tests {
         assert!(
             NoiseConfig::parse("fail=2")
                 .unwrap_err()
+                .to_string()
                 .contains("between 0 and 1")
         );
         assert!(
             NoiseConfig::parse("boom=1")
                 .unwrap_err()
+                .to_string()
                 .contains("unknown noise")
         );
         assert!(NoiseConfig::parse("fail").is_err());

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use crate::error::FindSuiteError;
 use crate::suite::Suite;
 
 /// The built-in suites by name.
@@ -27,18 +28,17 @@ pub fn registry() -> Vec<Arc<dyn Suite>> {
 
 /// Finds a suite by name, or says which exist. `tasks:DIR` loads a directory of task files
 /// (see `docs/task-files.md`).
-pub fn find_suite(name: &str) -> Result<Arc<dyn Suite>, String> {
+pub fn find_suite(name: &str) -> Result<Arc<dyn Suite>, FindSuiteError> {
     if let Some(dir) = name.strip_prefix("tasks:") {
-        return crate::taskfile::TaskFileSuite::load(std::path::Path::new(dir))
-            .map(|s| Arc::new(s) as Arc<dyn Suite>)
-            .map_err(|e| e.to_string());
+        let suite = crate::taskfile::TaskFileSuite::load(std::path::Path::new(dir))?;
+        return Ok(Arc::new(suite));
     }
     let all = registry();
-    let names: Vec<String> = all.iter().map(|s| s.name().to_string()).collect();
-    all.into_iter().find(|s| s.name() == name).ok_or_else(|| {
-        format!(
-            "unknown environment \"{name}\"; available: {}",
-            names.join(", ")
-        )
-    })
+    let available: Vec<String> = all.iter().map(|s| s.name().to_string()).collect();
+    all.into_iter()
+        .find(|s| s.name() == name)
+        .ok_or_else(|| FindSuiteError::Unknown {
+            name: name.to_string(),
+            available,
+        })
 }

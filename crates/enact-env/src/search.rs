@@ -27,6 +27,7 @@ use tantivy::snippet::SnippetGenerator;
 use tantivy::{Index, IndexReader, doc};
 
 use crate::conversation::ToolConversation;
+use crate::error::SearchError;
 use crate::suite::{SplitMix64, Suite, generated_task, split_stream};
 use crate::toolbox::{Tool, ToolBox, ToolError};
 
@@ -475,7 +476,7 @@ pub struct Hit {
 
 impl SearchIndex {
     /// Indexes `corpus` in memory.
-    pub fn build(corpus: Arc<Corpus>) -> Result<SearchIndex, String> {
+    pub fn build(corpus: Arc<Corpus>) -> Result<SearchIndex, SearchError> {
         let mut sb = Schema::builder();
         let id = sb.add_text_field("id", STRING | STORED);
         let title = sb.add_text_field("title", TEXT | STORED);
@@ -510,7 +511,7 @@ impl SearchIndex {
     /// The shared index of the corpus generated from `seed`. Up to [`MAX_CACHED_INDEXES`]
     /// indexes stay cached (least recently used evicted: a remote client chooses seeds), and
     /// a build runs outside the cache lock so a failing build cannot poison it.
-    pub fn shared(seed: u64) -> Result<Arc<SearchIndex>, String> {
+    pub fn shared(seed: u64) -> Result<Arc<SearchIndex>, SearchError> {
         let cache = INDEX_CACHE.get_or_init(Default::default);
         let lock = || {
             cache
@@ -539,7 +540,7 @@ impl SearchIndex {
     }
 
     /// The `k` best documents for `query` by BM25 over title and body.
-    pub fn search(&self, query: &str, k: usize) -> Result<Vec<Hit>, String> {
+    pub fn search(&self, query: &str, k: usize) -> Result<Vec<Hit>, SearchError> {
         let searcher = self.reader.searcher();
         let parser = QueryParser::for_index(&self.index, vec![self.title, self.body]);
         // Lenient: the model's query is free text, never a syntax error.
@@ -610,7 +611,10 @@ impl Tool for SearchTool {
         let q = a["query"].as_str().unwrap_or_default();
         let k = a["k"].as_u64().unwrap_or(5) as usize;
         lock(&self.1)?.queries.push(q.to_string());
-        let hits = self.0.search(q, k).map_err(ToolError::new)?;
+        let hits = self
+            .0
+            .search(q, k)
+            .map_err(|e| ToolError::new(e.to_string()))?;
         if hits.is_empty() {
             return Ok(format!("no documents match \"{q}\"; try other keywords"));
         }
@@ -705,7 +709,7 @@ fn task_question(task: &Task) -> Result<(Arc<SearchIndex>, Question), String> {
     let entity = task.env["entity"]
         .as_u64()
         .ok_or_else(|| format!("task {} has no env.entity", task.id))? as usize;
-    let index = SearchIndex::shared(seed)?;
+    let index = SearchIndex::shared(seed).map_err(|e| e.to_string())?;
     let q = index.corpus.question(template, entity).ok_or_else(|| {
         format!(
             "task {}: unknown template {template} or entity {entity}",
@@ -809,7 +813,7 @@ impl Suite for SearchSuite {
 
     fn make(&self, task: &Task) -> Result<Box<dyn Environment>, EnvError> {
         let seed = task.env["corpus_seed"].as_u64().unwrap_or(self.corpus_seed);
-        let index = SearchIndex::shared(seed).map_err(EnvError::Setup)?;
+        let index = SearchIndex::shared(seed).map_err(|e| EnvError::Setup(e.to_string()))?;
         Ok(Box::new(SearchEnv::new(index)))
     }
 

@@ -17,6 +17,7 @@ use enact_verify::files::{FileTree, WalkLimits, read_no_follow, sha256_hex};
 use enact_verify::{MonitorEvidence, MonitoredVerifier};
 use serde_json::{Value, json};
 
+use crate::error::TaskEnvError;
 use crate::suite::{SplitMix64, Suite, generated_tasks};
 use crate::workspace::{EpisodeFiles, WorkspaceEnv, WorkspaceTask};
 
@@ -180,7 +181,7 @@ impl ShellTaskSpec {
         }
     }
 
-    pub fn from_task(task: &Task) -> Result<ShellTaskSpec, String> {
+    pub fn from_task(task: &Task) -> Result<ShellTaskSpec, TaskEnvError> {
         let kind = task.env["task"]
             .as_str()
             .and_then(ShellKind::parse)
@@ -333,7 +334,8 @@ fn line_checks(ws: &Path, file: &str, expected: &[String], out: &mut Vec<CheckRe
 #[async_trait]
 impl Verifier for ShellVerifier {
     async fn verify(&self, task: &Task, sub: &Submission) -> Result<Verdict, VerifyError> {
-        let spec = ShellTaskSpec::from_task(task).map_err(VerifyError::Malformed)?;
+        let spec =
+            ShellTaskSpec::from_task(task).map_err(|e| VerifyError::Malformed(e.to_string()))?;
         let ws: PathBuf = sub
             .workspace
             .clone()
@@ -449,7 +451,7 @@ impl Suite for ShellSuite {
         )
     }
     fn make(&self, task: &Task) -> Result<Box<dyn Environment>, EnvError> {
-        let spec = ShellTaskSpec::from_task(task).map_err(EnvError::Setup)?;
+        let spec = ShellTaskSpec::from_task(task).map_err(|e| EnvError::Setup(e.to_string()))?;
         Ok(Box::new(ShellEnv::new(spec)))
     }
     fn verifier(&self) -> Arc<dyn Verifier> {

@@ -27,13 +27,14 @@ use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
 use crate::conversation::ToolConversation;
+use crate::error::SandboxLevelError;
 use crate::toolbox::{Tool, ToolBox, ToolError};
 
 /// The isolation level environments ask for: `full` unless `ENACT_SANDBOX_LEVEL` names a
 /// weaker one explicitly.
-pub fn sandbox_level() -> Result<IsolationLevel, String> {
+pub fn sandbox_level() -> Result<IsolationLevel, SandboxLevelError> {
     match std::env::var("ENACT_SANDBOX_LEVEL") {
-        Ok(s) if !s.is_empty() => s.parse(),
+        Ok(s) if !s.is_empty() => s.parse().map_err(SandboxLevelError),
         _ => Ok(IsolationLevel::Full),
     }
 }
@@ -388,7 +389,7 @@ impl WorkspaceEpisode {
         extra: impl FnOnce(&Arc<AgentBox>, &mut ToolBox),
     ) -> Result<Reset, EnvError> {
         self.shutdown().await;
-        let level = sandbox_level().map_err(EnvError::Setup)?;
+        let level = sandbox_level().map_err(|e| EnvError::Setup(e.to_string()))?;
         let agent = AgentBox::start(files.workspace.path(), level).await?;
         let mut tools = workspace_tools(&agent);
         extra(&agent, &mut tools);

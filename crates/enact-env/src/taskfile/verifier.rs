@@ -14,6 +14,7 @@ use serde::Deserialize;
 use super::sandbox::{paths_for, substitute};
 use super::spec::{BuiltinCheck, TaskSpec, VerifierDecl};
 use super::tools::{MAX_CHECKED_FILE_BYTES, read_capped, safe_path};
+use crate::error::ResultsError;
 use crate::search::answer_matches;
 
 /// The strict result format of a command verifier.
@@ -35,7 +36,7 @@ struct ResultCheck {
 /// Parses a command verifier's results strictly. Unknown statuses, duplicate or empty
 /// names and an empty check list are errors; `expect`ed names that are absent become
 /// `missing` checks.
-pub fn parse_results(text: &str, expect: &[String]) -> Result<Vec<CheckResult>, String> {
+pub fn parse_results(text: &str, expect: &[String]) -> Result<Vec<CheckResult>, ResultsError> {
     let r: ResultsFile = serde_json::from_str(text).map_err(|e| {
         format!("results are not {{\"checks\":[{{\"name\",\"status\",\"detail\"}}]}}: {e}")
     })?;
@@ -49,7 +50,7 @@ pub fn parse_results(text: &str, expect: &[String]) -> Result<Vec<CheckResult>, 
             return Err("a check has an empty name".into());
         }
         if !seen.insert(c.name.clone()) {
-            return Err(format!("check \"{}\" appears twice", c.name));
+            return Err(format!("check \"{}\" appears twice", c.name).into());
         }
         let status = match c.status.as_str() {
             "passed" => CheckStatus::Passed,
@@ -60,7 +61,8 @@ pub fn parse_results(text: &str, expect: &[String]) -> Result<Vec<CheckResult>, 
                 return Err(format!(
                     "check \"{}\" has status \"{other}\"; use passed, failed, skipped or error",
                     c.name
-                ));
+                )
+                .into());
             }
         };
         out.push(CheckResult {
