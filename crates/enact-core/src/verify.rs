@@ -43,6 +43,32 @@ pub struct CheckResult {
     pub detail: String,
 }
 
+impl CheckResult {
+    /// A passed check; `detail` says what was seen (may be empty).
+    pub fn pass(name: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self::new(name, true, detail)
+    }
+
+    /// A failed check; `detail` says what was wrong.
+    pub fn fail(name: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self::new(name, false, detail)
+    }
+
+    /// Passed when `ok`, failed otherwise; the detail is kept either way, so every verifier
+    /// reports what it saw the same way.
+    pub fn new(name: impl Into<String>, ok: bool, detail: impl Into<String>) -> Self {
+        CheckResult {
+            name: name.into(),
+            status: if ok {
+                CheckStatus::Passed
+            } else {
+                CheckStatus::Failed
+            },
+            detail: detail.into(),
+        }
+    }
+}
+
 /// The grade of one submission.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Verdict {
@@ -101,4 +127,24 @@ pub enum VerifyError {
 #[async_trait]
 pub trait Verifier: Send + Sync {
     async fn verify(&self, task: &Task, submission: &Submission) -> Result<Verdict, VerifyError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn check_builders_keep_the_detail_either_way() {
+        let pass = CheckResult::pass("a", "saw 3");
+        assert_eq!(
+            (pass.status, pass.detail.as_str()),
+            (CheckStatus::Passed, "saw 3")
+        );
+        let fail = CheckResult::fail("b", "saw 4");
+        assert_eq!(
+            (fail.status, fail.detail.as_str()),
+            (CheckStatus::Failed, "saw 4")
+        );
+        assert_eq!(CheckResult::new("a", true, "saw 3"), pass);
+    }
 }

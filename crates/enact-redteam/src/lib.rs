@@ -325,7 +325,7 @@ async fn listener(
 }
 
 fn task_for(target: Target) -> Result<(Arc<dyn Suite>, Task), String> {
-    let suite = enact_env::find_suite(target.suite())?;
+    let suite = enact_env::find_suite(target.suite()).map_err(|e| e.to_string())?;
     let tasks = suite.tasks("test", target.index() + 1, 1);
     let task = tasks.get(target.index()).cloned().ok_or_else(|| {
         format!(
