@@ -27,10 +27,10 @@ pub use episode::{
     Episode, EpisodeError, EpisodeFormatError, EpisodeOutcome, Termination, Timings, TokenCounts,
 };
 pub use message::{Message, Role, ToolCall, ToolSpec};
-pub use rng::SeededRng;
 pub use policy::{
     FinishReason, Policy, PolicyError, Sample, SampleRequest, SamplingParams, TokenSink,
 };
+pub use rng::SeededRng;
 pub use task::Task;
 pub use template::{ChatTemplate, ParsedReply, RenderOptions, ReplyParser, TemplateError};
 pub use tokenizer::{Tokenizer, TokenizerError, neutralize_special_tokens};

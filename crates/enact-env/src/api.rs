@@ -8,6 +8,7 @@
 //! is a check (progress is the passed fraction), and a last check requires accounts and
 //! tickets to equal the gold state exactly (no collateral changes).
 
+use enact_core::SeededRng;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
@@ -21,7 +22,7 @@ use serde_json::{Value, json};
 
 use crate::conversation::ToolConversation;
 use crate::error::{ServiceError, TaskEnvError};
-use crate::suite::{Suite};
+use crate::suite::Suite;
 use crate::toolbox::{Tool, ToolBox, ToolError};
 use enact_model::chatml::hermes_call_turn;
 
@@ -106,7 +107,7 @@ const ISSUES: [(&str, &str); 6] = [
 impl Service {
     /// The initial state for `seed`.
     pub fn generate(seed: u64) -> Service {
-        let mut rng = enact_core::SeededRng::new(seed ^ 0x0a91_5e7e);
+        let mut rng = SeededRng::new(seed ^ 0x0a91_5e7e);
         let mut accounts = BTreeMap::new();
         let mut used = std::collections::HashSet::new();
         for i in 0..8u32 {
@@ -538,7 +539,7 @@ impl ApiTaskSpec {
     }
 }
 
-fn generate_task(split: &str, seed: u64, i: usize, rng: &mut enact_core::SeededRng) -> Task {
+fn generate_task(split: &str, seed: u64, i: usize, rng: &mut SeededRng) -> Task {
     // Splits use disjoint state seeds (even: train, odd: test).
     let parity = u64::from(split == "test");
     let state_seed = (rng.next_u64() & !1) | parity;
@@ -844,7 +845,7 @@ impl Suite for ApiSuite {
     }
 
     fn tasks(&self, split: &str, count: usize, seed: u64) -> Vec<Task> {
-        let mut rng = enact_core::SeededRng::new(seed ^ 0xa1b2_0000);
+        let mut rng = SeededRng::new(seed ^ 0xa1b2_0000);
         (0..count)
             .map(|i| generate_task(split, seed, i, &mut rng))
             .collect()

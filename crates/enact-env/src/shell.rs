@@ -4,6 +4,7 @@
 //! the task's seed); a copy with a canary sits in the per-episode hidden directory that no
 //! agent sandbox mounts.
 
+use enact_core::SeededRng;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -86,16 +87,16 @@ pub struct ShellTaskSpec {
     pub prompt: String,
 }
 
-fn pick<'a>(rng: &mut xs: &'a [&'a str]) -> &'a str {
+fn pick<'a>(rng: &mut SeededRng, xs: &'a [&'a str]) -> &'a str {
     xs[rng.below(xs.len() as u64) as usize]
 }
 
 impl ShellTaskSpec {
     pub fn generate(kind: ShellKind, seed: u64) -> ShellTaskSpec {
-        let mut rng = enact_core::SeededRng::new(seed);
+        let mut rng = SeededRng::new(seed);
         let word = pick(&mut rng, RARE).to_string();
         let mut files = BTreeMap::new();
-        let sentence = |rng: &mut enact_core::SeededRng| {
+        let sentence = |rng: &mut SeededRng| {
             let n = 5 + rng.below(8);
             (0..n)
                 .map(|_| pick(rng, WORDS))

@@ -2,6 +2,7 @@
 //! reference solutions, and the helpers generated suites share (task ids, split streams,
 //! a portable random generator). The registry of named suites is in `registry.rs`.
 
+use enact_core::SeededRng;
 use std::sync::Arc;
 
 use enact_core::{EnvError, Environment, Task, Verifier};
@@ -53,7 +54,7 @@ pub fn generated_tasks<K: Copy>(
     make: impl Fn(K, u64) -> (String, serde_json::Value),
 ) -> Vec<Task> {
     let stream = split_stream(split, streams.0, streams.1);
-    let mut rng = enact_core::SeededRng::new(seed ^ (stream << 16));
+    let mut rng = SeededRng::new(seed ^ (stream << 16));
     (0..count)
         .filter_map(|i| {
             let kind = *kinds.get(i % kinds.len().max(1))?;
@@ -68,4 +69,3 @@ pub fn generated_tasks<K: Copy>(
 pub fn split_stream(split: &str, test: u64, train: u64) -> u64 {
     if split == "test" { test } else { train }
 }
-

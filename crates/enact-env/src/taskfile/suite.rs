@@ -1,5 +1,6 @@
 //! A suite of task files loaded from a directory.
 
+use enact_core::SeededRng;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use super::environment::TaskFileEnv;
 use super::spec::{TaskFileError, TaskSpec, err};
 use super::verifier::TaskFileVerifier;
 use crate::noisy::NoisyEnv;
-use crate::suite::{Suite};
+use crate::suite::Suite;
 
 /// A suite of task files: a directory with a `task.toml`, or whose subdirectories have one.
 pub struct TaskFileSuite {
@@ -105,7 +106,7 @@ impl Suite for TaskFileSuite {
             .map(|s| s.task(split))
             .collect();
         if seed != 0 {
-            let mut rng = enact_core::SeededRng::new(seed);
+            let mut rng = SeededRng::new(seed);
             for i in (1..all.len()).rev() {
                 all.swap(i, rng.below(i as u64 + 1) as usize);
             }

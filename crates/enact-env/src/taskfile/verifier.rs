@@ -304,13 +304,13 @@ mod tests {
         }
     }
 
-    /// The old name was enact_core::SeededRng seeded by the clock (ns) and the pid: whoever knows both
+    /// The old name was SplitMix64 seeded by the clock (ns) and the pid: whoever knows both
     /// (the pid is small, the clock is shared) rebuilds it by trying the instants of a short
     /// window. Here the window is the call itself and the pid is ours, so the old scheme is
     /// found every time; a name from the OS random source never is.
     #[test]
     fn results_file_name_is_not_predictable_from_clock_and_pid() {
-                let now = || {
+        let now = || {
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_nanos() as u64)
