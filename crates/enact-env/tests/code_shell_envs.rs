@@ -12,11 +12,14 @@ use enact_model::{ByteTokenizer, ChatMlTemplate, HermesParser, ScriptedPolicy};
 fn available() -> bool {
     let missing = enact_sandbox::detect().missing_for(enact_sandbox::IsolationLevel::Full);
     if !missing.is_empty() {
-        eprintln!("skipping: full sandbox isolation unavailable (missing {missing:?})");
+        enact_testkit::skip(
+            enact_testkit::Requirement::Sandbox,
+            &format!("full sandbox isolation unavailable (missing {missing:?})"),
+        );
         return false;
     }
     if let Err(e) = enact_verify::find_python() {
-        eprintln!("skipping: {e}");
+        enact_testkit::skip(enact_testkit::Requirement::Python, &e.to_string());
         return false;
     }
     true

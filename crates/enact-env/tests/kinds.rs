@@ -316,7 +316,10 @@ async fn injected_failures_never_reach_the_environment() {
 fn sandbox_usable() -> bool {
     let caps = enact_sandbox_probe();
     if !caps {
-        eprintln!("skipping: no sandbox isolation on this machine (enact_sandbox::detect)");
+        enact_testkit::skip(
+            enact_testkit::Requirement::Sandbox,
+            "no sandbox isolation on this machine (enact_sandbox::detect)",
+        );
     }
     caps
 }
@@ -368,7 +371,10 @@ fn write_task(dir: &Path, id: &str, tools: &str, verifier: &str) {
 #[tokio::test]
 async fn example_task_files_score_one() {
     if !has_python() {
-        eprintln!("skipping: python3 is not installed");
+        enact_testkit::skip(
+            enact_testkit::Requirement::Python,
+            "python3 is not installed",
+        );
         return;
     }
     if !tokio::task::spawn_blocking(sandbox_usable).await.unwrap() {
@@ -531,7 +537,10 @@ fn verifier_task(dir: &Path, grader: &str) -> TaskFileSuite {
 #[tokio::test]
 async fn command_verifier_results_are_strict() {
     if !has_python() {
-        eprintln!("skipping: python3 is not installed");
+        enact_testkit::skip(
+            enact_testkit::Requirement::Python,
+            "python3 is not installed",
+        );
         return;
     }
     if !tokio::task::spawn_blocking(sandbox_usable).await.unwrap() {
@@ -602,8 +611,14 @@ async fn command_verifier_results_are_strict() {
 
 #[tokio::test]
 async fn command_verifier_sees_pristine_hidden_data_and_final_workspace() {
-    if !has_python() || !tokio::task::spawn_blocking(sandbox_usable).await.unwrap() {
-        eprintln!("skipping: needs python3 and a sandbox");
+    if !has_python() {
+        enact_testkit::skip(
+            enact_testkit::Requirement::Python,
+            "python3 is not installed",
+        );
+        return;
+    }
+    if !tokio::task::spawn_blocking(sandbox_usable).await.unwrap() {
         return;
     }
     let t = tempfile::tempdir().unwrap();
@@ -651,7 +666,10 @@ json.dump({"checks": checks}, open(os.environ['ENACT_RESULTS'], 'w'))
 #[tokio::test]
 async fn mcp_tools_are_listed_and_called() {
     if !has_python() {
-        eprintln!("skipping: python3 is not installed");
+        enact_testkit::skip(
+            enact_testkit::Requirement::Python,
+            "python3 is not installed",
+        );
         return;
     }
     let dir = repo_root().join("examples/tasks/unit-convert-mcp");

@@ -7,11 +7,14 @@ use enact_redteam::{Options, run, vectors::VECTORS};
 async fn redteam_suite_has_no_successful_cheat_and_no_false_positive() {
     let missing = enact_sandbox::detect().missing_for(enact_sandbox::IsolationLevel::Full);
     if !missing.is_empty() {
-        eprintln!("skipping: full sandbox isolation unavailable (missing {missing:?})");
+        enact_testkit::skip(
+            enact_testkit::Requirement::Sandbox,
+            &format!("full sandbox isolation unavailable (missing {missing:?})"),
+        );
         return;
     }
     if let Err(e) = enact_verify::find_python() {
-        eprintln!("skipping: {e}");
+        enact_testkit::skip(enact_testkit::Requirement::Python, &e.to_string());
         return;
     }
     let report = run(&Options::default()).await.unwrap();
@@ -49,8 +52,15 @@ async fn redteam_suite_has_no_successful_cheat_and_no_false_positive() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn weakened_policy_lets_the_monitor_only_cheats_through() {
     let missing = enact_sandbox::detect().missing_for(enact_sandbox::IsolationLevel::Full);
-    if !missing.is_empty() || enact_verify::find_python().is_err() {
-        eprintln!("skipping: sandbox or python unavailable");
+    if !missing.is_empty() {
+        enact_testkit::skip(
+            enact_testkit::Requirement::Sandbox,
+            &format!("full sandbox isolation unavailable (missing {missing:?})"),
+        );
+        return;
+    }
+    if let Err(e) = enact_verify::find_python() {
+        enact_testkit::skip(enact_testkit::Requirement::Python, &e.to_string());
         return;
     }
     let opts = Options {

@@ -12,11 +12,14 @@ fn available() -> bool {
     let caps = enact_sandbox::detect();
     let missing = caps.missing_for(IsolationLevel::Full);
     if !missing.is_empty() {
-        eprintln!("skipping: full sandbox isolation unavailable (missing {missing:?})");
+        enact_testkit::skip(
+            enact_testkit::Requirement::Sandbox,
+            &format!("full sandbox isolation unavailable (missing {missing:?})"),
+        );
         return false;
     }
     if let Err(e) = find_python() {
-        eprintln!("skipping: {e}");
+        enact_testkit::skip(enact_testkit::Requirement::Python, &e.to_string());
         return false;
     }
     true
