@@ -3,7 +3,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -28,15 +30,6 @@ fn text(out: &Output) -> (String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
-}
-
-fn only_run_dir(root: &Path) -> PathBuf {
-    let dirs: Vec<_> = std::fs::read_dir(root)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    assert_eq!(dirs.len(), 1, "{dirs:?}");
-    dirs[0].clone()
 }
 
 #[test]
@@ -164,7 +157,8 @@ fn a_run_where_every_episode_fails_exits_non_zero_with_the_reason() {
     assert!(table.contains("e.g. environment reset failed"), "{table}");
     assert!(table.contains("/nonexistent/enact-mcp-server"), "{table}");
     let metrics: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(only_run_dir(&tmp.path().join("r")).join("metrics.json")).unwrap(),
+        &std::fs::read_to_string(common::only_run_dir(&tmp.path().join("r")).join("metrics.json"))
+            .unwrap(),
     )
     .unwrap();
     assert_eq!(metrics["terminations"][0]["reason"], "error");
@@ -240,7 +234,7 @@ fn show_refuses_missing_episodes_and_empty_runs() {
         .output()
         .unwrap();
     assert!(out.status.success());
-    let run = only_run_dir(&tmp.path().join("r"));
+    let run = common::only_run_dir(&tmp.path().join("r"));
     let out = enact(tmp.path())
         .arg("show")
         .arg(&run)
@@ -336,7 +330,7 @@ fn the_first_ctrl_c_finishes_running_episodes_and_writes_an_interrupted_summary(
     let out = child.wait_with_output().unwrap();
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(130), "{stdout}{stderr}");
-    let run = only_run_dir(&runs);
+    let run = common::only_run_dir(&runs);
     assert!(
         stderr.contains("interrupted: admitting no more episodes"),
         "{stderr}"
@@ -401,11 +395,11 @@ fn environments_and_sandbox_errors_say_what_to_do() {
 #[test]
 fn a_missing_command_in_the_sandbox_is_not_a_sandbox_problem() {
     let missing = enact_sandbox::detect().missing_for(enact_sandbox::IsolationLevel::Full);
-    if !missing.is_empty() {
-        enact_testkit::skip(
-            enact_testkit::Requirement::Sandbox,
-            &format!("full sandbox isolation unavailable (missing {missing:?})"),
-        );
+    if !enact_testkit::available(
+        enact_testkit::Requirement::Sandbox,
+        "full sandbox isolation",
+        &missing,
+    ) {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();

@@ -313,6 +313,18 @@ async fn injected_failures_never_reach_the_environment() {
 
 // ---------------------------------------------------------------- task files
 
+/// Whether Python and a usable sandbox are here (otherwise the skip is recorded).
+async fn python_and_sandbox() -> bool {
+    if !has_python() {
+        enact_testkit::skip(
+            enact_testkit::Requirement::Python,
+            "python3 is not installed",
+        );
+        return false;
+    }
+    tokio::task::spawn_blocking(sandbox_usable).await.unwrap()
+}
+
 fn sandbox_usable() -> bool {
     let caps = enact_sandbox_probe();
     if !caps {
@@ -370,14 +382,7 @@ fn write_task(dir: &Path, id: &str, tools: &str, verifier: &str) {
 
 #[tokio::test]
 async fn example_task_files_score_one() {
-    if !has_python() {
-        enact_testkit::skip(
-            enact_testkit::Requirement::Python,
-            "python3 is not installed",
-        );
-        return;
-    }
-    if !tokio::task::spawn_blocking(sandbox_usable).await.unwrap() {
+    if !python_and_sandbox().await {
         return;
     }
     let dir = repo_root().join("examples/tasks");
@@ -536,14 +541,7 @@ fn verifier_task(dir: &Path, grader: &str) -> TaskFileSuite {
 
 #[tokio::test]
 async fn command_verifier_results_are_strict() {
-    if !has_python() {
-        enact_testkit::skip(
-            enact_testkit::Requirement::Python,
-            "python3 is not installed",
-        );
-        return;
-    }
-    if !tokio::task::spawn_blocking(sandbox_usable).await.unwrap() {
+    if !python_and_sandbox().await {
         return;
     }
     let write = |body: &str| {
@@ -611,14 +609,7 @@ async fn command_verifier_results_are_strict() {
 
 #[tokio::test]
 async fn command_verifier_sees_pristine_hidden_data_and_final_workspace() {
-    if !has_python() {
-        enact_testkit::skip(
-            enact_testkit::Requirement::Python,
-            "python3 is not installed",
-        );
-        return;
-    }
-    if !tokio::task::spawn_blocking(sandbox_usable).await.unwrap() {
+    if !python_and_sandbox().await {
         return;
     }
     let t = tempfile::tempdir().unwrap();

@@ -87,6 +87,33 @@ pub fn skip(requirement: Requirement, reason: &str) {
     }
 }
 
+/// Whether nothing is `missing`; otherwise records the skip (see [`skip`]) with
+/// "<what> unavailable (missing …)" as the reason. `if !available(…) { return; }`
+#[track_caller]
+pub fn available<T: std::fmt::Debug>(requirement: Requirement, what: &str, missing: &[T]) -> bool {
+    if missing.is_empty() {
+        return true;
+    }
+    skip(
+        requirement,
+        &format!("{what} unavailable (missing {missing:?})"),
+    );
+    false
+}
+
+/// Whether `check` succeeded; otherwise records the skip (see [`skip`]) with its error as the
+/// reason. `if !found(Requirement::Python, find_python()) { return; }`
+#[track_caller]
+pub fn found<T, E: std::fmt::Display>(requirement: Requirement, check: Result<T, E>) -> bool {
+    match check {
+        Ok(_) => true,
+        Err(e) => {
+            skip(requirement, &e.to_string());
+            false
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
