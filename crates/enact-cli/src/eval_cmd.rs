@@ -47,6 +47,10 @@ pub async fn run(verbose: u8, args: EvalArgs) -> Result<()> {
     if args.count == 0 {
         bail!("--tasks must be at least 1");
     }
+    // Listen from the start, so that no Ctrl-C kills the process unrecorded once the run
+    // directory exists.
+    let interrupts =
+        signal(SignalKind::interrupt()).context("cannot listen for Ctrl-C (SIGINT)")?;
     let config = args.agent.config();
     let suite = env_cmd::resolve_suite(&args.agent.env, args.agent.noise.as_deref()).await?;
     let tasks = episode::select_tasks(suite.as_ref(), &args.tasks, args.count)?;
@@ -66,7 +70,15 @@ pub async fn run(verbose: u8, args: EvalArgs) -> Result<()> {
         agent: &config,
     })?;
 
-    let ran = run_episodes(&factory, suite, tasks, args.concurrency.max(1), &mut dir).await?;
+    let ran = run_episodes(
+        &factory,
+        suite,
+        tasks,
+        args.concurrency.max(1),
+        &mut dir,
+        interrupts,
+    )
+    .await?;
 
     let mut summary = Summary::of(&ran.episodes);
     summary.not_started = ran.not_started;
@@ -103,10 +115,8 @@ async fn run_episodes(
     tasks: Vec<Task>,
     concurrency: usize,
     dir: &mut RunDir,
+    mut interrupts: tokio::signal::unix::Signal,
 ) -> Result<Ran> {
-    // Listen before the first episode starts, so that no Ctrl-C kills the process unrecorded.
-    let mut interrupts =
-        signal(SignalKind::interrupt()).context("cannot listen for Ctrl-C (SIGINT)")?;
     let progress = Progress::new(tasks.len());
     let factory = factory.clone().wrapping_policies(progress.token_counter());
     let mut pending = tasks.into_iter();

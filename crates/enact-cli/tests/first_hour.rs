@@ -353,6 +353,95 @@ fn the_first_ctrl_c_finishes_running_episodes_and_writes_an_interrupted_summary(
 }
 
 #[test]
+fn a_second_ctrl_c_exits_at_once() {
+    let missing = enact_sandbox::detect().missing_for(enact_sandbox::IsolationLevel::Full);
+    if !enact_testkit::available(
+        enact_testkit::Requirement::Sandbox,
+        "full sandbox isolation",
+        &missing,
+    ) {
+        return;
+    }
+    // One task whose reference solution calls a tool that takes a minute.
+    let tmp = tempfile::tempdir().unwrap();
+    let task = tmp.path().join("tasks/slow");
+    std::fs::create_dir_all(task.join("workspace")).unwrap();
+    std::fs::write(
+        task.join("task.toml"),
+        r#"[task]
+id = "slow"
+prompt = "Wait, then say 1."
+
+[workspace]
+dir = "workspace"
+
+[[tools]]
+kind = "command"
+name = "wait"
+description = "waits a minute"
+command = ["sleep", "60"]
+timeout_secs = 120
+
+[verifier]
+kind = "builtin"
+checks = [ { type = "answer_equals", value = "1", exact = true } ]
+
+[reference]
+turns = ['<tool_call>{"name": "wait", "arguments": {}}</tool_call>', "1"]
+"#,
+    )
+    .unwrap();
+    let mut child = enact(tmp.path())
+        .args(["eval", "--env", "tasks:tasks", "--runs-dir", "r"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let interrupt = |pid: u32| {
+        let kill = Command::new("kill")
+            .args(["-INT", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(kill.success());
+    };
+    // The listener exists once the run directory has its configuration.
+    let started = Instant::now();
+    while !std::fs::read_dir(tmp.path().join("r"))
+        .ok()
+        .and_then(|mut d| d.next())
+        .is_some_and(|e| e.unwrap().path().join("config.toml").exists())
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the run never started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    interrupt(child.id());
+    // Wait until the first interrupt is acknowledged, then send the second.
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        let n = std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
+        assert!(n > 0, "enact ended before acknowledging Ctrl-C: {seen}");
+        seen.push_str(&line);
+        if line.contains("interrupted: admitting no more episodes") {
+            break;
+        }
+    }
+    interrupt(child.id());
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{seen}{rest}");
+    assert!(rest.contains("interrupted twice: exiting now"), "{rest}");
+    // It did not wait for the episode: nothing was summarised.
+    let run = common::only_run_dir(&tmp.path().join("r"));
+    assert!(!run.join("metrics.json").exists());
+}
+
+#[test]
 fn environments_and_sandbox_errors_say_what_to_do() {
     let tmp = tempfile::tempdir().unwrap();
     let out = enact(tmp.path()).arg("envs").output().unwrap();
