@@ -307,6 +307,8 @@ impl PythonGrader {
                 memory_bytes: Some(l.memory_bytes),
                 max_pids: Some(l.max_pids),
                 file_size_bytes: Some(l.file_size_bytes),
+                // The copy is read-only; writes go to the private /tmp, bounded by memory.
+                workspace_bytes: None,
                 open_files: Some(64),
                 output_bytes: l.output_bytes,
             },
