@@ -278,6 +278,31 @@ pub fn read_no_follow(root: &Path, rel_path: &str, cap: u64) -> Result<Vec<u8>, 
 /// Version-control metadata directories.
 pub const VCS_DIRS: [&str; 4] = [".git", ".hg", ".svn", ".bzr"];
 
+/// Removes every version-control metadata directory ([`VCS_DIRS`]) under `root` (symlinks
+/// are not followed); returns their relative paths. An agent's starting workspace gets no
+/// history it could mine for the answer.
+pub fn remove_vcs_dirs(root: &Path) -> io::Result<Vec<String>> {
+    let mut removed = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in fs::read_dir(&dir)? {
+            let p = entry?.path();
+            if !fs::symlink_metadata(&p)?.is_dir() {
+                continue;
+            }
+            let name = p.file_name().map(|n| n.to_string_lossy().into_owned());
+            if name.is_some_and(|n| VCS_DIRS.contains(&n.as_str())) {
+                fs::remove_dir_all(&p)?;
+                removed.push(rel(root, &p));
+            } else {
+                stack.push(p);
+            }
+        }
+    }
+    removed.sort();
+    Ok(removed)
+}
+
 /// What a grading copy leaves out.
 #[derive(Debug, Clone)]
 pub struct CopyRules {
@@ -538,6 +563,19 @@ mod tests {
         let dst = tempfile::tempdir().unwrap();
         let e = grading_copy(s, dst.path(), &small).unwrap_err();
         assert!(e.contains("too large"), "{e}");
+    }
+
+    #[test]
+    fn vcs_dirs_are_removed_everywhere() {
+        let d = tempfile::tempdir().unwrap();
+        fs::create_dir_all(d.path().join(".git/refs")).unwrap();
+        fs::create_dir_all(d.path().join("sub/.hg")).unwrap();
+        fs::write(d.path().join("sub/keep.txt"), "x").unwrap();
+        fs::write(d.path().join(".gitignore"), "x").unwrap();
+        let removed = remove_vcs_dirs(d.path()).unwrap();
+        assert_eq!(removed, vec![".git", "sub/.hg"]);
+        assert!(d.path().join("sub/keep.txt").exists());
+        assert!(d.path().join(".gitignore").exists());
     }
 
     #[test]
