@@ -275,6 +275,9 @@ struct RawTaskFile {
     reference: Option<ReferenceSection>,
     #[serde(default)]
     noise: Option<NoiseConfig>,
+    /// What each monitor's flag does to this task's reward (default: withhold).
+    #[serde(default)]
+    monitors: Option<enact_verify::MonitorPolicy>,
 }
 
 /// A parsed, checked task file.
@@ -298,6 +301,8 @@ pub struct TaskSpec {
     pub verifier: VerifierDecl,
     pub reference: Option<Vec<String>>,
     pub noise: Option<NoiseConfig>,
+    /// `[monitors]`: the monitors' policy for this task.
+    pub monitors: enact_verify::MonitorPolicy,
 }
 
 const BUILTINS: [&str; 4] = ["calculator", "read_file", "write_file", "list_files"];
@@ -533,6 +538,25 @@ impl TaskSpec {
             }
             _ => {}
         }
+        let monitors = raw.monitors.clone().unwrap_or_default();
+        let known: Vec<String> = enact_verify::default_monitors()
+            .iter()
+            .map(|m| m.name().to_string())
+            .collect();
+        if let Some(name) = monitors.per_monitor.keys().find(|n| !known.contains(n)) {
+            return Err(err(
+                &file,
+                Some("monitors.per_monitor"),
+                format!("unknown monitor \"{name}\"; known: {}", known.join(", ")),
+            ));
+        }
+        if !(0.0..=1.0).contains(&monitors.penalty) {
+            return Err(err(
+                &file,
+                Some("monitors.penalty"),
+                "must be between 0 and 1",
+            ));
+        }
         let reference = match &raw.reference {
             None => None,
             Some(ReferenceSection {
@@ -586,6 +610,7 @@ impl TaskSpec {
             verifier: raw.verifier,
             reference,
             noise: raw.noise,
+            monitors,
         })
     }
 
