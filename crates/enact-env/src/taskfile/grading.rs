@@ -10,8 +10,8 @@ use std::time::Duration;
 use enact_core::{CheckResult, Submission, Verdict, VerifyError};
 use enact_sandbox::{ExecOptions, ExitStatusKind, Sandbox};
 use enact_verify::{
-    CaseOutput, CaseRunner, Compare, CopyRules, GradeLimits, ProgramCase, PyCase, PyValue,
-    PythonGrader, RunLimits, grading_env,
+    CaseOutput, CaseRunner, CopyRules, GradeLimits, ProgramCase, PyCase, PyValue, PythonGrader,
+    RunLimits, grading_env,
 };
 use serde::Deserialize;
 use serde_json::json;
@@ -175,6 +175,20 @@ fn hidden_dir(spec: &TaskSpec) -> Result<&Path, VerifyError> {
         .ok_or_else(|| failed(spec, "the verifier needs a [hidden] dir"))
 }
 
+/// The isolation level of the run phase: at least namespaces, since at level `unsandboxed`
+/// the candidate could read `hidden/` from the host.
+fn two_phase_level(spec: &TaskSpec) -> Result<enact_sandbox::IsolationLevel, VerifyError> {
+    let level = spec.isolation_level().map_err(VerifyError::Failed)?;
+    if !level.uses_namespaces() {
+        return Err(failed(
+            spec,
+            "two-phase grading needs sandbox isolation (namespaces); this task runs at level \
+             unsandboxed, where the candidate could read hidden/ from the host",
+        ));
+    }
+    Ok(level)
+}
+
 /// `kind = "python"`.
 pub(super) async fn grade_python(
     spec: &TaskSpec,
@@ -186,7 +200,7 @@ pub(super) async fn grade_python(
     let ws = final_workspace(spec, sub)?;
     let cases = python_cases(hidden_dir(spec)?, cases).map_err(|e| failed(spec, e))?;
     let grader = PythonGrader {
-        level: spec.isolation_level().map_err(VerifyError::Failed)?,
+        level: two_phase_level(spec)?,
         limits: GradeLimits {
             per_case_wall: timeout,
             ..GradeLimits::default()
@@ -198,30 +212,25 @@ pub(super) async fn grade_python(
 }
 
 /// `kind = "cases"`: run phase, then the built-in comparison or the judge program.
-#[allow(clippy::too_many_arguments)]
-pub(super) async fn grade_cases(
-    spec: &TaskSpec,
-    sub: &Submission,
-    run: &[String],
-    cases: &str,
-    compare: Option<Compare>,
-    judge: Option<&[String]>,
-    harness: Option<&str>,
-    timeout: Duration,
-    keep_vcs: bool,
-) -> Result<Verdict, VerifyError> {
+pub(super) async fn grade_cases(spec: &TaskSpec, sub: &Submission) -> Result<Verdict, VerifyError> {
+    let VerifierDecl::Cases {
+        run,
+        cases,
+        compare,
+        judge,
+        harness,
+        timeout_secs,
+        keep_vcs,
+    } = &spec.verifier
+    else {
+        return Err(failed(spec, "not a cases verifier"));
+    };
+    let timeout = Duration::from_secs(*timeout_secs);
     let ws = final_workspace(spec, sub)?;
     let hidden = hidden_dir(spec)?;
     let cases = program_cases(hidden, cases).map_err(|e| failed(spec, e))?;
-    let level = spec.isolation_level().map_err(VerifyError::Failed)?;
-    if !level.uses_namespaces() {
-        return Err(failed(
-            spec,
-            "two-phase grading needs sandbox isolation (namespaces); this task runs at level \
-             unsandboxed, where the candidate could read hidden/ from the host",
-        ));
-    }
-    let harness = match harness {
+    let level = two_phase_level(spec)?;
+    let harness = match harness.as_deref() {
         Some(rel) => Some(
             spec.dir
                 .join(relative_inside(rel).map_err(|e| failed(spec, e))?),
@@ -232,7 +241,7 @@ pub(super) async fn grade_cases(
         level,
         argv: run.to_vec(),
         harness,
-        rules: CopyRules::task_files(keep_vcs),
+        rules: CopyRules::task_files(*keep_vcs),
         limits: RunLimits {
             per_case_wall: timeout,
             memory_bytes: spec.memory_mb.map_or(512 << 20, |mb| mb << 20),
@@ -240,7 +249,7 @@ pub(super) async fn grade_cases(
         },
     };
     let (outputs, _copy) = runner.run(ws, &cases).await?;
-    let checks = match judge {
+    let checks = match judge.as_deref() {
         None => {
             let compare = compare.unwrap_or_default();
             outputs

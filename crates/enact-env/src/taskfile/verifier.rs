@@ -285,28 +285,7 @@ impl Verifier for TaskFileVerifier {
                 grading::grade_python(spec, sub, module, cases, Duration::from_secs(*timeout_secs))
                     .await
             }
-            VerifierDecl::Cases {
-                run,
-                cases,
-                compare,
-                judge,
-                harness,
-                timeout_secs,
-                keep_vcs,
-            } => {
-                grading::grade_cases(
-                    spec,
-                    sub,
-                    run,
-                    cases,
-                    *compare,
-                    judge.as_deref(),
-                    harness.as_deref(),
-                    Duration::from_secs(*timeout_secs),
-                    *keep_vcs,
-                )
-                .await
-            }
+            VerifierDecl::Cases { .. } => grading::grade_cases(spec, sub).await,
             VerifierDecl::Command {
                 command,
                 timeout_secs,
