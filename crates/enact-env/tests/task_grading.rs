@@ -51,6 +51,26 @@ async fn grade(suite: &TaskFileSuite, prepare: impl FnOnce(&Path)) -> (f64, Stri
     }
 }
 
+/// Resets the task, calls the tool `name` once (no arguments) and returns the observation
+/// and the workspace's disk usage afterwards.
+async fn call_tool(suite: &TaskFileSuite, name: &str) -> (String, u64) {
+    let task: Task = suite.tasks("test", 1, 0).remove(0);
+    let mut env = suite.make(&task).unwrap();
+    env.reset(&task).await.unwrap();
+    let out = env
+        .step(enact_core::Action::ToolCall(enact_core::ToolCall {
+            id: "1".into(),
+            name: name.into(),
+            arguments: serde_json::json!({}),
+        }))
+        .await
+        .unwrap();
+    let sub = env.submission().await.unwrap();
+    let used = enact_sandbox::disk_usage(sub.workspace.as_ref().unwrap(), u64::MAX);
+    env.close().await.unwrap();
+    (format!("{out:?}"), used)
+}
+
 const CASES: &str = r#"[{"id": "a", "input": "2 3", "expected": "5"}, {"id": "b", "input": "10 -4", "expected": "6"}]"#;
 
 #[tokio::test]
@@ -205,19 +225,7 @@ async fn task_dir_under_a_bound_system_dir_is_invisible_to_tools() {
             ("workspace/main.py", ""),
         ],
     );
-    let task: Task = suite.tasks("test", 1, 0).remove(0);
-    let mut env = suite.make(&task).unwrap();
-    env.reset(&task).await.unwrap();
-    let out = env
-        .step(enact_core::Action::ToolCall(enact_core::ToolCall {
-            id: "1".into(),
-            name: "peek".into(),
-            arguments: serde_json::json!({}),
-        }))
-        .await
-        .unwrap();
-    let text = format!("{out:?}");
-    env.close().await.unwrap();
+    let (text, _) = call_tool(&suite, "peek").await;
     assert!(!text.contains("SECRET-ANSWER"), "{text}");
     assert!(text.contains("main.py"), "{text}");
     assert!(
@@ -237,21 +245,8 @@ async fn disk_quota_stops_a_command_tool() {
         "[sandbox]\ndisk_mb = 4\n\n[[tools]]\nkind = \"command\"\nname = \"fill\"\ndescription = \"fill\"\ncommand = [\"sh\", \"-c\", \"i=0; while [ $i -lt 64 ]; do head -c 1048576 /dev/zero > f$i; i=$((i+1)); done\"]\n\n[verifier]\nkind = \"builtin\"\nchecks = [{ type = \"answer_contains\", value = \"x\" }]\n",
         &[],
     );
-    let task: Task = suite.tasks("test", 1, 0).remove(0);
-    let mut env = suite.make(&task).unwrap();
-    env.reset(&task).await.unwrap();
-    let out = env
-        .step(enact_core::Action::ToolCall(enact_core::ToolCall {
-            id: "1".into(),
-            name: "fill".into(),
-            arguments: serde_json::json!({}),
-        }))
-        .await
-        .unwrap();
-    let sub = env.submission().await.unwrap();
-    let used = enact_sandbox::disk_usage(sub.workspace.as_ref().unwrap(), u64::MAX);
-    env.close().await.unwrap();
-    assert!(format!("{out:?}").contains("disk quota"), "{out:?}");
+    let (out, used) = call_tool(&suite, "fill").await;
+    assert!(out.contains("disk quota"), "{out}");
     assert!(used < 48 << 20, "the workspace grew to {used} bytes");
 }
 

@@ -11,16 +11,14 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use enact_core::{CheckResult, CheckStatus, VerifyError};
-use enact_sandbox::{
-    ExecOptions, ExitStatusKind, IsolationLevel, Limits, NetworkPolicy, Sandbox, SandboxConfig,
-};
+use enact_sandbox::{ExecOptions, ExitStatusKind, IsolationLevel, Sandbox, SandboxConfig};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::files::{CopyReport, CopyRules, grading_copy};
+use crate::python::{GradeLimits, fail, grading_sandbox};
 
 /// One case of a program: its input and (for the judge only) what is expected.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -158,33 +156,6 @@ fn json_close(a: &Value, b: &Value) -> bool {
     }
 }
 
-/// Limits of one run phase.
-#[derive(Debug, Clone, Serialize)]
-pub struct RunLimits {
-    pub per_case_wall: Duration,
-    pub memory_bytes: u64,
-    pub max_pids: u32,
-    /// Largest file a case may write (in its private /tmp).
-    pub file_size_bytes: u64,
-    /// stdout kept per case; more fails the case.
-    pub output_bytes: usize,
-    /// Cases run at once.
-    pub concurrency: usize,
-}
-
-impl Default for RunLimits {
-    fn default() -> Self {
-        RunLimits {
-            per_case_wall: Duration::from_secs(10),
-            memory_bytes: 512 << 20,
-            max_pids: 64,
-            file_size_bytes: 16 << 20,
-            output_bytes: 256 * 1024,
-            concurrency: 4,
-        }
-    }
-}
-
 /// The environment of every grading sandbox: `HOME` and temporary files in the private
 /// `/tmp`, Python's user site off, no byte-code written.
 pub fn grading_env() -> Vec<(String, String)> {
@@ -209,15 +180,11 @@ pub struct CaseRunner {
     /// imports the candidate, say).
     pub harness: Option<PathBuf>,
     pub rules: CopyRules,
-    pub limits: RunLimits,
+    pub limits: GradeLimits,
 }
 
 /// Where the run phase mounts the harness.
 pub const HARNESS_MOUNT: &str = "/grader";
-
-fn fail(msg: impl Into<String>) -> VerifyError {
-    VerifyError::Failed(msg.into())
-}
 
 impl CaseRunner {
     /// Runs every case on a grading copy of `workspace`; outputs come back in case order.
@@ -271,30 +238,13 @@ impl CaseRunner {
     }
 
     fn sandbox_config(&self, copy: &Path) -> SandboxConfig {
-        let l = &self.limits;
-        let mut read_only_binds = vec![(copy.to_path_buf(), PathBuf::from("/workspace"))];
+        let mut cfg = grading_sandbox(self.level, &self.limits, copy);
         if let Some(h) = &self.harness {
-            read_only_binds.push((h.clone(), PathBuf::from(HARNESS_MOUNT)));
+            cfg.read_only_binds
+                .push((h.clone(), PathBuf::from(HARNESS_MOUNT)));
         }
-        SandboxConfig {
-            level: self.level,
-            workspace: None,
-            read_only_binds,
-            network: NetworkPolicy::None,
-            env: grading_env(),
-            limits: Limits {
-                wall_time: l.per_case_wall,
-                cpu_time: Some(l.per_case_wall),
-                memory_bytes: Some(l.memory_bytes),
-                max_pids: Some(l.max_pids),
-                file_size_bytes: Some(l.file_size_bytes),
-                workspace_bytes: None,
-                open_files: Some(256),
-                output_bytes: l.output_bytes,
-            },
-            hostname: "enact-grader".into(),
-            ..SandboxConfig::default()
-        }
+        cfg.env = grading_env();
+        cfg
     }
 
     async fn run_case(

@@ -17,7 +17,7 @@ pub mod monitor;
 pub mod python;
 pub mod value;
 
-pub use cases::{CaseOutput, CaseRunner, Compare, ProgramCase, RunLimits, grading_env};
+pub use cases::{CaseOutput, CaseRunner, Compare, ProgramCase, grading_env};
 pub use files::{CopyReport, CopyRules, FileTree, TreeDiff, read_no_follow};
 pub use monitor::{
     FlagAction, Monitor, MonitorEvidence, MonitorPolicy, MonitoredVerifier, Observation,

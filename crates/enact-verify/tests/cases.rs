@@ -2,24 +2,13 @@
 //! cannot reach expected values, the results channel or a start-up hook, and its writes stay
 //! bounded.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+mod common;
 
+use common::{all, available, dir_with};
 use enact_core::CheckStatus;
 use enact_sandbox::IsolationLevel;
-use enact_verify::{CaseRunner, Compare, CopyRules, ProgramCase, RunLimits, find_python};
+use enact_verify::{CaseRunner, Compare, CopyRules, GradeLimits, ProgramCase, find_python};
 use serde_json::json;
-
-fn available() -> bool {
-    let missing = enact_sandbox::detect().missing_for(IsolationLevel::Full);
-    if !missing.is_empty() {
-        eprintln!("skipping: full sandbox isolation unavailable (missing {missing:?})");
-        return false;
-    }
-    if let Err(e) = find_python() {
-        eprintln!("skipping: {e}");
-        return false;
-    }
-    true
-}
 
 fn cases() -> Vec<ProgramCase> {
     [("a", "2 3\n", 5), ("b", "10 -4\n", 6), ("c", "0 0\n", 0)]
@@ -33,12 +22,7 @@ fn cases() -> Vec<ProgramCase> {
 }
 
 async fn grade(files: &[(&str, &str)]) -> Vec<(CheckStatus, String)> {
-    let dir = tempfile::tempdir().unwrap();
-    for (p, c) in files {
-        let path = dir.path().join(p);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, c).unwrap();
-    }
+    let dir = dir_with(files);
     let runner = CaseRunner {
         level: IsolationLevel::Full,
         argv: vec![
@@ -47,7 +31,7 @@ async fn grade(files: &[(&str, &str)]) -> Vec<(CheckStatus, String)> {
         ],
         harness: None,
         rules: CopyRules::task_files(false),
-        limits: RunLimits::default(),
+        limits: GradeLimits::programs(),
     };
     let cases = cases();
     let (outputs, _) = runner.run(dir.path(), &cases).await.unwrap();
@@ -59,10 +43,6 @@ async fn grade(files: &[(&str, &str)]) -> Vec<(CheckStatus, String)> {
             (r.status, r.detail)
         })
         .collect()
-}
-
-fn all(statuses: &[(CheckStatus, String)], want: CheckStatus) -> bool {
-    statuses.iter().all(|(s, _)| *s == want)
 }
 
 #[tokio::test]

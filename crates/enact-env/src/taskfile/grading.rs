@@ -11,7 +11,7 @@ use enact_core::{CheckResult, Submission, Verdict, VerifyError};
 use enact_sandbox::{ExecOptions, ExitStatusKind, Sandbox};
 use enact_verify::{
     CaseOutput, CaseRunner, CopyRules, GradeLimits, ProgramCase, PyCase, PyValue, PythonGrader,
-    RunLimits, grading_env,
+    grading_env,
 };
 use serde::Deserialize;
 use serde_json::json;
@@ -242,10 +242,10 @@ pub(super) async fn grade_cases(spec: &TaskSpec, sub: &Submission) -> Result<Ver
         argv: run.to_vec(),
         harness,
         rules: CopyRules::task_files(*keep_vcs),
-        limits: RunLimits {
+        limits: GradeLimits {
             per_case_wall: timeout,
             memory_bytes: spec.memory_mb.map_or(512 << 20, |mb| mb << 20),
-            ..RunLimits::default()
+            ..GradeLimits::programs()
         },
     };
     let (outputs, _copy) = runner.run(ws, &cases).await?;
