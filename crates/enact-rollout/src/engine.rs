@@ -778,3 +778,13 @@ impl Verifier for WatchedVerifier {
         r
     }
 }
+
+/// Any closure `Fn(&Task) -> Result<EpisodeParts, String>` is a factory.
+impl<F> EpisodeFactory for F
+where
+    F: Fn(&Task) -> Result<EpisodeParts, String> + Send + Sync,
+{
+    fn make(&self, task: &Task) -> Result<EpisodeParts, String> {
+        self(task)
+    }
+}
