@@ -4,6 +4,7 @@ mod env_cmd;
 mod model;
 mod model_cmd;
 mod redteam_cmd;
+mod rollout_cmd;
 mod rundir;
 mod sandbox_cmd;
 mod show;
@@ -62,6 +63,8 @@ enum Command {
     },
     #[command(flatten)]
     Models(model_cmd::ModelCommands),
+    /// Many episodes in flight into a crash-safe trajectory dataset (`--config rollout.toml`; rerun to resume), `status DIR`, `export DIR`.
+    Rollout(rollout_cmd::RolloutArgs),
 }
 
 #[derive(Args, Clone)]
@@ -506,6 +509,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
             init_logging(cli.verbose, None)?;
             redteam_cmd::run(a).await
         }
+        Command::Rollout(a) => rollout_cmd::run(cli.verbose, a).await,
         Command::Envs => {
             cmd_envs();
             Ok(())

@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use tokio::sync::{mpsc, watch};
 
-use crate::status::{EpisodeStatus, StatusBoard, Waiting, now_ms, write_json_atomic};
+use crate::status::{EpisodeStatus, StatusBoard, Waiting, now_unix_ms, write_json_atomic};
 
 /// What a stale episode (beyond the staleness bound) becomes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -331,8 +331,8 @@ impl Rollout {
                     sample_index: slot.sample_index,
                     admitted_version: version,
                     waiting: Waiting::Setup,
-                    since_ms: now_ms(),
-                    progress_ms: now_ms(),
+                    since_ms: now_unix_ms(),
+                    progress_ms: now_unix_ms(),
                     turn: 0,
                     sampled_tokens: 0,
                 });

@@ -111,7 +111,8 @@ pub struct StatusBoard {
     board: Mutex<Board>,
 }
 
-pub(crate) fn now_ms() -> u64 {
+/// Milliseconds since the Unix epoch (the unit of the status file's times).
+pub fn now_unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -121,7 +122,7 @@ pub(crate) fn now_ms() -> u64 {
 impl Default for StatusBoard {
     fn default() -> Self {
         StatusBoard {
-            started_ms: now_ms(),
+            started_ms: now_unix_ms(),
             started: std::time::Instant::now(),
             board: Mutex::new(Board::default()),
         }
@@ -150,7 +151,7 @@ impl StatusBoard {
 
     /// The episode now waits on `waiting` (counts as progress).
     pub(crate) fn wait_on(&self, episode_id: &str, waiting: Waiting) {
-        let now = now_ms();
+        let now = now_unix_ms();
         self.with(|b| {
             if let Some(e) = b.episodes.get_mut(episode_id) {
                 if waiting == Waiting::Sampling {
@@ -165,7 +166,7 @@ impl StatusBoard {
 
     /// A sampled token arrived.
     pub(crate) fn token(&self, episode_id: &str) {
-        let now = now_ms();
+        let now = now_unix_ms();
         self.with(|b| {
             if let Some(e) = b.episodes.get_mut(episode_id) {
                 e.sampled_tokens += 1;
@@ -183,12 +184,12 @@ impl StatusBoard {
     }
 
     pub(crate) fn consumer_blocked(&self, blocked: bool) {
-        let now = now_ms();
+        let now = now_unix_ms();
         self.with(|b| b.consumer_blocked_since_ms = blocked.then_some(now));
     }
 
     pub(crate) fn staleness_blocked(&self, blocked: bool) {
-        let now = now_ms();
+        let now = now_unix_ms();
         self.with(|b| {
             if !blocked {
                 b.staleness_blocked_since_ms = None;
@@ -200,7 +201,7 @@ impl StatusBoard {
 
     /// A snapshot, with the watchdog's verdict for waits without progress beyond `watchdog`.
     pub fn snapshot(&self, watchdog: Duration) -> StatusSnapshot {
-        let now = now_ms();
+        let now = now_unix_ms();
         let elapsed = self.started.elapsed().as_secs_f64().max(1e-9);
         let limit = watchdog.as_millis() as u64;
         self.with(|b| {
