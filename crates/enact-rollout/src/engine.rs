@@ -26,7 +26,9 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use tokio::sync::{mpsc, watch};
 
-use crate::status::{EpisodeStatus, StatusBoard, Waiting, now_unix_ms, write_json_atomic};
+use crate::status::{
+    EpisodeStatus, StatusBoard, TokenProgress, Waiting, now_unix_ms, write_json_atomic,
+};
 
 /// What a stale episode (beyond the staleness bound) becomes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -325,7 +327,7 @@ impl Rollout {
                     continue;
                 };
                 seq += 1;
-                self.board.admit(EpisodeStatus {
+                let progress = self.board.admit(EpisodeStatus {
                     episode_id: slot.episode_id.clone(),
                     task_id: task.id.clone(),
                     sample_index: slot.sample_index,
@@ -342,6 +344,7 @@ impl Rollout {
                     cfg.clone(),
                     task,
                     slot.clone(),
+                    progress,
                 ));
                 slots.insert(handle.id(), (slot, version, seq));
                 *admitted.entry(version).or_default() += 1;
@@ -551,6 +554,7 @@ async fn run_episode(
     cfg: RolloutConfig,
     task: Task,
     slot: EpisodeSlot,
+    progress: Arc<TokenProgress>,
 ) -> Episode {
     let parts = match factory.make(&task) {
         Ok(p) => p,
@@ -566,6 +570,7 @@ async fn run_episode(
     agent.policy = Arc::new(WatchedPolicy {
         inner: agent.policy.clone(),
         board: board.clone(),
+        progress,
         episode_id: slot.episode_id.clone(),
         timeout: cfg.call_timeout,
     });
@@ -650,6 +655,7 @@ fn failed_episode(task: &Task, episode_id: &str, why: String) -> Episode {
 struct WatchedPolicy {
     inner: Arc<dyn Policy>,
     board: Arc<StatusBoard>,
+    progress: Arc<TokenProgress>,
     episode_id: String,
     timeout: Option<Duration>,
 }
@@ -658,13 +664,9 @@ struct WatchedPolicy {
 impl Policy for WatchedPolicy {
     async fn sample(&self, mut request: SampleRequest) -> Result<Sample, PolicyError> {
         self.board.wait_on(&self.episode_id, Waiting::Sampling);
-        let (board, id, downstream) = (
-            self.board.clone(),
-            self.episode_id.clone(),
-            request.on_token.take(),
-        );
+        let (progress, downstream) = (self.progress.clone(), request.on_token.take());
         request.on_token = Some(TokenSink::new(move |token| {
-            board.token(&id);
+            progress.token();
             if let Some(d) = &downstream {
                 d.emit(token);
             }

@@ -7,7 +7,8 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -95,9 +96,23 @@ pub struct StatusSnapshot {
     pub stalled: Vec<String>,
 }
 
+/// Token progress of one episode, updated without the board's lock (once per token).
+#[derive(Default)]
+pub(crate) struct TokenProgress {
+    tokens: AtomicU64,
+    at_ms: AtomicU64,
+}
+
+impl TokenProgress {
+    pub(crate) fn token(&self) {
+        self.tokens.fetch_add(1, Ordering::Relaxed);
+        self.at_ms.store(now_unix_ms(), Ordering::Relaxed);
+    }
+}
+
 #[derive(Default)]
 struct Board {
-    episodes: BTreeMap<String, EpisodeStatus>,
+    episodes: BTreeMap<String, (EpisodeStatus, Arc<TokenProgress>)>,
     counters: Counters,
     policy_version: u64,
     consumer_blocked_since_ms: Option<u64>,
@@ -137,10 +152,14 @@ impl StatusBoard {
         f(&mut guard)
     }
 
-    pub(crate) fn admit(&self, status: EpisodeStatus) {
+    /// Registers an in-flight episode; its token progress is reported through the result.
+    pub(crate) fn admit(&self, status: EpisodeStatus) -> Arc<TokenProgress> {
+        let progress = Arc::new(TokenProgress::default());
+        let p = progress.clone();
         self.with(|b| {
-            b.episodes.insert(status.episode_id.clone(), status);
+            b.episodes.insert(status.episode_id.clone(), (status, p));
         });
+        progress
     }
 
     pub(crate) fn remove(&self, episode_id: &str) {
@@ -153,23 +172,12 @@ impl StatusBoard {
     pub(crate) fn wait_on(&self, episode_id: &str, waiting: Waiting) {
         let now = now_unix_ms();
         self.with(|b| {
-            if let Some(e) = b.episodes.get_mut(episode_id) {
+            if let Some((e, _)) = b.episodes.get_mut(episode_id) {
                 if waiting == Waiting::Sampling {
                     e.turn += 1;
                 }
                 e.waiting = waiting;
                 e.since_ms = now;
-                e.progress_ms = now;
-            }
-        });
-    }
-
-    /// A sampled token arrived.
-    pub(crate) fn token(&self, episode_id: &str) {
-        let now = now_unix_ms();
-        self.with(|b| {
-            if let Some(e) = b.episodes.get_mut(episode_id) {
-                e.sampled_tokens += 1;
                 e.progress_ms = now;
             }
         });
@@ -205,9 +213,18 @@ impl StatusBoard {
         let elapsed = self.started.elapsed().as_secs_f64().max(1e-9);
         let limit = watchdog.as_millis() as u64;
         self.with(|b| {
-            let stalled = b
+            let in_flight: Vec<EpisodeStatus> = b
                 .episodes
                 .values()
+                .map(|(e, p)| {
+                    let mut e = e.clone();
+                    e.sampled_tokens = p.tokens.load(Ordering::Relaxed);
+                    e.progress_ms = e.progress_ms.max(p.at_ms.load(Ordering::Relaxed));
+                    e
+                })
+                .collect();
+            let stalled = in_flight
+                .iter()
                 .filter(|e| now.saturating_sub(e.progress_ms) > limit)
                 .map(|e| {
                     let what = match &e.waiting {
@@ -241,7 +258,7 @@ impl StatusBoard {
                 },
                 consumer_blocked_since_ms: b.consumer_blocked_since_ms,
                 staleness_blocked_since_ms: b.staleness_blocked_since_ms,
-                in_flight: b.episodes.values().cloned().collect(),
+                in_flight,
                 stalled,
             }
         })
