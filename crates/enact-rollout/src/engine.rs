@@ -584,7 +584,7 @@ async fn run_episode(
             .sampling
             .seed
             .unwrap_or(0)
-            .wrapping_add(fnv1a(&slot.episode_id)),
+            .wrapping_add(stable_hash(&slot.episode_id)),
     );
     let mut env = WatchedEnv {
         inner: parts.env,
@@ -609,8 +609,9 @@ async fn run_episode(
     episode
 }
 
-/// 64-bit FNV-1a: a stable hash (std's hasher is randomised per process).
-fn fnv1a(s: &str) -> u64 {
+/// 64-bit FNV-1a: a hash stable across processes and platforms (std's hasher is
+/// randomised per process), for seeds derived from ids.
+pub fn stable_hash(s: &str) -> u64 {
     s.bytes().fold(0xcbf29ce484222325u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
     })

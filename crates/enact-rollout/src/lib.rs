@@ -22,7 +22,7 @@ pub mod store;
 
 pub use engine::{
     Cancel, EpisodeFactory, EpisodeParts, EpisodeSlot, Publisher, Rollout, RolloutConfig,
-    RolloutError, RolloutRecord, RolloutSummary, StalePolicy, episode_id,
+    RolloutError, RolloutRecord, RolloutSummary, StalePolicy, episode_id, stable_hash,
 };
 pub use export::{ExportError, TrainingRow, training_row, write_jsonl, write_parquet};
 pub use status::{EpisodeStatus, StatusBoard, StatusSnapshot, Waiting, read_status};

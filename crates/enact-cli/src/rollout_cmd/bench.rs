@@ -31,7 +31,7 @@ use enact_rollout::{Cancel, EpisodeParts, Rollout, RolloutConfig};
 #[derive(Args, Clone)]
 pub struct BenchRolloutArgs {
     /// Episodes per run.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 512)]
     episodes: usize,
     /// Tool turns per episode (then a final answer).
     #[arg(long, default_value_t = 4)]
@@ -51,7 +51,7 @@ pub struct BenchRolloutArgs {
     /// Log-normal sigma of the tool latency (1.2: p99 ≈ 16× the median).
     #[arg(long, default_value_t = 1.2)]
     tool_sigma: f64,
-    /// Episodes in flight in the engine (default: 3 × batch).
+    /// Episodes in flight in the engine (default: 4 × batch).
     #[arg(long)]
     concurrency: Option<usize>,
     /// Skip the CPU-per-step measurement.
@@ -349,18 +349,12 @@ impl Sim {
             env: Box::new(SimEnv {
                 median_ms: self.args.tool_median_ms,
                 sigma: self.args.tool_sigma,
-                rng: enact_rollout_seed(&task.id),
+                rng: enact_rollout::stable_hash(&task.id),
                 answer: None,
             }),
             verifier: Some(Arc::new(SimVerifier)),
         }
     }
-}
-
-fn enact_rollout_seed(s: &str) -> u64 {
-    s.bytes().fold(0xcbf29ce484222325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
-    })
 }
 
 #[derive(serde::Serialize)]
@@ -538,7 +532,7 @@ fn cpu_per_step(turns: usize) -> Result<CpuPerStep> {
 }
 
 pub async fn run(args: BenchRolloutArgs) -> Result<()> {
-    let concurrency = args.concurrency.unwrap_or(3 * args.batch).max(1);
+    let concurrency = args.concurrency.unwrap_or(4 * args.batch).max(1);
     let sync = synchronous(&args).await?;
     let engine = asynchronous(&args, concurrency).await?;
     let cpu: Vec<CpuPerStep> = if args.no_cpu {
