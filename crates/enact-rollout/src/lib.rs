@@ -10,6 +10,8 @@
 //! - [`export`]: training rows (prompt ids, response ids, loss mask, behaviour logprobs,
 //!   policy versions, reward) as JSONL or Parquet.
 //! - [`status`]: what every in-flight episode is waiting on, the watchdog, and the status file.
+//! - [`sim`]: a simulated batched inference server, policy, tool environment and verifier
+//!   for benchmarks and tests.
 //!
 //! The engine depends on traits only: an [`EpisodeFactory`] makes the agent, environment and
 //! verifier of each episode; it never names an environment or backend implementation.
@@ -17,6 +19,7 @@
 
 pub mod engine;
 pub mod export;
+pub mod sim;
 pub mod status;
 pub mod store;
 

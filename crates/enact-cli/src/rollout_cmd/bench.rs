@@ -11,21 +11,17 @@
 //! their ratio. Then the engine's own CPU per tool step with zero-latency mocks, next to the
 //! agent loop alone (episodes run one after another, no engine), on one thread.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use async_trait::async_trait;
 use clap::Args;
 use enact_agent::{Agent, AgentConfig};
-use enact_core::{
-    Action, EnvError, Environment, FinishReason, Message, Policy, PolicyError, Reset, Sample,
-    SampleRequest, StepOutcome, Submission, Task, Tokenizer, ToolResult, Verdict, Verifier,
-    VerifyError,
-};
+use enact_core::{Task, Tokenizer};
 use enact_model::{ByteTokenizer, ChatMlTemplate, HermesParser};
+use enact_rollout::sim::{AnswerVerifier, SimEnv, SimPolicy, SimServer};
 use enact_rollout::{Cancel, EpisodeParts, Rollout, RolloutConfig};
 
 #[derive(Args, Clone)]
@@ -60,222 +56,6 @@ pub struct BenchRolloutArgs {
     /// Print one JSON object instead of tables.
     #[arg(long)]
     json: bool,
-}
-
-/// A job on the simulated server: `steps` decode steps left, then `done`.
-struct Job {
-    steps: usize,
-    done: tokio::sync::oneshot::Sender<()>,
-}
-
-/// The simulated inference server: a thread running decode steps of up to `batch` sequences.
-struct SimServer {
-    jobs: std::sync::Mutex<Option<std::sync::mpsc::Sender<Job>>>,
-    busy_ns: Arc<AtomicU64>,
-    sequence_steps: Arc<AtomicU64>,
-    steps: Arc<AtomicU64>,
-    thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
-}
-
-impl SimServer {
-    fn start(batch: usize, step: Duration) -> Arc<Self> {
-        let (tx, rx) = std::sync::mpsc::channel::<Job>();
-        let busy_ns = Arc::new(AtomicU64::new(0));
-        let sequence_steps = Arc::new(AtomicU64::new(0));
-        let steps = Arc::new(AtomicU64::new(0));
-        let (b, q, s) = (busy_ns.clone(), sequence_steps.clone(), steps.clone());
-        let thread = std::thread::spawn(move || {
-            let mut active: Vec<Job> = Vec::new();
-            let mut waiting: VecDeque<Job> = VecDeque::new();
-            loop {
-                if active.is_empty() && waiting.is_empty() {
-                    match rx.recv() {
-                        Ok(j) => waiting.push_back(j),
-                        Err(_) => return,
-                    }
-                }
-                waiting.extend(rx.try_iter());
-                while active.len() < batch {
-                    let Some(j) = waiting.pop_front() else { break };
-                    active.push(j);
-                }
-                let t = Instant::now();
-                std::thread::sleep(step);
-                b.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
-                q.fetch_add(active.len() as u64, Ordering::Relaxed);
-                s.fetch_add(1, Ordering::Relaxed);
-                for j in &mut active {
-                    j.steps = j.steps.saturating_sub(1);
-                }
-                let (finished, running): (Vec<Job>, Vec<Job>) =
-                    active.drain(..).partition(|j| j.steps == 0);
-                active = running;
-                for j in finished {
-                    let _ = j.done.send(());
-                }
-            }
-        });
-        Arc::new(SimServer {
-            jobs: std::sync::Mutex::new(Some(tx)),
-            busy_ns,
-            sequence_steps,
-            steps,
-            thread: std::sync::Mutex::new(Some(thread)),
-        })
-    }
-
-    async fn generate(&self, steps: usize) -> Result<(), PolicyError> {
-        let (done, wait) = tokio::sync::oneshot::channel();
-        let sent = self
-            .jobs
-            .lock()
-            .ok()
-            .and_then(|g| g.as_ref().map(|tx| tx.send(Job { steps, done }).is_ok()));
-        if sent != Some(true) {
-            return Err(PolicyError::Backend("the simulated server stopped".into()));
-        }
-        wait.await
-            .map_err(|_| PolicyError::Backend("the simulated server dropped a request".into()))
-    }
-
-    fn stop(&self) {
-        if let Ok(mut g) = self.jobs.lock() {
-            g.take();
-        }
-        if let Some(t) = self.thread.lock().ok().and_then(|mut g| g.take()) {
-            let _ = t.join();
-        }
-    }
-}
-
-/// Replies of one episode: `turns` tool calls, then a final answer. Pre-encoded, so the
-/// policy itself costs nothing measurable.
-struct SimPolicy {
-    server: Option<Arc<SimServer>>,
-    reply_steps: usize,
-    call: Arc<Vec<u32>>,
-    answer: Arc<Vec<u32>>,
-    turns: usize,
-    next: AtomicUsize,
-    /// Episodes of a lockstep batch wait here before each generation round.
-    lockstep: Option<Arc<tokio::sync::Barrier>>,
-    tokens: Arc<AtomicU64>,
-}
-
-#[async_trait]
-impl Policy for SimPolicy {
-    async fn sample(&self, request: SampleRequest) -> Result<Sample, PolicyError> {
-        if let Some(b) = &self.lockstep {
-            b.wait().await;
-        }
-        let turn = self.next.fetch_add(1, Ordering::Relaxed);
-        let mut tokens = if turn < self.turns {
-            self.call.as_ref().clone()
-        } else {
-            self.answer.as_ref().clone()
-        };
-        let eot = request
-            .stop_tokens
-            .first()
-            .copied()
-            .ok_or_else(|| PolicyError::Backend("no stop token".into()))?;
-        tokens.push(eot);
-        if let Some(server) = &self.server {
-            server.generate(self.reply_steps).await?;
-        }
-        if let Some(sink) = &request.on_token {
-            tokens.iter().for_each(|&t| sink.emit(t));
-        }
-        self.tokens
-            .fetch_add(tokens.len() as u64, Ordering::Relaxed);
-        let n = tokens.len();
-        Ok(Sample {
-            tokens,
-            logprobs: vec![-0.5; n],
-            policy_versions: vec![0; n],
-            finish: FinishReason::StopToken(eot),
-        })
-    }
-}
-
-/// A tool with log-normal latency (zero when `median` is zero).
-struct SimEnv {
-    median_ms: f64,
-    sigma: f64,
-    rng: u64,
-    answer: Option<String>,
-}
-
-impl SimEnv {
-    /// splitmix64, then Box–Muller: a standard normal draw.
-    fn normal(&mut self) -> f64 {
-        let mut next = || {
-            self.rng = self.rng.wrapping_add(0x9e3779b97f4a7c15);
-            let mut z = self.rng;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58476d1ce4e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d049bb133111eb);
-            ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
-        };
-        let (u1, u2) = (next().max(1e-300), next());
-        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
-    }
-}
-
-#[async_trait]
-impl Environment for SimEnv {
-    async fn reset(&mut self, task: &Task) -> Result<Reset, EnvError> {
-        Ok(Reset {
-            messages: vec![Message::user(task.prompt.clone())],
-            tools: Vec::new(),
-        })
-    }
-    async fn step(&mut self, action: Action) -> Result<StepOutcome, EnvError> {
-        match action {
-            Action::ToolCall(call) => {
-                if self.median_ms > 0.0 {
-                    let ms = self.median_ms * (self.sigma * self.normal()).exp();
-                    tokio::time::sleep(Duration::from_secs_f64(ms.min(60_000.0) / 1e3)).await;
-                }
-                Ok(StepOutcome::ToolResult(ToolResult {
-                    call_id: call.id,
-                    name: call.name,
-                    content: "ok".into(),
-                    is_error: false,
-                }))
-            }
-            Action::Message { content } => {
-                self.answer = Some(content);
-                Ok(StepOutcome::Done)
-            }
-        }
-    }
-    async fn submission(&mut self) -> Result<Submission, EnvError> {
-        Ok(Submission {
-            final_answer: self.answer.clone(),
-            ..Default::default()
-        })
-    }
-    async fn close(&mut self) -> Result<(), EnvError> {
-        Ok(())
-    }
-}
-
-struct SimVerifier;
-
-#[async_trait]
-impl Verifier for SimVerifier {
-    async fn verify(&self, _: &Task, s: &Submission) -> Result<Verdict, VerifyError> {
-        let passed = s.final_answer.as_deref() == Some("done");
-        Ok(Verdict::from_checks(vec![enact_core::CheckResult {
-            name: "answer".into(),
-            status: if passed {
-                enact_core::CheckStatus::Passed
-            } else {
-                enact_core::CheckStatus::Failed
-            },
-            detail: String::new(),
-        }]))
-    }
 }
 
 /// Makes the episodes of one simulated run.
@@ -346,13 +126,12 @@ impl Sim {
                 parser: Arc::new(HermesParser),
                 config,
             },
-            env: Box::new(SimEnv {
-                median_ms: self.args.tool_median_ms,
-                sigma: self.args.tool_sigma,
-                rng: enact_rollout::stable_hash(&task.id),
-                answer: None,
-            }),
-            verifier: Some(Arc::new(SimVerifier)),
+            env: Box::new(SimEnv::new(
+                self.args.tool_median_ms,
+                self.args.tool_sigma,
+                enact_rollout::stable_hash(&task.id),
+            )),
+            verifier: Some(Arc::new(AnswerVerifier("done".into()))),
         }
     }
 }

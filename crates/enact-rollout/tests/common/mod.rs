@@ -10,10 +10,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use enact_agent::{Agent, AgentConfig};
 use enact_core::{
-    Action, EnvError, Environment, Message, Policy, PolicyError, Reset, Sample, SampleRequest,
-    StepOutcome, Submission, Task, ToolResult, Verdict, Verifier, VerifyError,
+    Action, EnvError, Environment, Policy, PolicyError, Reset, Sample, SampleRequest, StepOutcome,
+    Submission, Task,
 };
 use enact_model::{ByteTokenizer, ChatMlTemplate, HermesParser, ScriptedPolicy};
+use enact_rollout::sim::{AnswerVerifier, SimEnv};
 use enact_rollout::{
     Cancel, EpisodeParts, Publisher, Rollout, RolloutConfig, RolloutRecord, RolloutSummary,
 };
@@ -41,13 +42,14 @@ pub enum PolicyMode {
     OutOfVocabulary,
 }
 
+/// The simulated tool environment with a fault at the first tool call, counting the
+/// episodes alive at once.
 pub struct TestEnv {
+    pub inner: SimEnv,
     pub mode: EnvMode,
-    pub tool_delay: Duration,
     pub live: Arc<AtomicUsize>,
     pub max_live: Arc<AtomicUsize>,
     counted: bool,
-    answer: Option<String>,
 }
 
 #[async_trait]
@@ -61,66 +63,30 @@ impl Environment for TestEnv {
         let now = self.live.fetch_add(1, Ordering::SeqCst) + 1;
         self.max_live.fetch_max(now, Ordering::SeqCst);
         self.counted = true;
-        Ok(Reset {
-            messages: vec![Message::user(task.prompt.clone())],
-            tools: Vec::new(),
-        })
+        self.inner.reset(task).await
     }
     async fn step(&mut self, action: Action) -> Result<StepOutcome, EnvError> {
-        match action {
-            Action::ToolCall(call) => {
-                match self.mode {
-                    EnvMode::PanicOnStep => panic!("the test environment crashed"),
-                    EnvMode::ErrorOnStep => {
-                        return Err(EnvError::Step("the test environment broke".into()));
-                    }
-                    EnvMode::HangOnStep => std::future::pending::<()>().await,
-                    _ => {}
+        if matches!(action, Action::ToolCall(_)) {
+            match self.mode {
+                EnvMode::PanicOnStep => panic!("the test environment crashed"),
+                EnvMode::ErrorOnStep => {
+                    return Err(EnvError::Step("the test environment broke".into()));
                 }
-                tokio::time::sleep(self.tool_delay).await;
-                Ok(StepOutcome::ToolResult(ToolResult {
-                    call_id: call.id,
-                    name: call.name,
-                    content: "ok".into(),
-                    is_error: false,
-                }))
-            }
-            Action::Message { content } => {
-                self.answer = Some(content);
-                Ok(StepOutcome::Done)
+                EnvMode::HangOnStep => std::future::pending::<()>().await,
+                _ => {}
             }
         }
+        self.inner.step(action).await
     }
     async fn submission(&mut self) -> Result<Submission, EnvError> {
-        Ok(Submission {
-            final_answer: self.answer.clone(),
-            ..Default::default()
-        })
+        self.inner.submission().await
     }
     async fn close(&mut self) -> Result<(), EnvError> {
         if self.counted {
             self.live.fetch_sub(1, Ordering::SeqCst);
             self.counted = false;
         }
-        Ok(())
-    }
-}
-
-pub struct TestVerifier;
-
-#[async_trait]
-impl Verifier for TestVerifier {
-    async fn verify(&self, _task: &Task, s: &Submission) -> Result<Verdict, VerifyError> {
-        let ok = s.final_answer.as_deref() == Some("done");
-        Ok(Verdict::from_checks(vec![enact_core::CheckResult {
-            name: "answer".into(),
-            status: if ok {
-                enact_core::CheckStatus::Passed
-            } else {
-                enact_core::CheckStatus::Failed
-            },
-            detail: String::new(),
-        }]))
+        self.inner.close().await
     }
 }
 
@@ -234,14 +200,13 @@ pub fn engine(
                 config: AgentConfig::default(),
             },
             env: Box::new(TestEnv {
+                inner: SimEnv::new(tool_delay.as_secs_f64() * 1e3, 0.0, 1),
                 mode: env_mode,
-                tool_delay,
                 live: l.clone(),
                 max_live: m.clone(),
                 counted: false,
-                answer: None,
             }),
-            verifier: Some(Arc::new(TestVerifier)),
+            verifier: Some(Arc::new(AnswerVerifier("done".into()))),
         })
     };
     let rollout = Rollout::new(config, Arc::new(factory));
