@@ -119,7 +119,10 @@ fn kill_9_then_rerun_loses_and_duplicates_nothing() {
     assert_eq!(after.len(), TASKS * GROUP, "lost episodes");
     // Everything stored before the kill is still there, first, unchanged.
     assert_eq!(after[..before.len()], before[..]);
-    assert!(stdout.contains("resumed"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("{} resumed", before.len())),
+        "{stdout}"
+    );
 
     // The dataset covers every episode, in both formats.
     let rows = std::fs::read_to_string(tmp.path().join("out/dataset.jsonl")).unwrap();

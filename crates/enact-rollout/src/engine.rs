@@ -442,31 +442,22 @@ impl Rollout {
     /// Stamps versions and staleness; `None` when the episode is beyond the bound and the
     /// policy says drop.
     fn judge(&self, slot: &EpisodeSlot, f: Finished, finish_seq: u64) -> Option<RolloutRecord> {
-        let versions = f
-            .episode
-            .trajectory
-            .segments
-            .iter()
-            .filter(|s| s.kind == SegmentKind::Sampled)
-            .flat_map(|s| s.policy_versions.iter().copied());
-        let (min, max) = versions.fold((None, None), |(lo, hi): (Option<u64>, Option<u64>), v| {
-            (
-                Some(lo.map_or(v, |l| l.min(v))),
-                Some(hi.map_or(v, |h| h.max(v))),
-            )
-        });
+        // One pass over the sampled segments: token count and oldest / newest version.
+        let (mut sampled, mut min, mut max) = (0u64, None::<u64>, None::<u64>);
+        for s in &f.episode.trajectory.segments {
+            if s.kind != SegmentKind::Sampled {
+                continue;
+            }
+            sampled += s.tokens.len() as u64;
+            for &v in &s.policy_versions {
+                min = Some(min.map_or(v, |m| m.min(v)));
+                max = Some(max.map_or(v, |m| m.max(v)));
+            }
+        }
         let min = min.unwrap_or(f.admitted_version);
         let max = max.unwrap_or(f.admitted_version);
         let finished_version = self.publisher.version();
         let staleness = finished_version.saturating_sub(min);
-        let sampled = f
-            .episode
-            .trajectory
-            .segments
-            .iter()
-            .filter(|s| s.kind == SegmentKind::Sampled)
-            .map(|s| s.tokens.len() as u64)
-            .sum::<u64>();
         let beyond = self.config.max_staleness.is_some_and(|eta| staleness > eta);
         self.board.count(|c| {
             c.sampled_tokens += sampled;
