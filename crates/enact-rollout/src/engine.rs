@@ -307,7 +307,7 @@ impl Rollout {
         let mut seq = 0u64;
         loop {
             if cancel.is_cancelled() {
-                in_flight.abort_all();
+                self.abandon(&mut in_flight, &slots);
                 summary.cancelled = true;
                 return Ok(());
             }
@@ -423,7 +423,7 @@ impl Rollout {
             };
             self.board.consumer_blocked(false);
             if sent.is_err() {
-                in_flight.abort_all();
+                self.abandon(&mut in_flight, &slots);
                 return Err(RolloutError::ConsumerGone {
                     pending: queue.len() + slots.len(),
                 });
@@ -436,6 +436,19 @@ impl Rollout {
                 c.finished += 1;
                 c.errors += u64::from(is_error);
             });
+        }
+    }
+
+    /// Aborts the in-flight episodes (not stored: a resume runs them again) and takes them
+    /// off the status board.
+    fn abandon(
+        &self,
+        in_flight: &mut tokio::task::JoinSet<Episode>,
+        slots: &HashMap<tokio::task::Id, (EpisodeSlot, u64, u64)>,
+    ) {
+        in_flight.abort_all();
+        for (slot, _, _) in slots.values() {
+            self.board.remove(&slot.episode_id);
         }
     }
 

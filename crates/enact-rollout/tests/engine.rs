@@ -6,7 +6,7 @@ mod common;
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::{EnvMode, PolicyMode, collect, engine, normal, tasks};
@@ -263,7 +263,8 @@ async fn the_watchdog_names_a_stalled_tool_call_and_cancel_ends_the_run() {
     cancel.cancel();
     let summary = run.await.unwrap().unwrap();
     assert!(summary.cancelled);
+    // Abandoned episodes are no longer reported in flight.
+    assert!(board.snapshot(Duration::from_secs(60)).in_flight.is_empty());
     assert_eq!(summary.finished, 0);
     assert_eq!(h.made.load(Ordering::SeqCst), 2, "admitted after cancel");
-    let _ = AtomicUsize::new(0);
 }
