@@ -15,6 +15,9 @@ use enact_core::{
     SampleRequest, StepOutcome, Submission, Task, ToolResult, Verdict, Verifier, VerifyError,
 };
 
+/// The simulated agent's tool call (Hermes syntax): tool `work`, no arguments.
+pub const TOOL_CALL: &str = "<tool_call>\n{\"name\": \"work\", \"arguments\": {}}\n</tool_call>";
+
 /// A job on the simulated server: `steps` decode steps left, then `done`.
 pub struct Job {
     steps: usize,

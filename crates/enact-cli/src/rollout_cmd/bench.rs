@@ -72,10 +72,7 @@ impl Sim {
     fn new(args: &BenchRolloutArgs, server: Option<Arc<SimServer>>) -> Result<Self> {
         let tokenizer = Arc::new(ByteTokenizer::new());
         let call = tokenizer
-            .encode(&enact_env::suite::hermes_call(
-                "work",
-                &serde_json::json!({}),
-            ))
+            .encode(enact_rollout::sim::TOOL_CALL)
             .context("cannot encode the simulated tool call")?;
         let answer = tokenizer
             .encode("done")

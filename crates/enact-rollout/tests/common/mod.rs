@@ -141,10 +141,7 @@ pub fn tasks(n: usize) -> Vec<Task> {
 }
 
 pub fn script() -> Vec<String> {
-    vec![
-        "<tool_call>\n{\"name\": \"work\", \"arguments\": {}}\n</tool_call>".into(),
-        "done".into(),
-    ]
+    vec![enact_rollout::sim::TOOL_CALL.into(), "done".into()]
 }
 
 /// A factory of episodes; the modes are chosen per task id by `pick`.
