@@ -96,17 +96,17 @@ pub struct StatusSnapshot {
     pub stalled: Vec<String>,
 }
 
-/// Token progress of one episode, updated without the board's lock (once per token).
+/// Token count of one episode, bumped without the board's lock and without reading the
+/// clock (once per token: the hot path). A snapshot that sees the count move stamps the
+/// progress time, so token progress is known to within one status interval.
 #[derive(Default)]
 pub(crate) struct TokenProgress {
     tokens: AtomicU64,
-    at_ms: AtomicU64,
 }
 
 impl TokenProgress {
     pub(crate) fn token(&self) {
         self.tokens.fetch_add(1, Ordering::Relaxed);
-        self.at_ms.store(now_unix_ms(), Ordering::Relaxed);
     }
 }
 
@@ -215,12 +215,14 @@ impl StatusBoard {
         self.with(|b| {
             let in_flight: Vec<EpisodeStatus> = b
                 .episodes
-                .values()
+                .values_mut()
                 .map(|(e, p)| {
-                    let mut e = e.clone();
-                    e.sampled_tokens = p.tokens.load(Ordering::Relaxed);
-                    e.progress_ms = e.progress_ms.max(p.at_ms.load(Ordering::Relaxed));
-                    e
+                    let tokens = p.tokens.load(Ordering::Relaxed);
+                    if tokens != e.sampled_tokens {
+                        e.sampled_tokens = tokens;
+                        e.progress_ms = now;
+                    }
+                    e.clone()
                 })
                 .collect();
             let stalled = in_flight
@@ -285,4 +287,43 @@ pub fn read_status(path: &Path) -> Result<StatusSnapshot, String> {
         )
     })?;
     serde_json::from_str(&text).map_err(|e| format!("{} is not a status file: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn status(id: &str) -> EpisodeStatus {
+        EpisodeStatus {
+            episode_id: id.into(),
+            task_id: "t".into(),
+            sample_index: 0,
+            admitted_version: 0,
+            waiting: Waiting::Setup,
+            since_ms: now_unix_ms(),
+            progress_ms: now_unix_ms(),
+            turn: 0,
+            sampled_tokens: 0,
+        }
+    }
+
+    #[test]
+    fn tokens_count_as_progress_for_the_watchdog() {
+        let board = StatusBoard::default();
+        let progress = board.admit(status("e1"));
+        board.wait_on("e1", Waiting::Sampling);
+        std::thread::sleep(Duration::from_millis(5));
+        let limit = Duration::from_millis(1);
+        let stalled = board.snapshot(limit).stalled;
+        assert_eq!(stalled.len(), 1);
+        assert!(stalled[0].contains("backend request"), "{stalled:?}");
+        progress.token();
+        let snap = board.snapshot(limit);
+        assert!(snap.stalled.is_empty(), "{:?}", snap.stalled);
+        assert_eq!(snap.in_flight[0].sampled_tokens, 1);
+        assert_eq!(snap.in_flight[0].turn, 1);
+        board.remove("e1");
+        assert!(board.snapshot(limit).in_flight.is_empty());
+    }
 }
