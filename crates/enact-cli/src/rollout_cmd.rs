@@ -160,7 +160,14 @@ pub async fn run(verbose: u8, args: RolloutArgs) -> Result<()> {
         }
         (Some(RolloutCmd::Export { dir }), _) => {
             crate::init_logging(verbose, None)?;
-            let (_, records) = TrajectoryStore::open(&dir.join(STORE), FsyncPolicy::Always)?;
+            let store = dir.join(STORE);
+            if !store.exists() {
+                bail!(
+                    "{} has no {STORE}; pass the output directory of `enact rollout`",
+                    dir.display()
+                );
+            }
+            let (_, records) = TrajectoryStore::open(&store, FsyncPolicy::Always)?;
             export(&dir, &records)
         }
         (None, Some(config)) => rollout(verbose, &config).await,

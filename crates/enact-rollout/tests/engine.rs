@@ -268,3 +268,16 @@ async fn the_watchdog_names_a_stalled_tool_call_and_cancel_ends_the_run() {
     assert_eq!(summary.finished, 0);
     assert_eq!(h.made.load(Ordering::SeqCst), 2, "admitted after cancel");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_episode_timeout_ends_a_hanging_episode() {
+    let pick = Arc::new(|_: &Task| (EnvMode::HangOnStep, PolicyMode::Normal));
+    let mut cfg = config(2, 1);
+    cfg.episode_timeout = Some(Duration::from_millis(50));
+    let (rollout, _) = engine(cfg, pick, Duration::ZERO, None);
+    let (summary, records) = collect(&rollout, tasks(3), &HashSet::new(), 2).await;
+    assert_eq!(summary.finished, 3);
+    for r in &records {
+        assert_eq!(r.episode.outcome.termination, Termination::TimeLimit);
+    }
+}
