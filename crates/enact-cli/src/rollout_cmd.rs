@@ -189,7 +189,11 @@ pub fn read_config(path: &Path) -> Result<RolloutFile> {
             path.display()
         )
     })?;
-    let base = path.parent().unwrap_or(Path::new("."));
+    // Canonical, so that the same file named differently (`./rollout.toml`, an absolute
+    // path, another working directory) resolves to the same run.
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+    let base = std::fs::canonicalize(parent.unwrap_or(Path::new(".")))
+        .with_context(|| format!("cannot resolve the directory of {}", path.display()))?;
     file.output = base.join(&file.output);
     file.script = file.script.map(|s| base.join(s));
     Ok(file)
@@ -221,7 +225,17 @@ async fn rollout(verbose: u8, config_path: &Path) -> Result<()> {
         Err(_) => std::fs::write(&config_copy, &resolved)
             .with_context(|| format!("cannot write {}", config_copy.display()))?,
     }
-    crate::init_logging(verbose, Some(&out.join("log.txt")))?;
+    // A resumed run keeps the previous run's log beside its own.
+    let log = out.join("log.txt");
+    if log.exists() {
+        let kept = out.join(format!(
+            "log.{}.txt",
+            chrono::Utc::now().format("%Y%m%d-%H%M%S")
+        ));
+        std::fs::rename(&log, &kept)
+            .with_context(|| format!("cannot keep the previous log as {}", kept.display()))?;
+    }
+    crate::init_logging(verbose, Some(&log))?;
 
     let suite = crate::env_cmd::resolve_suite(&file.env, file.noise.as_deref()).await?;
     model::set_overrides(model::ModelOverrides {

@@ -106,7 +106,11 @@ fn kill_9_then_rerun_loses_and_duplicates_nothing() {
         "the run finished before it was killed; the test proves nothing"
     );
 
-    let out = enact(&["rollout", "--config", cfg_arg]).output().unwrap();
+    // Resume from another working directory, naming the same file differently.
+    let out = enact(&["rollout", "--config", "./rollout.toml"])
+        .current_dir(tmp.path())
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
