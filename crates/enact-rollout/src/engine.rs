@@ -263,6 +263,13 @@ impl Rollout {
                 "concurrency and group size must be at least 1".into(),
             ));
         }
+        let mut seen = HashSet::new();
+        if let Some(t) = tasks.iter().find(|t| !seen.insert(t.id.as_str())) {
+            return Err(RolloutError::Config(format!(
+                "task id {:?} appears twice; episode ids are derived from task ids, so they must be unique",
+                t.id
+            )));
+        }
         let tasks: Arc<Vec<Task>> = Arc::new(tasks);
         let mut summary = RolloutSummary::default();
         let mut queue = VecDeque::new();

@@ -44,6 +44,17 @@ async fn every_sample_of_every_group_is_delivered_once_under_its_stable_id() {
     // Concurrency was used and never exceeded.
     assert_eq!(h.max_live.load(Ordering::SeqCst), 4);
 
+    // Duplicate task ids would make duplicate episode ids: refused before anything runs.
+    let (rollout, h) = engine(config(4, 3), normal(), Duration::ZERO, None);
+    let (tx, _rx) = mpsc::channel(1);
+    let twice = [tasks(2), tasks(1)].concat();
+    let err = rollout
+        .run(twice, &HashSet::new(), tx, Cancel::default())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("appears twice"), "{err}");
+    assert_eq!(h.made.load(Ordering::SeqCst), 0);
+
     // A resume with everything done admits nothing.
     let (rollout, h) = engine(config(4, 3), normal(), Duration::ZERO, None);
     let (summary, records) = collect(&rollout, tasks(5), &ids, 2).await;
