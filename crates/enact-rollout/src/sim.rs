@@ -18,6 +18,20 @@ use enact_core::{
 /// The simulated agent's tool call (Hermes syntax): tool `work`, no arguments.
 pub const TOOL_CALL: &str = "<tool_call>\n{\"name\": \"work\", \"arguments\": {}}\n</tool_call>";
 
+/// `n` simulated tasks, ids `{prefix}0`, `{prefix}1`, …
+pub fn tasks(prefix: &str, n: usize) -> Vec<Task> {
+    (0..n)
+        .map(|i| Task {
+            id: format!("{prefix}{i}"),
+            prompt: format!("simulated task {i}"),
+            env: serde_json::Value::Null,
+            hidden: None,
+            split: None,
+            metadata: Default::default(),
+        })
+        .collect()
+}
+
 /// A job on the simulated server: `steps` decode steps left, then `done`.
 pub struct Job {
     steps: usize,

@@ -88,16 +88,7 @@ impl Sim {
     }
 
     fn tasks(&self) -> Vec<Task> {
-        (0..self.args.episodes)
-            .map(|i| Task {
-                id: format!("sim{i}"),
-                prompt: format!("simulated task {i}"),
-                env: serde_json::Value::Null,
-                hidden: None,
-                split: None,
-                metadata: Default::default(),
-            })
-            .collect()
+        enact_rollout::sim::tasks("sim", self.args.episodes)
     }
 
     fn parts(&self, task: &Task, lockstep: Option<Arc<tokio::sync::Barrier>>) -> EpisodeParts {

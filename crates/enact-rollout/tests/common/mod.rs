@@ -128,16 +128,7 @@ impl Policy for TestPolicy {
 }
 
 pub fn tasks(n: usize) -> Vec<Task> {
-    (0..n)
-        .map(|i| Task {
-            id: format!("t{i}"),
-            prompt: format!("task {i}"),
-            env: serde_json::Value::Null,
-            hidden: None,
-            split: None,
-            metadata: Default::default(),
-        })
-        .collect()
+    enact_rollout::sim::tasks("t", n)
 }
 
 pub fn script() -> Vec<String> {
