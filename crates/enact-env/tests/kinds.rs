@@ -173,11 +173,11 @@ async fn api_partial_work_gets_partial_progress() {
         .collect();
     assert_eq!(
         passed,
-        vec!["ticket_created", "priority_high"],
+        vec!["ticket_created", "priority_high", "authorized_only"],
         "{:?}",
         v.checks
     );
-    assert!((v.progress - 2.0 / 5.0).abs() < 1e-9);
+    assert!((v.progress - 3.0 / 6.0).abs() < 1e-9);
     // The user simulator spoke again after the first reply.
     assert!(
         ep.messages
