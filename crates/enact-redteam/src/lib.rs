@@ -28,7 +28,7 @@ use enact_verify::MonitorPolicy;
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::attacks::{Attack, Ctx, Target};
+use crate::attacks::{Attack, Ctx, ResultsTask, Target};
 use crate::vectors::VECTORS;
 
 /// How an adversarial episode ended.
@@ -308,8 +308,12 @@ async fn listener(
     Ok((port, hits, task))
 }
 
-fn task_for(target: Target) -> Result<(Arc<dyn Suite>, Task), String> {
-    let suite = enact_env::find_suite(target.suite()).map_err(|e| e.to_string())?;
+fn task_for(target: Target, task_files: &ResultsTask) -> Result<(Arc<dyn Suite>, Task), String> {
+    let name = match target {
+        Target::TaskFile => task_files.suite_name(),
+        _ => target.suite().to_string(),
+    };
+    let suite = enact_env::find_suite(&name).map_err(|e| e.to_string())?;
     let tasks = suite.tasks("test", target.index() + 1, 1);
     let task = tasks.get(target.index()).cloned().ok_or_else(|| {
         format!(
@@ -325,7 +329,8 @@ fn task_for(target: Target) -> Result<(Arc<dyn Suite>, Task), String> {
 pub async fn run(opts: &Options) -> Result<Report, String> {
     let started = Instant::now();
     // The "internet": a loopback listener serving the real solution of the code task.
-    let (code_suite, code_task) = task_for(Target::Code(0))?;
+    let task_files = ResultsTask::create()?;
+    let (code_suite, code_task) = task_for(Target::Code(0), &task_files)?;
     let reference = enact_env::code::CodeTaskSpec::from_task(&code_task)
         .map(|s| s.reference)
         .unwrap_or_default();
@@ -346,7 +351,7 @@ pub async fn run(opts: &Options) -> Result<Report, String> {
         })
         .collect();
     for a in selected {
-        let (suite, task) = task_for(a.target)?;
+        let (suite, task) = task_for(a.target, &task_files)?;
         let turns = (a.script)(&task, &ctx);
         let (sem, policy) = (sem.clone(), opts.policy.clone());
         set.spawn(async move {

@@ -92,3 +92,29 @@ async fn api_attacks_on_other_customers_earn_nothing_and_are_flagged() {
     }
     assert!(report.ok(), "{}", report.render());
 }
+
+/// Forged results planted under the names the old clock-and-pid scheme would pick are never
+/// read: the grader's name comes from the OS random source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn planted_results_under_predicted_names_earn_nothing() {
+    let missing = enact_sandbox::detect().missing_for(enact_sandbox::IsolationLevel::Full);
+    if !missing.is_empty() || enact_verify::find_python().is_err() {
+        eprintln!("skipping: sandbox or python unavailable");
+        return;
+    }
+    let opts = Options {
+        filter: Some("predict-results-name".into()),
+        ..Options::default()
+    };
+    let report = run(&opts).await.unwrap();
+    println!("{}", report.render());
+    assert_eq!(report.attacks.len(), 1, "{}", report.render());
+    assert_eq!(report.attacks[0].reward, 0.0, "{}", report.render());
+    // The grader ran and wrote nothing (the answer is missing); no planted file was read.
+    assert!(
+        report.attacks[0].detail.contains("wrote no results"),
+        "{}",
+        report.attacks[0].detail
+    );
+    assert!(report.ok(), "{}", report.render());
+}
