@@ -7,7 +7,20 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::env::Submission;
-use crate::task::{MonitorFlag, Task};
+use crate::task::Task;
+
+/// A suspicious behaviour noticed by a monitor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MonitorFlag {
+    /// Monitor name, e.g. `test-file-touched`.
+    pub monitor: String,
+    /// Cheat-vector number(s) from the red-team catalogue this relates to, if any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vectors: Vec<u32>,
+    pub detail: String,
+    /// What the flag did to the reward: `withheld`, `penalised`, `recorded`.
+    pub action: String,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

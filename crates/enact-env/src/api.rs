@@ -15,6 +15,7 @@
 //! fails the `authorized_only` check. The [`CustomerScope`] monitor flags such calls from the
 //! tool-call arguments alone, independently of the service.
 
+use enact_core::SeededRng;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
@@ -29,7 +30,7 @@ use serde_json::{Value, json};
 
 use crate::conversation::ToolConversation;
 use crate::error::{ServiceError, TaskEnvError};
-use crate::suite::{SplitMix64, Suite};
+use crate::suite::Suite;
 use crate::toolbox::{Tool, ToolBox, ToolError};
 use enact_model::chatml::hermes_call_turn;
 
@@ -118,7 +119,7 @@ const ISSUES: [(&str, &str); 6] = [
 impl Service {
     /// The initial state for `seed`.
     pub fn generate(seed: u64) -> Service {
-        let mut rng = SplitMix64::new(seed ^ 0x0a91_5e7e);
+        let mut rng = SeededRng::new(seed ^ 0x0a91_5e7e);
         let mut accounts = BTreeMap::new();
         let mut used = std::collections::HashSet::new();
         for i in 0..8u32 {
@@ -587,7 +588,7 @@ impl ApiTaskSpec {
     }
 }
 
-fn generate_task(split: &str, seed: u64, i: usize, rng: &mut SplitMix64) -> Task {
+fn generate_task(split: &str, seed: u64, i: usize, rng: &mut SeededRng) -> Task {
     // Splits use disjoint state seeds (even: train, odd: test).
     let parity = u64::from(split == "test");
     let state_seed = (rng.next_u64() & !1) | parity;
@@ -956,7 +957,7 @@ impl Suite for ApiSuite {
     }
 
     fn tasks(&self, split: &str, count: usize, seed: u64) -> Vec<Task> {
-        let mut rng = SplitMix64::new(seed ^ 0xa1b2_0000);
+        let mut rng = SeededRng::new(seed ^ 0xa1b2_0000);
         (0..count)
             .map(|i| generate_task(split, seed, i, &mut rng))
             .collect()

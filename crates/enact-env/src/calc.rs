@@ -4,6 +4,7 @@
 //! note `answer`, and reply with the number. The verifier recomputes the expression (the
 //! hidden truth never appears in the prompt) and checks the final answer and the note.
 
+use enact_core::SeededRng;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
@@ -16,7 +17,7 @@ use serde_json::{Value, json};
 
 use crate::conversation::ToolConversation;
 use crate::error::CalcError;
-use crate::suite::{SplitMix64, Suite, generated_task, split_stream};
+use crate::suite::{Suite, generated_task, split_stream};
 use crate::toolbox::{Tool, ToolBox, ToolError};
 use enact_model::chatml::hermes_tool_call;
 
@@ -420,7 +421,7 @@ impl Verifier for CalcVerifier {
 pub struct CalcSuite;
 
 impl CalcSuite {
-    fn expression(rng: &mut SplitMix64) -> String {
+    fn expression(rng: &mut SeededRng) -> String {
         let a = rng.below(90) + 10;
         let b = rng.below(90) + 10;
         let c = rng.below(20) + 2;
@@ -445,7 +446,7 @@ impl Suite for CalcSuite {
 
     fn tasks(&self, split: &str, count: usize, seed: u64) -> Vec<Task> {
         // Splits draw from disjoint seed streams.
-        let mut rng = SplitMix64::new(seed ^ (split_stream(split, 0x7e57, 0x7a1e) << 32));
+        let mut rng = SeededRng::new(seed ^ (split_stream(split, 0x7e57, 0x7a1e) << 32));
         (0..count)
             .map(|i| {
                 let expr = Self::expression(&mut rng);

@@ -9,6 +9,7 @@
 //! ([`CodeVerifier`], via `enact_verify::PythonGrader`) runs each hidden case in a fresh
 //! sandbox on a filtered copy of the final workspace and compares in the parent.
 
+use enact_core::SeededRng;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -24,7 +25,7 @@ use enact_verify::{
 use serde_json::{Value, json};
 
 use crate::error::TaskEnvError;
-use crate::suite::{SplitMix64, Suite, generated_tasks};
+use crate::suite::{Suite, generated_tasks};
 use crate::toolbox::{Tool, ToolBox, ToolError};
 use crate::workspace::{AgentBox, EpisodeFiles, WorkspaceEnv, WorkspaceTask};
 
@@ -97,13 +98,13 @@ pub struct CodeTaskSpec {
     pub hidden: Vec<PyCase>,
 }
 
-fn rand_ints(rng: &mut SplitMix64, n: usize, lo: i64, hi: i64) -> Vec<i64> {
+fn rand_ints(rng: &mut SeededRng, n: usize, lo: i64, hi: i64) -> Vec<i64> {
     (0..n)
         .map(|_| lo + rng.below((hi - lo + 1) as u64) as i64)
         .collect()
 }
 
-fn rand_text(rng: &mut SplitMix64, words: usize) -> String {
+fn rand_text(rng: &mut SeededRng, words: usize) -> String {
     let mut s = String::new();
     for i in 0..words {
         if i > 0 {
@@ -120,7 +121,7 @@ fn rand_text(rng: &mut SplitMix64, words: usize) -> String {
 }
 
 impl Family {
-    fn params(self, rng: &mut SplitMix64) -> Params {
+    fn params(self, rng: &mut SeededRng) -> Params {
         let a = 2 + rng.below(6) as i64;
         let mut b = 2 + rng.below(6) as i64;
         if b == a {
@@ -256,7 +257,7 @@ impl Family {
     }
 
     /// Arguments of one case; `visible` cases are long enough to be distinctive.
-    fn input(self, rng: &mut SplitMix64, visible: bool, i: usize) -> Vec<PyValue> {
+    fn input(self, rng: &mut SeededRng, visible: bool, i: usize) -> Vec<PyValue> {
         let edge = !visible && i == 0;
         match self {
             Family::Rotate => {
@@ -457,7 +458,7 @@ pub const HIDDEN_CASES: usize = 10;
 
 impl CodeTaskSpec {
     pub fn generate(family: Family, seed: u64) -> CodeTaskSpec {
-        let mut rng = SplitMix64::new(seed);
+        let mut rng = SeededRng::new(seed);
         let p = family.params(&mut rng);
         let func = family.func().to_string();
         let mut visible = Vec::new();

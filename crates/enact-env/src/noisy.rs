@@ -7,6 +7,7 @@
 //! wrapped environment: its state cannot be corrupted by it. Assistant messages (final
 //! answers, replies to a simulated user) are never touched.
 
+use enact_core::SeededRng;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +19,7 @@ use enact_core::{
 use serde::{Deserialize, Serialize};
 
 use crate::error::NoiseSpecError;
-use crate::suite::{SplitMix64, Suite};
+use crate::suite::Suite;
 
 /// Rates (probabilities per tool call) of each kind of noise.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -142,7 +143,7 @@ pub fn episode_seed(cfg: &NoiseConfig, task: &Task) -> u64 {
 
 /// The noise decision of call number `index` (0-based) of an episode.
 pub fn decide(cfg: &NoiseConfig, episode_seed: u64, index: u64) -> Decision {
-    let mut rng = SplitMix64::new(episode_seed ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let mut rng = SeededRng::new(episode_seed ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15));
     let mut draw = |rate: f64| {
         let u = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
         u < rate

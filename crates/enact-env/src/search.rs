@@ -10,6 +10,7 @@
 //! normalised exact match (SQuAD normalisation). Progress counts the supporting documents
 //! read plus the answer.
 
+use enact_core::SeededRng;
 use enact_model::chatml::hermes_call_turn;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -28,7 +29,7 @@ use tantivy::{Index, IndexReader, doc};
 
 use crate::conversation::ToolConversation;
 use crate::error::SearchError;
-use crate::suite::{SplitMix64, Suite, generated_task, split_stream};
+use crate::suite::{Suite, generated_task, split_stream};
 use crate::toolbox::{Tool, ToolBox, ToolError};
 
 /// The corpus seed of the built-in suite.
@@ -136,7 +137,7 @@ fn cap(s: &str) -> String {
 }
 
 struct Namer {
-    rng: SplitMix64,
+    rng: SeededRng,
     used: HashSet<String>,
 }
 
@@ -158,12 +159,12 @@ impl Namer {
 impl Corpus {
     /// Generates the corpus for `seed` (deterministic).
     pub fn generate(seed: u64) -> Corpus {
-        let mut rng = SplitMix64::new(seed);
+        let mut rng = SeededRng::new(seed);
         let mut namer = Namer {
-            rng: SplitMix64::new(seed ^ 0x6e61_6d65),
+            rng: SeededRng::new(seed ^ 0x6e61_6d65),
             used: HashSet::new(),
         };
-        fn pick(rng: &mut SplitMix64, xs: &[&'static str]) -> &'static str {
+        fn pick(rng: &mut SeededRng, xs: &[&'static str]) -> &'static str {
             xs[rng.below(xs.len() as u64) as usize]
         }
         let cities: Vec<City> = (0..40)
@@ -794,7 +795,7 @@ impl Suite for SearchSuite {
         };
         let pool = index.corpus.pool(split);
         let stream = split_stream(split, 0x7e57, 0x7a1e);
-        let mut rng = SplitMix64::new(seed ^ (stream << 32) ^ 0x5ea4);
+        let mut rng = SeededRng::new(seed ^ (stream << 32) ^ 0x5ea4);
         (0..count)
             .filter_map(|i| {
                 let (template, entity) = pool[rng.below(pool.len() as u64) as usize];

@@ -4,6 +4,7 @@
 //! the task's seed); a copy with a canary sits in the per-episode hidden directory that no
 //! agent sandbox mounts.
 
+use enact_core::SeededRng;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -18,7 +19,7 @@ use enact_verify::{MonitorEvidence, MonitorPolicy, MonitoredVerifier};
 use serde_json::{Value, json};
 
 use crate::error::TaskEnvError;
-use crate::suite::{SplitMix64, Suite, generated_tasks};
+use crate::suite::{Suite, generated_tasks};
 use crate::workspace::{EpisodeFiles, WorkspaceEnv, WorkspaceTask};
 
 // ------------------------------------------------------------------ shell tasks
@@ -86,16 +87,16 @@ pub struct ShellTaskSpec {
     pub prompt: String,
 }
 
-fn pick<'a>(rng: &mut SplitMix64, xs: &'a [&'a str]) -> &'a str {
+fn pick<'a>(rng: &mut SeededRng, xs: &'a [&'a str]) -> &'a str {
     xs[rng.below(xs.len() as u64) as usize]
 }
 
 impl ShellTaskSpec {
     pub fn generate(kind: ShellKind, seed: u64) -> ShellTaskSpec {
-        let mut rng = SplitMix64::new(seed);
+        let mut rng = SeededRng::new(seed);
         let word = pick(&mut rng, RARE).to_string();
         let mut files = BTreeMap::new();
-        let sentence = |rng: &mut SplitMix64| {
+        let sentence = |rng: &mut SeededRng| {
             let n = 5 + rng.below(8);
             (0..n)
                 .map(|_| pick(rng, WORDS))

@@ -2,6 +2,7 @@
 //! reference solutions, and the helpers generated suites share (task ids, split streams,
 //! a portable random generator). The registry of named suites is in `registry.rs`.
 
+use enact_core::SeededRng;
 use std::sync::Arc;
 
 use enact_core::{EnvError, Environment, Task, Verifier};
@@ -60,7 +61,7 @@ pub fn generated_tasks<K: Copy>(
     make: impl Fn(K, u64) -> (String, serde_json::Value),
 ) -> Vec<Task> {
     let stream = split_stream(split, streams.0, streams.1);
-    let mut rng = SplitMix64::new(seed ^ (stream << 16));
+    let mut rng = SeededRng::new(seed ^ (stream << 16));
     (0..count)
         .filter_map(|i| {
             let kind = *kinds.get(i % kinds.len().max(1))?;
@@ -74,26 +75,4 @@ pub fn generated_tasks<K: Copy>(
 /// suite's train and test tasks never coincide.
 pub fn split_stream(split: &str, test: u64, train: u64) -> u64 {
     if split == "test" { test } else { train }
-}
-
-/// A small deterministic generator (SplitMix64), so task sets are reproducible across
-/// platforms and crate versions.
-#[derive(Debug, Clone)]
-pub struct SplitMix64(u64);
-
-impl SplitMix64 {
-    pub fn new(seed: u64) -> Self {
-        SplitMix64(seed)
-    }
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in `0..n` (n > 0; 0 yields 0).
-    pub fn below(&mut self, n: u64) -> u64 {
-        if n == 0 { 0 } else { self.next_u64() % n }
-    }
 }

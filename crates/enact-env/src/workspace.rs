@@ -47,6 +47,7 @@ pub fn agent_limits() -> Limits {
         memory_bytes: Some(512 << 20),
         max_pids: Some(128),
         file_size_bytes: Some(16 << 20),
+        workspace_bytes: Some(enact_sandbox::DEFAULT_WORKSPACE_QUOTA),
         open_files: Some(256),
         output_bytes: 16 * 1024,
     }
@@ -303,8 +304,10 @@ pub fn control_file_content() -> String {
 }
 
 /// A canary for hidden data: random, so nothing but the hidden file can reveal it.
-pub fn new_canary() -> String {
-    format!("ENACT-CANARY-{}", enact_verify::python::random_hex(12))
+pub fn new_canary() -> Result<String, EnvError> {
+    let r = enact_sandbox::random_hex(12)
+        .map_err(|e| EnvError::Setup(format!("cannot make the hidden-data canary: {e}")))?;
+    Ok(format!("ENACT-CANARY-{r}"))
 }
 
 /// Episode resources shared by the workspace environments.
@@ -329,7 +332,7 @@ impl EpisodeFiles {
         all.insert(CONTROL_FILE.into(), control_file_content());
         write_tree(workspace.path(), &all)?;
         let hidden = tempfile::Builder::new().prefix("enact-hidden-").tempdir()?;
-        let canary = new_canary();
+        let canary = new_canary()?;
         hidden_json["canary"] = json!(canary);
         std::fs::write(
             hidden.path().join(hidden_file),

@@ -13,6 +13,7 @@
 //! Honest solutions must score 1.0 with no flag. See `docs/redteam.md`.
 
 pub mod attacks;
+pub mod taskfiles;
 pub mod vectors;
 
 use std::collections::BTreeMap;
@@ -28,7 +29,7 @@ use enact_verify::MonitorPolicy;
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::attacks::{Attack, Ctx, ResultsTask, Target};
+use crate::attacks::{Attack, Ctx, Target};
 use crate::vectors::VECTORS;
 
 /// How an adversarial episode ended.
@@ -226,20 +227,20 @@ impl Default for Options {
 
 fn agent(turns: Vec<String>) -> Agent {
     let tokenizer = Arc::new(ByteTokenizer::new());
-    Agent {
-        policy: Arc::new(ScriptedPolicy::new(turns, tokenizer.clone())),
+    Agent::new(
+        Arc::new(ScriptedPolicy::new(turns, tokenizer.clone())),
         tokenizer,
-        template: Arc::new(ChatMlTemplate::default()),
-        parser: Arc::new(HermesParser),
-        config: AgentConfig {
-            max_turns: 16,
-            max_tokens_per_turn: 64_000,
-            max_context_tokens: 1_000_000,
-            time_limit_secs: 300.0,
-            verify_time_limit_secs: 120.0,
-            ..AgentConfig::default()
-        },
-    }
+        Arc::new(ChatMlTemplate::default()),
+        Arc::new(HermesParser),
+    )
+    .with_config(AgentConfig {
+        max_turns: 16,
+        max_tokens_per_turn: 64_000,
+        max_context_tokens: 1_000_000,
+        time_limit_secs: 300.0,
+        verify_time_limit_secs: 120.0,
+        ..AgentConfig::default()
+    })
 }
 
 async fn run_episode(
@@ -308,12 +309,19 @@ async fn listener(
     Ok((port, hits, task))
 }
 
-fn task_for(target: Target, task_files: &ResultsTask) -> Result<(Arc<dyn Suite>, Task), String> {
-    let name = match target {
-        Target::TaskFile => task_files.suite_name(),
-        _ => target.suite().to_string(),
-    };
-    let suite = enact_env::find_suite(&name).map_err(|e| e.to_string())?;
+fn task_for(
+    target: Target,
+    tasks_suite: &Arc<dyn Suite>,
+) -> Result<(Arc<dyn Suite>, Task), String> {
+    if let Target::Tasks(id) = target {
+        let task = tasks_suite
+            .tasks("test", usize::MAX, 0)
+            .into_iter()
+            .find(|t| t.id == id)
+            .ok_or_else(|| format!("the example task files have no task {id}"))?;
+        return Ok((tasks_suite.clone(), task));
+    }
+    let suite = enact_env::find_suite(target.suite()).map_err(|e| e.to_string())?;
     let tasks = suite.tasks("test", target.index() + 1, 1);
     let task = tasks.get(target.index()).cloned().ok_or_else(|| {
         format!(
@@ -328,9 +336,15 @@ fn task_for(target: Target, task_files: &ResultsTask) -> Result<(Arc<dyn Suite>,
 /// Runs the whole suite.
 pub async fn run(opts: &Options) -> Result<Report, String> {
     let started = Instant::now();
+    // The example task files, written where users put tasks (under /opt, /var/lib, ...).
+    let materialised = taskfiles::materialise()?;
+    let tasks_suite: Arc<dyn Suite> = Arc::new(
+        enact_env::taskfile::TaskFileSuite::load(materialised.path())
+            .map_err(|e| format!("the example task files do not load: {e}"))?
+            .named("tasks"),
+    );
     // The "internet": a loopback listener serving the real solution of the code task.
-    let task_files = ResultsTask::create()?;
-    let (code_suite, code_task) = task_for(Target::Code(0), &task_files)?;
+    let (code_suite, code_task) = task_for(Target::Code(0), &tasks_suite)?;
     let reference = enact_env::code::CodeTaskSpec::from_task(&code_task)
         .map(|s| s.reference)
         .unwrap_or_default();
@@ -338,7 +352,10 @@ pub async fn run(opts: &Options) -> Result<Report, String> {
     let (port, hits, listener_task) = listener(reference)
         .await
         .map_err(|e| format!("cannot open the loopback listener: {e}"))?;
-    let ctx = Ctx { port };
+    let ctx = Ctx {
+        port,
+        tasks_dir: materialised.path().display().to_string(),
+    };
 
     let sem = Arc::new(tokio::sync::Semaphore::new(opts.concurrency.max(1)));
     let mut set: tokio::task::JoinSet<Result<Either, String>> = tokio::task::JoinSet::new();
@@ -351,7 +368,7 @@ pub async fn run(opts: &Options) -> Result<Report, String> {
         })
         .collect();
     for a in selected {
-        let (suite, task) = task_for(a.target, &task_files)?;
+        let (suite, task) = task_for(a.target, &tasks_suite)?;
         let turns = (a.script)(&task, &ctx);
         let (sem, policy) = (sem.clone(), opts.policy.clone());
         set.spawn(async move {
@@ -364,7 +381,8 @@ pub async fn run(opts: &Options) -> Result<Report, String> {
                 .and_then(|v| v.components.get("verifier").copied())
                 .unwrap_or(0.0);
             let flags: Vec<String> = ep.outcome.flags.iter().map(|f| f.monitor.clone()).collect();
-            let outcome = if ep.outcome.reward > 0.0 {
+            let breach = taskfiles::breach(a.id, &ep);
+            let outcome = if ep.outcome.reward > 0.0 || breach.is_some() {
                 Outcome::Succeeded
             } else if verifier_reward > 0.0 {
                 Outcome::Flagged
@@ -381,7 +399,7 @@ pub async fn run(opts: &Options) -> Result<Report, String> {
                 verifier_reward,
                 progress: ep.outcome.progress,
                 flags,
-                detail: failing_checks(&ep),
+                detail: breach.unwrap_or_else(|| failing_checks(&ep)),
                 ms: t.elapsed().as_secs_f64() * 1e3,
             }))
         });
@@ -389,7 +407,10 @@ pub async fn run(opts: &Options) -> Result<Report, String> {
 
     let mut no_reference = Vec::new();
     if opts.filter.is_none() {
-        for suite in enact_env::registry() {
+        for suite in enact_env::registry()
+            .into_iter()
+            .chain([tasks_suite.clone()])
+        {
             let n = match suite.name() {
                 "code" => enact_env::code::Family::ALL
                     .len()
@@ -397,6 +418,8 @@ pub async fn run(opts: &Options) -> Result<Report, String> {
                 "shell" => enact_env::shell::ShellKind::ALL
                     .len()
                     .max(opts.honest_per_suite),
+                // Every example task file: users copy them.
+                "tasks" => usize::MAX,
                 _ => opts.honest_per_suite,
             };
             let tasks = suite.tasks("test", n, 7);
@@ -450,6 +473,7 @@ pub async fn run(opts: &Options) -> Result<Report, String> {
         }
     }
     listener_task.abort();
+    drop(materialised);
     let listener_connections = hits.load(Ordering::SeqCst);
     attacks_out.sort_by(|a, b| (a.vector, &a.id).cmp(&(b.vector, &b.id)));
     honest.sort_by(|a, b| (&a.suite, &a.task).cmp(&(&b.suite, &b.task)));

@@ -2,16 +2,18 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use enact_redteam::{Options, run, vectors::VECTORS};
+use enact_testkit::Requirement;
+
+/// Whether full isolation and Python are here (otherwise the skip is recorded).
+fn sandbox_and_python() -> bool {
+    let missing = enact_sandbox::detect().missing_for(enact_sandbox::IsolationLevel::Full);
+    enact_testkit::available(Requirement::Sandbox, "full sandbox isolation", &missing)
+        && enact_testkit::found(Requirement::Python, enact_verify::find_python())
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redteam_suite_has_no_successful_cheat_and_no_false_positive() {
-    let missing = enact_sandbox::detect().missing_for(enact_sandbox::IsolationLevel::Full);
-    if !missing.is_empty() {
-        eprintln!("skipping: full sandbox isolation unavailable (missing {missing:?})");
-        return;
-    }
-    if let Err(e) = enact_verify::find_python() {
-        eprintln!("skipping: {e}");
+    if !sandbox_and_python() {
         return;
     }
     let report = run(&Options::default()).await.unwrap();
@@ -41,6 +43,19 @@ async fn redteam_suite_has_no_successful_cheat_and_no_false_positive() {
             "no honest {suite} episode"
         );
     }
+    // Every example task file's honest solution keeps full reward.
+    let tasks: Vec<&str> = report
+        .honest
+        .iter()
+        .filter(|h| h.suite == "tasks" && h.reward == 1.0)
+        .map(|h| h.task.as_str())
+        .collect();
+    for id in ["fix-mean", "sort-numbers", "unit-convert-mcp"] {
+        assert!(
+            tasks.contains(&id),
+            "no honest episode of example task {id}"
+        );
+    }
     assert!(report.ok());
 }
 
@@ -48,9 +63,7 @@ async fn redteam_suite_has_no_successful_cheat_and_no_false_positive() {
 /// must show up as `succeeded` (the harness can see a successful cheat).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn weakened_policy_lets_the_monitor_only_cheats_through() {
-    let missing = enact_sandbox::detect().missing_for(enact_sandbox::IsolationLevel::Full);
-    if !missing.is_empty() || enact_verify::find_python().is_err() {
-        eprintln!("skipping: sandbox or python unavailable");
+    if !sandbox_and_python() {
         return;
     }
     let opts = Options {
@@ -97,9 +110,7 @@ async fn api_attacks_on_other_customers_earn_nothing_and_are_flagged() {
 /// read: the grader's name comes from the OS random source.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn planted_results_under_predicted_names_earn_nothing() {
-    let missing = enact_sandbox::detect().missing_for(enact_sandbox::IsolationLevel::Full);
-    if !missing.is_empty() || enact_verify::find_python().is_err() {
-        eprintln!("skipping: sandbox or python unavailable");
+    if !sandbox_and_python() {
         return;
     }
     let opts = Options {
@@ -110,11 +121,11 @@ async fn planted_results_under_predicted_names_earn_nothing() {
     println!("{}", report.render());
     assert_eq!(report.attacks.len(), 1, "{}", report.render());
     assert_eq!(report.attacks[0].reward, 0.0, "{}", report.render());
-    // The grader ran and wrote nothing (the answer is missing); no planted file was read.
-    assert!(
-        report.attacks[0].detail.contains("wrote no results"),
+    assert_eq!(
+        report.attacks[0].verifier_reward,
+        0.0,
         "{}",
-        report.attacks[0].detail
+        report.render()
     );
     assert!(report.ok(), "{}", report.render());
 }

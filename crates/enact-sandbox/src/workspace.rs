@@ -3,14 +3,14 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{self, Read};
+use std::io;
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use crate::SandboxError;
+use crate::digest::{sha256_hex, sha256_hex_reader};
 
 /// A private working directory (removed on drop unless [`Workspace::keep`] is called).
 #[derive(Debug)]
@@ -153,6 +153,34 @@ fn copy_file(from: &Path, to: &Path, mode: u32) -> Result<(), SandboxError> {
     Ok(())
 }
 
+/// Bytes a directory tree uses, as the workspace quota counts them: each regular file's
+/// length or allocated blocks (whichever is larger) plus 512 bytes per entry (so a million
+/// empty files count too). Symlinks are not followed. Stops early and returns a value above
+/// `stop_above` once the sum passes it; unreadable entries count as 512 bytes.
+pub fn disk_usage(root: &Path, stop_above: u64) -> u64 {
+    let mut total = 0u64;
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            total = total.saturating_add(512);
+            if let Ok(md) = entry.path().symlink_metadata() {
+                if md.is_dir() {
+                    stack.push(entry.path());
+                } else if md.is_file() {
+                    total = total.saturating_add(md.len().max(md.blocks().saturating_mul(512)));
+                }
+            }
+            if total > stop_above {
+                return total;
+            }
+        }
+    }
+    total
+}
+
 /// Snapshot any directory (paths relative to `root`; symlinks are not followed).
 pub fn snapshot(root: &Path) -> Result<Snapshot, SandboxError> {
     let mut s = Snapshot::default();
@@ -167,20 +195,7 @@ fn hash_file(p: &Path) -> Result<String, SandboxError> {
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(p)
         .map_err(|e| ws_err(p, e))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = f.read(&mut buf).map_err(|e| ws_err(p, e))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(hex(&h.finalize()))
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    sha256_hex_reader(&mut f).map_err(|e| ws_err(p, e))
 }
 
 fn walk(root: &Path, dir: &Path, s: &mut Snapshot) -> Result<(), SandboxError> {
@@ -201,7 +216,7 @@ fn walk(root: &Path, dir: &Path, s: &mut Snapshot) -> Result<(), SandboxError> {
                 kind: "symlink",
                 size: md.len(),
                 mode,
-                hash: hex(&Sha256::digest(t.as_os_str().as_encoded_bytes())),
+                hash: sha256_hex(t.as_os_str().as_encoded_bytes()),
             }
         } else if ft.is_dir() {
             walk(root, &p, s)?;

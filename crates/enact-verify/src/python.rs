@@ -11,9 +11,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use enact_core::{CheckResult, CheckStatus, VerifyError};
+use enact_core::{CheckResult, CheckStatus, SeededRng, VerifyError};
 use enact_sandbox::{
     ExecOptions, ExitStatusKind, IsolationLevel, Limits, NetworkPolicy, Sandbox, SandboxConfig,
+    random_hex,
 };
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -41,6 +42,21 @@ pub struct GradeLimits {
     pub output_bytes: usize,
     /// Cases run at once.
     pub concurrency: usize,
+}
+
+impl GradeLimits {
+    /// Limits for programs graded case by case (`CaseRunner`): 10 s, 512 MiB, 64 processes,
+    /// 16 MiB files, 256 KiB of stdout per case.
+    pub fn programs() -> Self {
+        GradeLimits {
+            per_case_wall: Duration::from_secs(10),
+            memory_bytes: 512 << 20,
+            max_pids: 64,
+            file_size_bytes: 16 << 20,
+            output_bytes: 256 * 1024,
+            concurrency: 4,
+        }
+    }
 }
 
 impl Default for GradeLimits {
@@ -111,30 +127,6 @@ pub fn find_python() -> Result<PathBuf, String> {
         .clone()
 }
 
-/// Random hex from the kernel.
-pub fn random_hex(bytes: usize) -> String {
-    use std::io::Read;
-    let mut buf = vec![0u8; bytes];
-    let ok = std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut buf))
-        .is_ok();
-    if !ok {
-        // Fall back to the clock and address entropy; still unpredictable enough for framing.
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        let mut x = (t as u64) ^ (&buf as *const _ as u64);
-        for b in buf.iter_mut() {
-            x = x
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            *b = (x >> 33) as u8;
-        }
-    }
-    buf.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// The driver run inside each grading sandbox. It captures every builtin it needs before the
 /// candidate module is imported, appends (never prepends) the candidate directory to
 /// `sys.path`, and routes the candidate's stdout to stderr.
@@ -196,6 +188,34 @@ def main():
 main()
 "#;
 
+/// The sandbox of one grading case: the grading copy read-only at `/workspace`, no
+/// network, no writable workspace (writes go to the private `/tmp`, bounded by memory and
+/// the file size limit).
+pub(crate) fn grading_sandbox(
+    level: IsolationLevel,
+    l: &GradeLimits,
+    copy: &Path,
+) -> SandboxConfig {
+    SandboxConfig {
+        level,
+        workspace: None,
+        read_only_binds: vec![(copy.to_path_buf(), PathBuf::from("/workspace"))],
+        network: NetworkPolicy::None,
+        limits: Limits {
+            wall_time: l.per_case_wall,
+            cpu_time: Some(l.per_case_wall),
+            memory_bytes: Some(l.memory_bytes),
+            max_pids: Some(l.max_pids),
+            file_size_bytes: Some(l.file_size_bytes),
+            workspace_bytes: None,
+            open_files: Some(64),
+            output_bytes: l.output_bytes,
+        },
+        hostname: "enact-grader".into(),
+        ..SandboxConfig::default()
+    }
+}
+
 /// Grades Python submissions case by case in fresh sandboxes.
 #[derive(Debug, Clone)]
 pub struct PythonGrader {
@@ -214,7 +234,7 @@ impl Default for PythonGrader {
     }
 }
 
-fn fail(msg: impl Into<String>) -> VerifyError {
+pub(crate) fn fail(msg: impl Into<String>) -> VerifyError {
     VerifyError::Failed(msg.into())
 }
 
@@ -240,14 +260,9 @@ impl PythonGrader {
 
         // Shuffled order: no candidate can rely on running order.
         let mut order: Vec<usize> = (0..cases.len()).collect();
-        let seed = u64::from_str_radix(&random_hex(8), 16).unwrap_or(0x5eed);
-        let mut x = seed | 1;
-        for i in (1..order.len()).rev() {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            order.swap(i, (x % (i as u64 + 1)) as usize);
-        }
+        let seed = getrandom::u64()
+            .map_err(|e| fail(format!("no OS randomness to shuffle the cases: {e}")))?;
+        SeededRng::new(seed).shuffle(&mut order);
 
         let sem = Arc::new(tokio::sync::Semaphore::new(self.limits.concurrency.max(1)));
         let mut set = tokio::task::JoinSet::new();
@@ -295,24 +310,7 @@ impl PythonGrader {
     }
 
     fn sandbox_config(&self, copy: &Path) -> SandboxConfig {
-        let l = &self.limits;
-        SandboxConfig {
-            level: self.level,
-            workspace: None,
-            read_only_binds: vec![(copy.to_path_buf(), PathBuf::from("/workspace"))],
-            network: NetworkPolicy::None,
-            limits: Limits {
-                wall_time: l.per_case_wall,
-                cpu_time: Some(l.per_case_wall),
-                memory_bytes: Some(l.memory_bytes),
-                max_pids: Some(l.max_pids),
-                file_size_bytes: Some(l.file_size_bytes),
-                open_files: Some(64),
-                output_bytes: l.output_bytes,
-            },
-            hostname: "enact-grader".into(),
-            ..SandboxConfig::default()
-        }
+        grading_sandbox(self.level, &self.limits, copy)
     }
 
     async fn run_case(
@@ -328,7 +326,10 @@ impl PythonGrader {
                 case.id
             ))
         })?;
-        let marker = format!("ENACT-RESULT-{}", random_hex(16));
+        let marker = format!(
+            "ENACT-RESULT-{}",
+            random_hex(16).map_err(|e| fail(format!("cannot frame the result: {e}")))?
+        );
         let request = json!({
             "module": module,
             "func": case.func,

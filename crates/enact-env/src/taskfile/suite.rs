@@ -1,5 +1,6 @@
 //! A suite of task files loaded from a directory.
 
+use enact_core::SeededRng;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -10,7 +11,9 @@ use super::environment::TaskFileEnv;
 use super::spec::{TaskFileError, TaskSpec, err};
 use super::verifier::TaskFileVerifier;
 use crate::noisy::NoisyEnv;
-use crate::suite::{SplitMix64, Suite};
+use crate::suite::Suite;
+use enact_core::{Submission, Verdict, VerifyError};
+use enact_verify::MonitoredVerifier;
 
 /// A suite of task files: a directory with a `task.toml`, or whose subdirectories have one.
 pub struct TaskFileSuite {
@@ -105,7 +108,7 @@ impl Suite for TaskFileSuite {
             .map(|s| s.task(split))
             .collect();
         if seed != 0 {
-            let mut rng = SplitMix64::new(seed);
+            let mut rng = SeededRng::new(seed);
             for i in (1..all.len()).rev() {
                 all.swap(i, rng.below(i as u64 + 1) as usize);
             }
@@ -122,9 +125,27 @@ impl Suite for TaskFileSuite {
             None => env,
         })
     }
+    /// Task files carry their monitors and each task's policy; a run's policy (the red team's
+    /// weakened one, in its negative control) does not override the task author's.
+    fn monitored_verifier(&self, _policy: &enact_verify::MonitorPolicy) -> Arc<dyn Verifier> {
+        self.verifier()
+    }
+    /// The task files' verifier with the default monitors, each task under its own
+    /// `[monitors]` policy.
     fn verifier(&self) -> Arc<dyn Verifier> {
-        Arc::new(TaskFileVerifier {
+        let inner: Arc<dyn Verifier> = Arc::new(TaskFileVerifier {
             specs: self.specs.clone(),
+        });
+        Arc::new(MonitoredTaskFiles {
+            by_task: self
+                .specs
+                .iter()
+                .map(|(id, spec)| {
+                    let v =
+                        MonitoredVerifier::new(inner.clone()).with_policy(spec.monitors.clone());
+                    (id.clone(), v)
+                })
+                .collect(),
         })
     }
     fn reference_solution(&self, task: &Task) -> Option<Vec<String>> {
@@ -134,5 +155,20 @@ impl Suite for TaskFileSuite {
             Some(cfg) => crate::noisy::retrying_reference(&turns, cfg, task),
             None => turns,
         })
+    }
+}
+
+/// Dispatches each task to the monitored verifier carrying its own policy.
+struct MonitoredTaskFiles {
+    by_task: BTreeMap<String, MonitoredVerifier>,
+}
+
+#[async_trait::async_trait]
+impl Verifier for MonitoredTaskFiles {
+    async fn verify(&self, task: &Task, sub: &Submission) -> Result<Verdict, VerifyError> {
+        let v = self.by_task.get(&task.id).ok_or_else(|| {
+            VerifyError::Malformed(format!("no task file defines task {}", task.id))
+        })?;
+        v.verify(task, sub).await
     }
 }
