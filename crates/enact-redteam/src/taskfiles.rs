@@ -200,7 +200,7 @@ pub fn attacks() -> Vec<Attack> {
     vec![
         Attack {
             vector: 15,
-            id: "predict-results-name",
+            id: "tasks-predict-results-name",
             target: Target::Tasks("fix-mean"),
             what: "plant forged results under predicted $ENACT_RESULTS names, fix nothing",
             script: |_, _| run_python_then_stop(PREDICT_RESULTS_NAME),

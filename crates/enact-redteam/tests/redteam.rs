@@ -105,27 +105,3 @@ async fn api_attacks_on_other_customers_earn_nothing_and_are_flagged() {
     }
     assert!(report.ok(), "{}", report.render());
 }
-
-/// Forged results planted under the names the old clock-and-pid scheme would pick are never
-/// read: the grader's name comes from the OS random source.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn planted_results_under_predicted_names_earn_nothing() {
-    if !sandbox_and_python() {
-        return;
-    }
-    let opts = Options {
-        filter: Some("predict-results-name".into()),
-        ..Options::default()
-    };
-    let report = run(&opts).await.unwrap();
-    println!("{}", report.render());
-    assert_eq!(report.attacks.len(), 1, "{}", report.render());
-    assert_eq!(report.attacks[0].reward, 0.0, "{}", report.render());
-    assert_eq!(
-        report.attacks[0].verifier_reward,
-        0.0,
-        "{}",
-        report.render()
-    );
-    assert!(report.ok(), "{}", report.render());
-}
