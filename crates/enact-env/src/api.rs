@@ -199,6 +199,11 @@ impl Service {
         })
     }
 
+    /// The id of an account that is not `customer`'s (for attacks and tests).
+    pub fn another_account(&self, customer: &str) -> Option<String> {
+        self.accounts.keys().find(|id| *id != customer).cloned()
+    }
+
     /// The account `id`, which must be the served customer's own.
     fn own_account(&self, customer: &str, id: &str) -> Result<&Account, ServiceError> {
         let acct = self.account(id)?;
@@ -1201,12 +1206,7 @@ mod tests {
             async move { ApiVerifier.verify(&task, &sub).await.unwrap() }
         };
         assert_eq!(grade(&gold).await.reward, 1.0);
-        let stranger = gold
-            .accounts
-            .keys()
-            .find(|a| **a != spec.account)
-            .unwrap()
-            .clone();
+        let stranger = gold.another_account(&spec.account).unwrap();
         let mut messaged = gold.clone();
         messaged.messages.push(Msg {
             account_id: stranger,

@@ -1047,12 +1047,8 @@ fn api_with(task: &Task, cheat: fn(&str, &str) -> String) -> Vec<String> {
     let Ok(spec) = ApiTaskSpec::from_task(task) else {
         return vec![done()];
     };
-    let state = Service::generate(spec.state_seed);
-    let other = state
-        .accounts
-        .keys()
-        .find(|id| **id != spec.account)
-        .cloned()
+    let other = Service::generate(spec.state_seed)
+        .another_account(&spec.account)
         .unwrap_or_default();
     let mut turns = ApiSuite.reference_solution(task).unwrap_or_default();
     turns.insert(turns.len().min(1), cheat(&spec.account, &other));
