@@ -20,7 +20,7 @@ use enact_core::{
 use enact_model::chatml::hermes_call_turn;
 use enact_verify::value::python_str;
 use enact_verify::{
-    MonitorEvidence, MonitoredVerifier, PyCase, PyValue, PythonGrader, find_python,
+    MonitorEvidence, MonitorPolicy, MonitoredVerifier, PyCase, PyValue, PythonGrader, find_python,
 };
 use serde_json::{Value, json};
 
@@ -727,7 +727,12 @@ impl Suite for CodeSuite {
         Ok(Box::new(CodeEnv::new(spec)))
     }
     fn verifier(&self) -> Arc<dyn Verifier> {
-        Arc::new(MonitoredVerifier::new(Arc::new(CodeVerifier::default())))
+        self.monitored_verifier(&MonitorPolicy::default())
+    }
+    fn monitored_verifier(&self, policy: &MonitorPolicy) -> Arc<dyn Verifier> {
+        Arc::new(
+            MonitoredVerifier::new(Arc::new(CodeVerifier::default())).with_policy(policy.clone()),
+        )
     }
     fn reference_solution(&self, task: &Task) -> Option<Vec<String>> {
         let spec = CodeTaskSpec::from_task(task).ok()?;

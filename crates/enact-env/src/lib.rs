@@ -17,7 +17,7 @@ pub mod taskfile;
 pub mod toolbox;
 pub mod workspace;
 
-pub use conversation::ToolConversation;
+pub use conversation::{MAX_FINAL_ANSWER_BYTES, ToolConversation};
 pub use error::{
     CalcError, FindSuiteError, McpError, NoiseSpecError, ResultsError, SandboxLevelError,
     SearchError, ServiceError, TaskEnvError,

@@ -359,6 +359,9 @@ impl Suite for NoisySuite {
     fn verifier(&self) -> Arc<dyn Verifier> {
         self.inner.verifier()
     }
+    fn monitored_verifier(&self, policy: &enact_verify::MonitorPolicy) -> Arc<dyn Verifier> {
+        self.inner.monitored_verifier(policy)
+    }
     fn reference_solution(&self, task: &Task) -> Option<Vec<String>> {
         let base = self.inner.reference_solution(task)?;
         Some(retrying_reference(&base, &self.cfg, task))

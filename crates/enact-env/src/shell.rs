@@ -15,7 +15,7 @@ use enact_core::{
 };
 use enact_model::chatml::hermes_call_turn;
 use enact_verify::files::{FileTree, WalkLimits, read_no_follow, sha256_hex};
-use enact_verify::{MonitorEvidence, MonitoredVerifier};
+use enact_verify::{MonitorEvidence, MonitorPolicy, MonitoredVerifier};
 use serde_json::{Value, json};
 
 use crate::error::TaskEnvError;
@@ -456,7 +456,10 @@ impl Suite for ShellSuite {
         Ok(Box::new(ShellEnv::new(spec)))
     }
     fn verifier(&self) -> Arc<dyn Verifier> {
-        Arc::new(MonitoredVerifier::new(Arc::new(ShellVerifier)))
+        self.monitored_verifier(&MonitorPolicy::default())
+    }
+    fn monitored_verifier(&self, policy: &MonitorPolicy) -> Arc<dyn Verifier> {
+        Arc::new(MonitoredVerifier::new(Arc::new(ShellVerifier)).with_policy(policy.clone()))
     }
     fn reference_solution(&self, task: &Task) -> Option<Vec<String>> {
         let spec = ShellTaskSpec::from_task(task).ok()?;

@@ -6,6 +6,7 @@ use enact_core::SeededRng;
 use std::sync::Arc;
 
 use enact_core::{EnvError, Environment, Task, Verifier};
+use enact_verify::{MonitorPolicy, MonitoredVerifier};
 
 /// A family of tasks.
 pub trait Suite: Send + Sync {
@@ -16,6 +17,12 @@ pub trait Suite: Send + Sync {
     /// A fresh environment for one episode of `task`.
     fn make(&self, task: &Task) -> Result<Box<dyn Environment>, EnvError>;
     fn verifier(&self) -> Arc<dyn Verifier>;
+    /// The verifier with this suite's monitors, their flags handled by `policy`. Suites with
+    /// their own monitors (code, shell, api) override it, and their `verifier()` is this with
+    /// the default policy; others get the general monitors around `verifier()`.
+    fn monitored_verifier(&self, policy: &MonitorPolicy) -> Arc<dyn Verifier> {
+        Arc::new(MonitoredVerifier::new(self.verifier()).with_policy(policy.clone()))
+    }
     /// Assistant turns (Hermes tool-call format) that honestly solve `task`, for the scripted
     /// policy, demos and the red-team suite's false-positive checks.
     fn reference_solution(&self, task: &Task) -> Option<Vec<String>>;

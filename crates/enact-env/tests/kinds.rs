@@ -173,11 +173,11 @@ async fn api_partial_work_gets_partial_progress() {
         .collect();
     assert_eq!(
         passed,
-        vec!["ticket_created", "priority_high"],
+        vec!["ticket_created", "priority_high", "authorized_only"],
         "{:?}",
         v.checks
     );
-    assert!((v.progress - 2.0 / 5.0).abs() < 1e-9);
+    assert!((v.progress - 3.0 / 6.0).abs() < 1e-9);
     // The user simulator spoke again after the first reply.
     assert!(
         ep.messages
@@ -748,4 +748,23 @@ turns = ['<tool_call>{"name": "calculator", "arguments": {"expression": "6*7"}}<
     let ep = run(&suite, &task, turns).await;
     assert_eq!(ep.outcome.reward, 1.0);
     assert!(ep.outcome.tool_errors > 0);
+}
+
+/// A 10 MiB final answer ends the episode with a clear error in the outcome (no reward, no
+/// crash); it used to be taken whole and fail downstream.
+#[tokio::test]
+async fn an_oversized_final_answer_is_an_error_in_the_outcome() {
+    let suite = find_suite("calc").unwrap();
+    let task = suite.tasks("test", 1, 1).remove(0);
+    let mut a = agent(vec!["7".repeat(10 << 20)]);
+    a.config.max_tokens_per_turn = 11 << 20;
+    a.config.max_context_tokens = 12 << 20;
+    let mut env = suite.make(&task).unwrap();
+    let v = suite.verifier();
+    let ep = a.run(&task, env.as_mut(), Some(v.as_ref())).await;
+    match &ep.outcome.termination {
+        Termination::Error(e) => assert!(e.contains("final answer") && e.contains("limit"), "{e}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(ep.outcome.reward, 0.0);
 }

@@ -22,10 +22,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use enact_agent::{Agent, AgentConfig};
-use enact_core::{Episode, Task, Verifier};
+use enact_core::{Episode, Task};
 use enact_env::Suite;
 use enact_model::{ByteTokenizer, ChatMlTemplate, HermesParser, ScriptedPolicy};
-use enact_verify::{MonitorPolicy, MonitoredVerifier};
+use enact_verify::MonitorPolicy;
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -243,25 +243,6 @@ fn agent(turns: Vec<String>) -> Agent {
     })
 }
 
-/// The verifier used for a suite: the suite's own, wrapped with monitors unless it already
-/// has them (code, shell).
-fn monitored(suite: &dyn Suite, policy: &MonitorPolicy) -> Arc<dyn Verifier> {
-    match suite.name() {
-        "code" => Arc::new(
-            MonitoredVerifier::new(Arc::new(enact_env::code::CodeVerifier::default()))
-                .with_policy(policy.clone()),
-        ),
-        "shell" => Arc::new(
-            MonitoredVerifier::new(Arc::new(enact_env::shell::ShellVerifier))
-                .with_policy(policy.clone()),
-        ),
-        // Task files carry their monitors and per-task policy; the red team's policy (a
-        // weakened one, in the negative control) does not override a task author's.
-        name if name.starts_with("tasks") => suite.verifier(),
-        _ => Arc::new(MonitoredVerifier::new(suite.verifier()).with_policy(policy.clone())),
-    }
-}
-
 async fn run_episode(
     suite: &dyn Suite,
     task: &Task,
@@ -271,7 +252,7 @@ async fn run_episode(
     let mut env = suite
         .make(task)
         .map_err(|e| format!("cannot create environment {}: {e}", suite.name()))?;
-    let verifier = monitored(suite, policy);
+    let verifier = suite.monitored_verifier(policy);
     Ok(agent(turns)
         .run(task, env.as_mut(), Some(verifier.as_ref()))
         .await)

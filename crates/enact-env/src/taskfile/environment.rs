@@ -11,6 +11,10 @@ use enact_sandbox::{Sandbox, Workspace};
 use super::sandbox::{Paths, paths_for, substitute};
 use super::spec::{TaskSpec, ToolDecl};
 use super::tools::{CalculatorTool, CommandTool, FileTool};
+use enact_verify::MonitorEvidence;
+use enact_verify::files::{FileTree, WalkLimits};
+use serde_json::json;
+
 use crate::conversation::ToolConversation;
 use crate::mcp::McpServer;
 use crate::toolbox::ToolBox;
@@ -22,6 +26,9 @@ pub struct TaskFileEnv {
     spec: Arc<TaskSpec>,
     conv: ToolConversation,
     workspace: Option<Workspace>,
+    /// The workspace when the agent started (path → fingerprint): the monitors diff the
+    /// final workspace against it, so only what the agent changed counts as its work.
+    initial: BTreeMap<String, String>,
     mcp: Vec<McpServer>,
 }
 
@@ -31,6 +38,7 @@ impl TaskFileEnv {
             spec,
             conv: ToolConversation::default(),
             workspace: None,
+            initial: BTreeMap::new(),
             mcp: Vec::new(),
         }
     }
@@ -159,6 +167,14 @@ impl Environment for TaskFileEnv {
         }
         tools.limits.timeout = Duration::from_secs(longest);
         self.conv.tools = tools;
+        self.initial = FileTree::scan(&root, WalkLimits::default())
+            .map_err(|e| {
+                EnvError::Setup(format!(
+                    "task {}: cannot scan the prepared workspace: {e}",
+                    spec.id
+                ))
+            })?
+            .fingerprint();
         self.workspace = Some(ws);
         let system = spec.system.clone().unwrap_or_else(|| DEFAULT_SYSTEM.into());
         Ok(self.conv.start(system, spec.prompt.clone()))
@@ -170,7 +186,19 @@ impl Environment for TaskFileEnv {
 
     async fn submission(&mut self) -> Result<Submission, EnvError> {
         let workspace = self.workspace.as_ref().map(|w| w.path().to_path_buf());
-        Ok(self.conv.submission(None, workspace))
+        let evidence = MonitorEvidence {
+            initial: self.initial.clone(),
+            hidden_paths: self
+                .spec
+                .hidden
+                .iter()
+                .map(|h| h.display().to_string())
+                .collect(),
+            ..MonitorEvidence::default()
+        };
+        Ok(self
+            .conv
+            .submission(Some(json!({ "monitor": evidence })), workspace))
     }
 
     async fn close(&mut self) -> Result<(), EnvError> {

@@ -125,6 +125,11 @@ impl Suite for TaskFileSuite {
             None => env,
         })
     }
+    /// Task files carry their monitors and each task's policy; a run's policy (the red team's
+    /// weakened one, in its negative control) does not override the task author's.
+    fn monitored_verifier(&self, _policy: &enact_verify::MonitorPolicy) -> Arc<dyn Verifier> {
+        self.verifier()
+    }
     /// The task files' verifier with the default monitors, each task under its own
     /// `[monitors]` policy.
     fn verifier(&self) -> Arc<dyn Verifier> {
