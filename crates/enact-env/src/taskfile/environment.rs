@@ -7,6 +7,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use enact_core::{Action, EnvError, Environment, Reset, StepOutcome, Submission, Task, ToolSpec};
 use enact_sandbox::{Sandbox, Workspace};
+use enact_verify::MonitorEvidence;
+use enact_verify::files::{FileTree, WalkLimits};
 
 use super::sandbox::{Paths, paths_for, substitute};
 use super::spec::{TaskSpec, ToolDecl};
@@ -23,6 +25,8 @@ pub struct TaskFileEnv {
     conv: ToolConversation,
     workspace: Option<Workspace>,
     mcp: Vec<McpServer>,
+    /// What monitors compare the final workspace with (set at reset).
+    evidence: MonitorEvidence,
 }
 
 impl TaskFileEnv {
@@ -32,6 +36,7 @@ impl TaskFileEnv {
             conv: ToolConversation::default(),
             workspace: None,
             mcp: Vec::new(),
+            evidence: MonitorEvidence::default(),
         }
     }
 
@@ -72,6 +77,22 @@ impl Environment for TaskFileEnv {
                 ))
             })?;
         }
+        self.evidence = MonitorEvidence {
+            initial: FileTree::scan(&root, WalkLimits::default())
+                .map_err(|e| {
+                    EnvError::Setup(format!(
+                        "task {}: cannot fingerprint the workspace: {e}",
+                        spec.id
+                    ))
+                })?
+                .fingerprint(),
+            hidden_paths: [Some(&spec.dir), spec.hidden.as_ref()]
+                .into_iter()
+                .flatten()
+                .map(|p| p.display().to_string())
+                .collect(),
+            ..MonitorEvidence::default()
+        };
         let mut tools = ToolBox::new();
         let mut longest = 30;
         let mut sandbox: Option<(Arc<Sandbox>, Arc<Paths>)> = None;
@@ -170,7 +191,10 @@ impl Environment for TaskFileEnv {
 
     async fn submission(&mut self) -> Result<Submission, EnvError> {
         let workspace = self.workspace.as_ref().map(|w| w.path().to_path_buf());
-        Ok(self.conv.submission(None, workspace))
+        Ok(self.conv.submission(
+            Some(serde_json::json!({ "monitor": self.evidence })),
+            workspace,
+        ))
     }
 
     async fn close(&mut self) -> Result<(), EnvError> {
