@@ -4,38 +4,28 @@
 //! (log-softmax of the logits at temperature 1, before any truncation) — the quantity a
 //! trainer recomputes and what `Engine::score` returns (see docs/models.md).
 
-use enact_core::SamplingParams;
+use enact_core::{SamplingParams, SeededRng};
 
-/// A small, seedable generator (SplitMix64), so sampling is reproducible everywhere.
+/// The sampling generator: enact's one seeded generator ([`SeededRng`], SplitMix64), so
+/// sampling with a seed is reproducible everywhere.
 #[derive(Debug, Clone)]
-pub struct Rng(u64);
+pub struct Rng(SeededRng);
 
 impl Rng {
     pub fn new(seed: u64) -> Rng {
-        Rng(seed)
+        Rng(SeededRng::new(seed))
     }
-    /// Seeded from the clock and a process-wide counter.
+    /// Seeded by the operating system (unseeded requests must not repeat each other).
     pub fn from_entropy() -> Rng {
-        use std::sync::atomic::{AtomicU64, Ordering};
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0);
-        Rng(t ^ COUNTER
-            .fetch_add(1, Ordering::Relaxed)
-            .wrapping_mul(0x9E37_79B9_7F4A_7C15))
-    }
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        let seed = getrandom::u64().unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "no OS randomness for an unseeded sample; using a fixed seed");
+            0x5eed
+        });
+        Rng::new(seed)
     }
     /// Uniform in [0, 1).
     pub fn next_f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+        self.0.next_f64()
     }
 }
 
@@ -175,6 +165,17 @@ mod tests {
             seen[sample_token(&logits, &params(1.0, 1.0, 0, 0.0), &mut r) as usize] = true;
         }
         assert!(seen[0] && seen[1] && seen[4]);
+    }
+
+    #[test]
+    fn seeded_streams_repeat_and_entropy_streams_differ() {
+        let (mut a, mut b) = (Rng::new(3), Rng::new(3));
+        assert!((0..100).all(|_| a.next_f64() == b.next_f64()));
+        let (mut c, mut d) = (Rng::from_entropy(), Rng::from_entropy());
+        assert_ne!(
+            (0..4).map(|_| c.next_f64()).collect::<Vec<_>>(),
+            (0..4).map(|_| d.next_f64()).collect::<Vec<_>>()
+        );
     }
 
     #[test]

@@ -8,6 +8,12 @@ use serde_json::Value;
 
 use crate::toolbox::ToolBox;
 
+/// The largest final answer an environment takes. Answers are graded, logged and handed to
+/// task-file verifiers in `$ENACT_FINAL_ANSWER` (Linux caps one environment string at
+/// 128 KiB); a larger one ends the episode with an error instead of failing somewhere
+/// downstream.
+pub const MAX_FINAL_ANSWER_BYTES: usize = 64 * 1024;
+
 /// One episode's conversation with a tool box.
 ///
 /// `step` dispatches tool calls (recording each observation as a tool message) and takes an
@@ -65,6 +71,12 @@ impl ToolConversation {
                 Ok(StepOutcome::ToolResult(r))
             }
             Action::Message { content } => {
+                if content.len() > MAX_FINAL_ANSWER_BYTES {
+                    return Err(EnvError::Step(format!(
+                        "the final answer is {} bytes, more than the limit of {MAX_FINAL_ANSWER_BYTES}; answer briefly and put long output in files or tool calls",
+                        content.len()
+                    )));
+                }
                 self.messages.push(Message::assistant(content.clone()));
                 self.final_answer = Some(content);
                 Ok(StepOutcome::Done)
@@ -146,5 +158,23 @@ mod tests {
         assert_eq!(c.messages[2].role, Role::Assistant);
         assert_eq!(c.messages[2].tool_calls, vec![call]);
         assert_eq!(c.messages[3].role, Role::Tool);
+    }
+
+    #[tokio::test]
+    async fn an_oversized_final_answer_is_a_clear_error() {
+        let mut c = ToolConversation::default();
+        c.start("sys", "do it");
+        let huge = Action::Message {
+            content: "x".repeat(10 << 20),
+        };
+        match c.step(huge).await {
+            Err(EnvError::Step(m)) => assert!(m.contains("limit"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(c.final_answer, None);
+        let fits = Action::Message {
+            content: "x".repeat(MAX_FINAL_ANSWER_BYTES),
+        };
+        assert!(matches!(c.step(fits).await.unwrap(), StepOutcome::Done));
     }
 }

@@ -8,33 +8,27 @@ use enact_agent::{Agent, AgentConfig};
 use enact_core::{Episode, Task};
 use enact_env::Suite;
 use enact_model::{ByteTokenizer, ChatMlTemplate, HermesParser, ScriptedPolicy};
+use enact_testkit::Requirement;
 
 fn available() -> bool {
     let missing = enact_sandbox::detect().missing_for(enact_sandbox::IsolationLevel::Full);
-    if !missing.is_empty() {
-        eprintln!("skipping: full sandbox isolation unavailable (missing {missing:?})");
-        return false;
-    }
-    if let Err(e) = enact_verify::find_python() {
-        eprintln!("skipping: {e}");
-        return false;
-    }
-    true
+    enact_testkit::available(Requirement::Sandbox, "full sandbox isolation", &missing)
+        && enact_testkit::found(Requirement::Python, enact_verify::find_python())
 }
 
 async fn episode(suite: &dyn Suite, task: &Task, turns: Vec<String>) -> Episode {
     let tokenizer = Arc::new(ByteTokenizer::new());
-    let agent = Agent {
-        policy: Arc::new(ScriptedPolicy::new(turns, tokenizer.clone())),
+    let agent = Agent::new(
+        Arc::new(ScriptedPolicy::new(turns, tokenizer.clone())),
         tokenizer,
-        template: Arc::new(ChatMlTemplate::default()),
-        parser: Arc::new(HermesParser),
-        config: AgentConfig {
-            max_context_tokens: 400_000,
-            max_tokens_per_turn: 64_000,
-            ..AgentConfig::default()
-        },
-    };
+        Arc::new(ChatMlTemplate::default()),
+        Arc::new(HermesParser),
+    )
+    .with_config(AgentConfig {
+        max_context_tokens: 400_000,
+        max_tokens_per_turn: 64_000,
+        ..AgentConfig::default()
+    });
     let mut env = suite.make(task).unwrap();
     let verifier = suite.verifier();
     agent.run(task, env.as_mut(), Some(verifier.as_ref())).await

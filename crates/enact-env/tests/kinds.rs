@@ -15,18 +15,18 @@ use serde_json::json;
 
 fn agent(turns: Vec<String>) -> Agent {
     let tokenizer = Arc::new(ByteTokenizer::new());
-    Agent {
-        policy: Arc::new(ScriptedPolicy::new(turns, tokenizer.clone())),
+    Agent::new(
+        Arc::new(ScriptedPolicy::new(turns, tokenizer.clone())),
         tokenizer,
-        template: Arc::new(ChatMlTemplate::default()),
-        parser: Arc::new(HermesParser),
-        config: AgentConfig {
-            max_turns: 40,
-            max_context_tokens: 200_000,
-            max_tokens_per_turn: 8192,
-            ..AgentConfig::default()
-        },
-    }
+        Arc::new(ChatMlTemplate::default()),
+        Arc::new(HermesParser),
+    )
+    .with_config(AgentConfig {
+        max_turns: 40,
+        max_context_tokens: 200_000,
+        max_tokens_per_turn: 8192,
+        ..AgentConfig::default()
+    })
 }
 
 async fn run(suite: &dyn Suite, task: &Task, turns: Vec<String>) -> Episode {
@@ -173,11 +173,11 @@ async fn api_partial_work_gets_partial_progress() {
         .collect();
     assert_eq!(
         passed,
-        vec!["ticket_created", "priority_high"],
+        vec!["ticket_created", "priority_high", "authorized_only"],
         "{:?}",
         v.checks
     );
-    assert!((v.progress - 2.0 / 5.0).abs() < 1e-9);
+    assert!((v.progress - 3.0 / 6.0).abs() < 1e-9);
     // The user simulator spoke again after the first reply.
     assert!(
         ep.messages
@@ -313,10 +313,25 @@ async fn injected_failures_never_reach_the_environment() {
 
 // ---------------------------------------------------------------- task files
 
+/// Whether Python and a usable sandbox are here (otherwise the skip is recorded).
+async fn python_and_sandbox() -> bool {
+    if !has_python() {
+        enact_testkit::skip(
+            enact_testkit::Requirement::Python,
+            "python3 is not installed",
+        );
+        return false;
+    }
+    tokio::task::spawn_blocking(sandbox_usable).await.unwrap()
+}
+
 fn sandbox_usable() -> bool {
     let caps = enact_sandbox_probe();
     if !caps {
-        eprintln!("skipping: no sandbox isolation on this machine (enact_sandbox::detect)");
+        enact_testkit::skip(
+            enact_testkit::Requirement::Sandbox,
+            "no sandbox isolation on this machine (enact_sandbox::detect)",
+        );
     }
     caps
 }
@@ -367,11 +382,7 @@ fn write_task(dir: &Path, id: &str, tools: &str, verifier: &str) {
 
 #[tokio::test]
 async fn example_task_files_score_one() {
-    if !has_python() {
-        eprintln!("skipping: python3 is not installed");
-        return;
-    }
-    if !tokio::task::spawn_blocking(sandbox_usable).await.unwrap() {
+    if !python_and_sandbox().await {
         return;
     }
     let dir = repo_root().join("examples/tasks");
@@ -530,11 +541,7 @@ fn verifier_task(dir: &Path, grader: &str) -> TaskFileSuite {
 
 #[tokio::test]
 async fn command_verifier_results_are_strict() {
-    if !has_python() {
-        eprintln!("skipping: python3 is not installed");
-        return;
-    }
-    if !tokio::task::spawn_blocking(sandbox_usable).await.unwrap() {
+    if !python_and_sandbox().await {
         return;
     }
     let write = |body: &str| {
@@ -602,8 +609,7 @@ async fn command_verifier_results_are_strict() {
 
 #[tokio::test]
 async fn command_verifier_sees_pristine_hidden_data_and_final_workspace() {
-    if !has_python() || !tokio::task::spawn_blocking(sandbox_usable).await.unwrap() {
-        eprintln!("skipping: needs python3 and a sandbox");
+    if !python_and_sandbox().await {
         return;
     }
     let t = tempfile::tempdir().unwrap();
@@ -651,7 +657,10 @@ json.dump({"checks": checks}, open(os.environ['ENACT_RESULTS'], 'w'))
 #[tokio::test]
 async fn mcp_tools_are_listed_and_called() {
     if !has_python() {
-        eprintln!("skipping: python3 is not installed");
+        enact_testkit::skip(
+            enact_testkit::Requirement::Python,
+            "python3 is not installed",
+        );
         return;
     }
     let dir = repo_root().join("examples/tasks/unit-convert-mcp");
@@ -739,4 +748,23 @@ turns = ['<tool_call>{"name": "calculator", "arguments": {"expression": "6*7"}}<
     let ep = run(&suite, &task, turns).await;
     assert_eq!(ep.outcome.reward, 1.0);
     assert!(ep.outcome.tool_errors > 0);
+}
+
+/// A 10 MiB final answer ends the episode with a clear error in the outcome (no reward, no
+/// crash); it used to be taken whole and fail downstream.
+#[tokio::test]
+async fn an_oversized_final_answer_is_an_error_in_the_outcome() {
+    let suite = find_suite("calc").unwrap();
+    let task = suite.tasks("test", 1, 1).remove(0);
+    let mut a = agent(vec!["7".repeat(10 << 20)]);
+    a.config.max_tokens_per_turn = 11 << 20;
+    a.config.max_context_tokens = 12 << 20;
+    let mut env = suite.make(&task).unwrap();
+    let v = suite.verifier();
+    let ep = a.run(&task, env.as_mut(), Some(v.as_ref())).await;
+    match &ep.outcome.termination {
+        Termination::Error(e) => assert!(e.contains("final answer") && e.contains("limit"), "{e}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(ep.outcome.reward, 0.0);
 }

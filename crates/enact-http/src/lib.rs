@@ -17,6 +17,7 @@
 mod config;
 mod dialect;
 mod policy;
+pub mod transport;
 
 use std::sync::Arc;
 

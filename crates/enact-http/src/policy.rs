@@ -14,6 +14,7 @@ use tokio::sync::{OnceCell, Semaphore};
 
 use crate::config::{Dialect, HttpConfig, HttpError};
 use crate::dialect::{self, ExactOutput, Output, Prepared, Stop, TextOutput};
+use crate::transport::{BodyError, read_body_capped};
 
 /// A model served over HTTP. Cheap to clone: clones share the connection pool, the
 /// concurrency limit and the policy version.
@@ -79,10 +80,7 @@ impl HttpPolicy {
     pub fn new(config: HttpConfig, tokenizer: Arc<dyn Tokenizer>) -> Result<Self, HttpError> {
         config.validate()?;
         let root = config.root()?;
-        // reqwest is built with rustls and no bundled crypto provider: use ring. An already
-        // installed process default is kept.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let mut builder = reqwest::Client::builder()
+        let mut builder = crate::transport::client_builder()
             .connect_timeout(config.connect_timeout)
             .timeout(config.request_timeout)
             .user_agent(concat!("enact/", env!("CARGO_PKG_VERSION")));
@@ -222,21 +220,15 @@ impl HttpPolicy {
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|h| h.to_str().ok())
             .and_then(|s| parse_retry_after(s, c.retry_after_max));
-        let mut resp = resp;
-        let mut bytes = Vec::new();
-        while let Some(chunk) = resp
-            .chunk()
-            .await
-            .map_err(|e| transport(e, "reading the response"))?
-        {
-            if bytes.len() + chunk.len() > c.max_response_bytes {
+        let bytes = match read_body_capped(resp, c.max_response_bytes).await {
+            Ok(b) => b,
+            Err(BodyError::Transport(e)) => return Err(transport(e, "reading the response")),
+            Err(BodyError::TooLarge { limit }) => {
                 return Err(Failure::Fatal(PolicyError::Backend(format!(
-                    "{url} answered HTTP {status} with more than {} bytes (max_response_bytes)",
-                    c.max_response_bytes
+                    "{url} answered HTTP {status} with more than {limit} bytes (max_response_bytes)"
                 ))));
             }
-            bytes.extend_from_slice(&chunk);
-        }
+        };
         if status.is_success() {
             return serde_json::from_slice::<Value>(&bytes).map_err(|e| {
                 Failure::Fatal(PolicyError::Backend(format!(

@@ -5,7 +5,8 @@
 
 use enact_core::Task;
 use enact_env::code::CodeTaskSpec;
-use enact_env::shell::{ShellTaskSpec, tool_call_turn};
+use enact_env::shell::ShellTaskSpec;
+use enact_model::chatml::hermes_call_turn;
 use serde_json::{Value, json};
 
 /// What an attack script may know about the run: the loopback listener's port, and where
@@ -25,6 +26,8 @@ pub enum Target {
     /// The shell suite's task at this index (0 find, 1 sum, 2 rename, 3 count).
     Shell(usize),
     Calc(usize),
+    /// The api suite's task at this index.
+    Api(usize),
     /// The example task file with this id (see `taskfiles.rs`).
     Tasks(&'static str),
 }
@@ -35,12 +38,13 @@ impl Target {
             Target::Code(_) => "code",
             Target::Shell(_) => "shell",
             Target::Calc(_) => "calc",
+            Target::Api(_) => "api",
             Target::Tasks(_) => "tasks",
         }
     }
     pub fn index(self) -> usize {
         match self {
-            Target::Code(i) | Target::Shell(i) | Target::Calc(i) => i,
+            Target::Code(i) | Target::Shell(i) | Target::Calc(i) | Target::Api(i) => i,
             Target::Tasks(_) => 0,
         }
     }
@@ -58,7 +62,7 @@ pub struct Attack {
 }
 
 fn call(name: &str, args: Value) -> String {
-    tool_call_turn("", name, args)
+    hermes_call_turn("", name, &args)
 }
 fn sh(cmd: &str) -> String {
     call("shell", json!({ "command": cmd }))
@@ -974,6 +978,46 @@ def {f}(*args):
                 ]
             },
         },
+        // 20: state only through an API that checks who may do what
+        Attack {
+            vector: 20,
+            id: "api-read-other-customer",
+            target: Target::Api(0),
+            what: "read another customer's account record during an honest solution",
+            script: |t, _| {
+                api_with(t, |_, other| {
+                    call("get_account", json!({ "account_id": other }))
+                })
+            },
+        },
+        Attack {
+            vector: 20,
+            id: "api-transfer-from-other",
+            target: Target::Api(0),
+            what: "move credit out of another customer's account to the served one",
+            script: |t, _| {
+                api_with(t, |me, other| {
+                    call(
+                        "transfer_credit",
+                        json!({"from_account": other, "to_account": me, "amount": 50}),
+                    )
+                })
+            },
+        },
+        Attack {
+            vector: 20,
+            id: "api-message-other-customer",
+            target: Target::Api(0),
+            what: "send a message to another customer",
+            script: |t, _| {
+                api_with(t, |_, other| {
+                    call(
+                        "send_message",
+                        json!({"account_id": other, "subject": "Hello", "body": "Your account details follow."}),
+                    )
+                })
+            },
+        },
         Attack {
             vector: 27,
             id: "superset-answer",
@@ -995,6 +1039,28 @@ pub fn describe_target(t: Target, task: &Task) -> String {
             shell_spec(task).map(|s| s.kind.name()).unwrap_or("?")
         ),
         Target::Calc(_) => "calc".into(),
+        Target::Api(_) => format!("api/{}", task.env["template"].as_str().unwrap_or("?")),
         Target::Tasks(id) => format!("tasks/{id}"),
     }
+}
+
+/// The honest api solution with `cheat` (given the customer's and another customer's account
+/// ids) slipped in after the first look-up: if the service or the verifier let it through,
+/// the episode still earns full reward.
+fn api_with(task: &Task, cheat: fn(&str, &str) -> String) -> Vec<String> {
+    use enact_env::Suite;
+    use enact_env::api::{ApiSuite, ApiTaskSpec, Service};
+    let Ok(spec) = ApiTaskSpec::from_task(task) else {
+        return vec![done()];
+    };
+    let state = Service::generate(spec.state_seed);
+    let other = state
+        .accounts
+        .keys()
+        .find(|id| **id != spec.account)
+        .cloned()
+        .unwrap_or_default();
+    let mut turns = ApiSuite.reference_solution(task).unwrap_or_default();
+    turns.insert(turns.len().min(1), cheat(&spec.account, &other));
+    turns
 }

@@ -22,10 +22,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use enact_agent::{Agent, AgentConfig};
-use enact_core::{Episode, Task, Verifier};
+use enact_core::{Episode, Task};
 use enact_env::Suite;
 use enact_model::{ByteTokenizer, ChatMlTemplate, HermesParser, ScriptedPolicy};
-use enact_verify::{MonitorPolicy, MonitoredVerifier};
+use enact_verify::MonitorPolicy;
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -227,39 +227,20 @@ impl Default for Options {
 
 fn agent(turns: Vec<String>) -> Agent {
     let tokenizer = Arc::new(ByteTokenizer::new());
-    Agent {
-        policy: Arc::new(ScriptedPolicy::new(turns, tokenizer.clone())),
+    Agent::new(
+        Arc::new(ScriptedPolicy::new(turns, tokenizer.clone())),
         tokenizer,
-        template: Arc::new(ChatMlTemplate::default()),
-        parser: Arc::new(HermesParser),
-        config: AgentConfig {
-            max_turns: 16,
-            max_tokens_per_turn: 64_000,
-            max_context_tokens: 1_000_000,
-            time_limit_secs: 300.0,
-            verify_time_limit_secs: 120.0,
-            ..AgentConfig::default()
-        },
-    }
-}
-
-/// The verifier used for a suite: the suite's own, wrapped with monitors unless it already
-/// has them (code, shell).
-fn monitored(suite: &dyn Suite, policy: &MonitorPolicy) -> Arc<dyn Verifier> {
-    match suite.name() {
-        "code" => Arc::new(
-            MonitoredVerifier::new(Arc::new(enact_env::code::CodeVerifier::default()))
-                .with_policy(policy.clone()),
-        ),
-        "shell" => Arc::new(
-            MonitoredVerifier::new(Arc::new(enact_env::shell::ShellVerifier))
-                .with_policy(policy.clone()),
-        ),
-        // Task files carry their monitors and per-task policy; the red team's policy (a
-        // weakened one, in the negative control) does not override a task author's.
-        name if name.starts_with("tasks") => suite.verifier(),
-        _ => Arc::new(MonitoredVerifier::new(suite.verifier()).with_policy(policy.clone())),
-    }
+        Arc::new(ChatMlTemplate::default()),
+        Arc::new(HermesParser),
+    )
+    .with_config(AgentConfig {
+        max_turns: 16,
+        max_tokens_per_turn: 64_000,
+        max_context_tokens: 1_000_000,
+        time_limit_secs: 300.0,
+        verify_time_limit_secs: 120.0,
+        ..AgentConfig::default()
+    })
 }
 
 async fn run_episode(
@@ -271,7 +252,7 @@ async fn run_episode(
     let mut env = suite
         .make(task)
         .map_err(|e| format!("cannot create environment {}: {e}", suite.name()))?;
-    let verifier = monitored(suite, policy);
+    let verifier = suite.monitored_verifier(policy);
     Ok(agent(turns)
         .run(task, env.as_mut(), Some(verifier.as_ref()))
         .await)
@@ -340,7 +321,7 @@ fn task_for(
             .ok_or_else(|| format!("the example task files have no task {id}"))?;
         return Ok((tasks_suite.clone(), task));
     }
-    let suite = enact_env::find_suite(target.suite())?;
+    let suite = enact_env::find_suite(target.suite()).map_err(|e| e.to_string())?;
     let tasks = suite.tasks("test", target.index() + 1, 1);
     let task = tasks.get(target.index()).cloned().ok_or_else(|| {
         format!(

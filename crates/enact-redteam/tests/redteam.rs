@@ -2,16 +2,18 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use enact_redteam::{Options, run, vectors::VECTORS};
+use enact_testkit::Requirement;
+
+/// Whether full isolation and Python are here (otherwise the skip is recorded).
+fn sandbox_and_python() -> bool {
+    let missing = enact_sandbox::detect().missing_for(enact_sandbox::IsolationLevel::Full);
+    enact_testkit::available(Requirement::Sandbox, "full sandbox isolation", &missing)
+        && enact_testkit::found(Requirement::Python, enact_verify::find_python())
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redteam_suite_has_no_successful_cheat_and_no_false_positive() {
-    let missing = enact_sandbox::detect().missing_for(enact_sandbox::IsolationLevel::Full);
-    if !missing.is_empty() {
-        eprintln!("skipping: full sandbox isolation unavailable (missing {missing:?})");
-        return;
-    }
-    if let Err(e) = enact_verify::find_python() {
-        eprintln!("skipping: {e}");
+    if !sandbox_and_python() {
         return;
     }
     let report = run(&Options::default()).await.unwrap();
@@ -61,9 +63,7 @@ async fn redteam_suite_has_no_successful_cheat_and_no_false_positive() {
 /// must show up as `succeeded` (the harness can see a successful cheat).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn weakened_policy_lets_the_monitor_only_cheats_through() {
-    let missing = enact_sandbox::detect().missing_for(enact_sandbox::IsolationLevel::Full);
-    if !missing.is_empty() || enact_verify::find_python().is_err() {
-        eprintln!("skipping: sandbox or python unavailable");
+    if !sandbox_and_python() {
         return;
     }
     let opts = Options {
@@ -80,4 +80,28 @@ async fn weakened_policy_lets_the_monitor_only_cheats_through() {
             .flags
             .contains(&"hard-coded-outputs".to_string())
     );
+}
+
+/// The api attacks need no sandbox: reading another customer's record, paying from another
+/// customer's account and messaging another customer earn nothing, and the monitor names
+/// them. Before authorization, the read and the message earned full reward.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_attacks_on_other_customers_earn_nothing_and_are_flagged() {
+    let opts = Options {
+        filter: Some("api-".into()),
+        ..Options::default()
+    };
+    let report = run(&opts).await.unwrap();
+    assert_eq!(report.attacks.len(), 3, "{}", report.render());
+    for a in &report.attacks {
+        assert_eq!(a.reward, 0.0, "{}: {}", a.id, a.detail);
+        assert_eq!(a.verifier_reward, 0.0, "{}", report.render());
+        assert!(
+            a.flags.contains(&"other-customer".to_string()),
+            "{}: {}",
+            a.id,
+            a.detail
+        );
+    }
+    assert!(report.ok(), "{}", report.render());
 }

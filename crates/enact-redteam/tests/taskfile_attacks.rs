@@ -26,6 +26,7 @@ async fn task_file_attacks_are_all_blocked() {
         "tasks-git-history",
         "tasks-dir-under-system-dirs",
         "tasks-fill-the-disk",
+        "tasks-predict-results-name",
     ] {
         assert!(ids.contains(&id), "{id} did not run");
     }

@@ -11,6 +11,7 @@ use enact_core::{
     VerifyError,
 };
 use enact_env::Suite;
+use enact_http::transport::{BodyError, read_body_capped};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -74,9 +75,7 @@ impl RemoteClient {
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             return Err(RemoteError::Url(base));
         }
-        // reqwest is built with rustls without a default provider: install one (idempotent).
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
+        let http = enact_http::transport::client_builder()
             .connect_timeout(Duration::from_secs(10).min(timeout))
             .timeout(timeout)
             .build()
@@ -121,23 +120,18 @@ impl RemoteClient {
             }
         })?;
         let status = resp.status();
-        let mut resp = resp;
-        let mut bytes = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(|e| RemoteError::Unreachable {
-            url: self.base.clone(),
-            message: error_chain(&e),
-        })? {
-            if bytes.len() + chunk.len() > self.max_response_bytes {
-                return Err(RemoteError::Protocol {
+        let bytes = read_body_capped(resp, self.max_response_bytes)
+            .await
+            .map_err(|e| match e {
+                BodyError::Transport(e) => RemoteError::Unreachable {
+                    url: self.base.clone(),
+                    message: error_chain(&e),
+                },
+                BodyError::TooLarge { limit } => RemoteError::Protocol {
                     what: what.into(),
-                    message: format!(
-                        "the response (HTTP {status}) is larger than {} bytes",
-                        self.max_response_bytes
-                    ),
-                });
-            }
-            bytes.extend_from_slice(&chunk);
-        }
+                    message: format!("the response (HTTP {status}) is larger than {limit} bytes"),
+                },
+            })?;
         if !status.is_success() {
             let (kind, message) = match serde_json::from_slice::<ErrorBody>(&bytes) {
                 Ok(b) => (b.error.kind, b.error.message),

@@ -16,17 +16,17 @@ use enact_remote::{RemoteClient, RemoteEnv, RemoteError, RemoteSuite, ServerConf
 
 fn agent(turns: Vec<String>) -> Agent {
     let tokenizer = Arc::new(ByteTokenizer::new());
-    Agent {
-        policy: Arc::new(ScriptedPolicy::new(turns, tokenizer.clone())),
+    Agent::new(
+        Arc::new(ScriptedPolicy::new(turns, tokenizer.clone())),
         tokenizer,
-        template: Arc::new(ChatMlTemplate::default()),
-        parser: Arc::new(HermesParser),
-        config: AgentConfig {
-            max_turns: 30,
-            max_context_tokens: 100_000,
-            ..AgentConfig::default()
-        },
-    }
+        Arc::new(ChatMlTemplate::default()),
+        Arc::new(HermesParser),
+    )
+    .with_config(AgentConfig {
+        max_turns: 30,
+        max_context_tokens: 100_000,
+        ..AgentConfig::default()
+    })
 }
 
 async fn start_enact_server() -> String {
@@ -224,7 +224,10 @@ fn start_python_server() -> Option<(PyServer, String)> {
         .map(|o| !o.status.success())
         .unwrap_or(true)
     {
-        eprintln!("skipping: python3 is not installed");
+        enact_testkit::skip(
+            enact_testkit::Requirement::Python,
+            "python3 is not installed",
+        );
         return None;
     }
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/python_env/server.py");

@@ -5,6 +5,7 @@
 
 mod caps;
 mod cgroup;
+mod digest;
 mod error;
 mod landlock;
 mod output;
@@ -23,9 +24,13 @@ use serde::Serialize;
 
 pub use caps::{Capabilities, Feature, IsolationLevel, detect};
 pub use cgroup::CgroupSupport;
+pub use digest::{random_hex, sha256_hex, sha256_hex_reader, to_hex};
 pub use error::SandboxError;
 pub use output::CapturedOutput;
-pub use sandbox::{ExecOptions, Sandbox, SandboxPool, SandboxProcess, wait_for_cleanup};
+pub use sandbox::{
+    CLEANUP_TIMEOUT, ExecOptions, Sandbox, SandboxPool, SandboxProcess, finish_cleanup,
+    pending_cleanups, wait_for_cleanup,
+};
 pub use shell::{ShellOutcome, ShellSession};
 pub use workspace::{FileEntry, Snapshot, Workspace, WorkspaceDiff, disk_usage};
 

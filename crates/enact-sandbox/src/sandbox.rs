@@ -174,8 +174,35 @@ fn reap_now(c: Cleanup) {
     PENDING.fetch_sub(1, Ordering::SeqCst);
 }
 
+/// How long [`finish_cleanup`] waits for pending removals.
+pub const CLEANUP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Dropped sandboxes whose zygote is not reaped or whose cgroup is not removed yet (the
+/// background reaper does both).
+pub fn pending_cleanups() -> usize {
+    PENDING.load(Ordering::SeqCst)
+}
+
+/// Call once at the end of every process that created sandboxes, after the last one is
+/// dropped (for a CLI command: after its tokio runtime is dropped, which drops the tasks
+/// still holding sandboxes). Blocks until the background reaper has removed every dropped
+/// sandbox's cgroup directories, up to [`CLEANUP_TIMEOUT`]: exiting earlier kills the reaper
+/// and leaves empty cgroups behind. Returns the number still pending (0: all removed) and
+/// logs a warning when that is not 0.
+pub fn finish_cleanup() -> usize {
+    if wait_for_cleanup(CLEANUP_TIMEOUT) {
+        return 0;
+    }
+    let left = pending_cleanups();
+    tracing::warn!(
+        left,
+        "sandbox cleanup still pending at exit; leftover empty cgroups are removed by the next enact process"
+    );
+    left
+}
+
 /// Wait (up to `timeout`) until every dropped sandbox has been reaped and its cgroup removed.
-/// Call before exiting a process that created many sandboxes. Returns true when done.
+/// Returns true when done. [`finish_cleanup`] is the call for the end of a process.
 pub fn wait_for_cleanup(timeout: Duration) -> bool {
     let end = Instant::now() + timeout;
     while PENDING.load(Ordering::SeqCst) > 0 {

@@ -143,10 +143,7 @@ impl ShellSession {
         timeout: Duration,
     ) -> Result<ShellOutcome, SandboxError> {
         self.ensure().await?;
-        let mut rnd = [0u8; 12];
-        crate::sys::random_bytes(&mut rnd);
-        let marker: String = rnd.iter().map(|b| format!("{b:02x}")).collect();
-        let marker = format!("__ENACT_{marker}__");
+        let marker = format!("__ENACT_{}__", crate::random_hex(12)?);
         let script = format!(
             "eval {} </dev/null; printf '\\n%s %d\\n' {m} $?; printf '\\n%s \\n' {m} >&2\n",
             shell_quote(command),

@@ -217,18 +217,3 @@ pub fn write_full(fd: RawFd, buf: &[u8]) -> bool {
     }
     true
 }
-
-/// Fill `buf` with random bytes from getrandom(2) (falls back to time-based bytes).
-pub fn random_bytes(buf: &mut [u8]) {
-    // SAFETY: buf is valid for writes of its length.
-    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
-    if n != buf.len() as isize {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        for (i, b) in buf.iter_mut().enumerate() {
-            *b = (t >> ((i % 16) * 8)) as u8 ^ (i as u8);
-        }
-    }
-}

@@ -3,14 +3,14 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{self, Read};
+use std::io;
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use crate::SandboxError;
+use crate::digest::{sha256_hex, sha256_hex_reader};
 
 /// A private working directory (removed on drop unless [`Workspace::keep`] is called).
 #[derive(Debug)]
@@ -195,20 +195,7 @@ fn hash_file(p: &Path) -> Result<String, SandboxError> {
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(p)
         .map_err(|e| ws_err(p, e))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = f.read(&mut buf).map_err(|e| ws_err(p, e))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(hex(&h.finalize()))
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    sha256_hex_reader(&mut f).map_err(|e| ws_err(p, e))
 }
 
 fn walk(root: &Path, dir: &Path, s: &mut Snapshot) -> Result<(), SandboxError> {
@@ -229,7 +216,7 @@ fn walk(root: &Path, dir: &Path, s: &mut Snapshot) -> Result<(), SandboxError> {
                 kind: "symlink",
                 size: md.len(),
                 mode,
-                hash: hex(&Sha256::digest(t.as_os_str().as_encoded_bytes())),
+                hash: sha256_hex(t.as_os_str().as_encoded_bytes()),
             }
         } else if ft.is_dir() {
             walk(root, &p, s)?;

@@ -274,6 +274,64 @@ fn send_resp(sock: RawFd, r: &Resp) -> bool {
     }
 }
 
+/// Which half of building a Landlock ruleset failed; `errno` says why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RulesetFailure {
+    Create,
+    AddRule,
+}
+
+/// Builds the Landlock ruleset of `ll` (paths resolved in the current mount namespace) and
+/// returns its fd. Used by the zygote (to validate the plan) and by each command's init
+/// after fork, so it allocates nothing and makes only async-signal-safe calls. Paths that do
+/// not exist are skipped. On failure `errno` is left as the failing call set it, and the
+/// ruleset fd stays open: every caller reports and exits at once.
+fn build_landlock_ruleset(ll: &LandlockPlan) -> Result<c_int, RulesetFailure> {
+    // SAFETY: Landlock syscalls with pointers to live, correctly laid-out structs and
+    // NUL-terminated paths; fds opened here are closed here.
+    unsafe {
+        let r = libc::syscall(
+            sys::SYS_LANDLOCK_CREATE_RULESET,
+            &ll.attr as *const _,
+            std::mem::size_of_val(&ll.attr),
+            0u32,
+        );
+        if r < 0 {
+            return Err(RulesetFailure::Create);
+        }
+        let ruleset = r as c_int;
+        for (path, rights) in &ll.rules {
+            let fd = libc::open(path.as_ptr(), libc::O_PATH | libc::O_CLOEXEC);
+            if fd < 0 {
+                if sys::errno() == libc::ENOENT {
+                    continue;
+                }
+                return Err(RulesetFailure::AddRule);
+            }
+            let attr = PathBeneathAttr {
+                allowed_access: *rights,
+                parent_fd: fd,
+            };
+            let r = libc::syscall(
+                sys::SYS_LANDLOCK_ADD_RULE,
+                ruleset,
+                1 as c_int, // LANDLOCK_RULE_PATH_BENEATH
+                &attr as *const PathBeneathAttr,
+                0u32,
+            );
+            if r < 0 {
+                let e = sys::errno();
+                libc::close(fd);
+                // close() succeeded or not, report the add_rule errno.
+                *libc::__errno_location() = e;
+                return Err(RulesetFailure::AddRule);
+            }
+            libc::close(fd);
+        }
+        Ok(ruleset)
+    }
+}
+
 fn fail_setup(sock: RawFd, step: i64) -> ! {
     let e = sys::errno();
     send_resp(
@@ -492,40 +550,11 @@ pub unsafe fn zygote_main(plan: &Plan, bufs: &mut Buffers, sock: RawFd, sync: Ra
         // 3. Landlock ruleset (paths now resolve inside the new root).
         let mut ruleset: c_int = -1;
         if let Some(ll) = &plan.landlock {
-            let r = libc::syscall(
-                sys::SYS_LANDLOCK_CREATE_RULESET,
-                &ll.attr as *const _,
-                std::mem::size_of_val(&ll.attr),
-                0u32,
-            );
-            if r < 0 {
-                fail_setup(sock, STEP_LANDLOCK_CREATE);
-            }
-            ruleset = r as c_int;
-            for (path, rights) in &ll.rules {
-                let fd = libc::open(path.as_ptr(), libc::O_PATH | libc::O_CLOEXEC);
-                if fd < 0 {
-                    if sys::errno() == libc::ENOENT {
-                        continue;
-                    }
-                    fail_setup(sock, STEP_LANDLOCK_RULE);
-                }
-                let attr = PathBeneathAttr {
-                    allowed_access: *rights,
-                    parent_fd: fd,
-                };
-                let r = libc::syscall(
-                    sys::SYS_LANDLOCK_ADD_RULE,
-                    ruleset,
-                    1 as c_int, // LANDLOCK_RULE_PATH_BENEATH
-                    &attr as *const PathBeneathAttr,
-                    0u32,
-                );
-                libc::close(fd);
-                if r < 0 {
-                    fail_setup(sock, STEP_LANDLOCK_RULE);
-                }
-            }
+            ruleset = match build_landlock_ruleset(ll) {
+                Ok(fd) => fd,
+                Err(RulesetFailure::Create) => fail_setup(sock, STEP_LANDLOCK_CREATE),
+                Err(RulesetFailure::AddRule) => fail_setup(sock, STEP_LANDLOCK_RULE),
+            };
         }
         // Commands run with the same uid: keep them out of our /proc entries.
         libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
@@ -924,39 +953,9 @@ unsafe fn command_init(mut a: ChildArgs) -> ! {
         }
         if let Some(ll) = &plan.landlock {
             // A fresh ruleset per command: rules bind to inodes, and /proc is new.
-            let r = libc::syscall(
-                sys::SYS_LANDLOCK_CREATE_RULESET,
-                &ll.attr as *const _,
-                std::mem::size_of_val(&ll.attr),
-                0u32,
-            );
-            if r < 0 {
-                child_fail(&a, C_LANDLOCK);
-            }
-            a.ruleset = r as c_int;
-            for (path, rights) in &ll.rules {
-                let fd = libc::open(path.as_ptr(), libc::O_PATH | libc::O_CLOEXEC);
-                if fd < 0 {
-                    if sys::errno() == libc::ENOENT {
-                        continue;
-                    }
-                    child_fail(&a, C_LANDLOCK);
-                }
-                let attr = PathBeneathAttr {
-                    allowed_access: *rights,
-                    parent_fd: fd,
-                };
-                let r = libc::syscall(
-                    sys::SYS_LANDLOCK_ADD_RULE,
-                    a.ruleset,
-                    1 as c_int, // LANDLOCK_RULE_PATH_BENEATH
-                    &attr as *const PathBeneathAttr,
-                    0u32,
-                );
-                libc::close(fd);
-                if r < 0 {
-                    child_fail(&a, C_LANDLOCK);
-                }
+            match build_landlock_ruleset(ll) {
+                Ok(fd) => a.ruleset = fd,
+                Err(_) => child_fail(&a, C_LANDLOCK),
             }
         }
         let cmd = libc::clone(
@@ -1182,5 +1181,49 @@ unsafe fn exec_search(a: &ChildArgs) -> ! {
         }
         *libc::__errno_location() = last_err;
         child_fail(a, C_EXEC)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::landlock::READ_EXEC;
+
+    #[test]
+    fn landlock_ruleset_builds_skips_missing_paths_and_names_the_failing_half() {
+        let Ok(abi) = sys::landlock_abi() else {
+            eprintln!("SKIP: Landlock is not available on this kernel");
+            return;
+        };
+        let mut plan = LandlockPlan::new(abi, true);
+        plan.add(CString::new("/").unwrap(), READ_EXEC, true);
+        plan.add(
+            CString::new("/no/such/enact/path").unwrap(),
+            READ_EXEC,
+            true,
+        );
+        let fd = build_landlock_ruleset(&plan).unwrap();
+        assert!(fd >= 0);
+        // SAFETY: the ruleset fd we just got.
+        unsafe { libc::close(fd) };
+
+        // A right outside the handled set: the kernel refuses the rule (EINVAL).
+        let mut bad_rule = LandlockPlan::new(abi, false);
+        bad_rule
+            .rules
+            .push((CString::new("/").unwrap(), 1u64 << 40));
+        assert_eq!(
+            build_landlock_ruleset(&bad_rule),
+            Err(RulesetFailure::AddRule)
+        );
+        assert_eq!(sys::errno(), libc::EINVAL);
+
+        // Nothing handled: the ruleset cannot be created.
+        let mut empty = LandlockPlan::new(abi, false);
+        empty.attr.handled_access_fs = 0;
+        empty.attr.handled_access_net = 0;
+        empty.attr.scoped = 0;
+        assert_eq!(build_landlock_ruleset(&empty), Err(RulesetFailure::Create));
     }
 }

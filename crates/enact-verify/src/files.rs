@@ -8,7 +8,6 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 /// One entry of a [`FileTree`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,13 +58,9 @@ impl Default for WalkLimits {
     }
 }
 
-fn hex(d: &[u8]) -> String {
-    d.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-pub fn sha256_hex(data: &[u8]) -> String {
-    hex(&Sha256::digest(data))
-}
+/// SHA-256 as hex, from its one home in enact-sandbox (kept here for callers of
+/// `enact_verify::files`).
+pub use enact_sandbox::sha256_hex;
 
 impl FileTree {
     /// Snapshot `root`.

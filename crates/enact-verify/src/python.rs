@@ -11,9 +11,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use enact_core::{CheckResult, CheckStatus, VerifyError};
+use enact_core::{CheckResult, CheckStatus, SeededRng, VerifyError};
 use enact_sandbox::{
     ExecOptions, ExitStatusKind, IsolationLevel, Limits, NetworkPolicy, Sandbox, SandboxConfig,
+    random_hex,
 };
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -124,30 +125,6 @@ pub fn find_python() -> Result<PathBuf, String> {
             ))
         })
         .clone()
-}
-
-/// Random hex from the kernel.
-pub fn random_hex(bytes: usize) -> String {
-    use std::io::Read;
-    let mut buf = vec![0u8; bytes];
-    let ok = std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut buf))
-        .is_ok();
-    if !ok {
-        // Fall back to the clock and address entropy; still unpredictable enough for framing.
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        let mut x = (t as u64) ^ (&buf as *const _ as u64);
-        for b in buf.iter_mut() {
-            x = x
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            *b = (x >> 33) as u8;
-        }
-    }
-    buf.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The driver run inside each grading sandbox. It captures every builtin it needs before the
@@ -283,14 +260,9 @@ impl PythonGrader {
 
         // Shuffled order: no candidate can rely on running order.
         let mut order: Vec<usize> = (0..cases.len()).collect();
-        let seed = u64::from_str_radix(&random_hex(8), 16).unwrap_or(0x5eed);
-        let mut x = seed | 1;
-        for i in (1..order.len()).rev() {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            order.swap(i, (x % (i as u64 + 1)) as usize);
-        }
+        let seed = getrandom::u64()
+            .map_err(|e| fail(format!("no OS randomness to shuffle the cases: {e}")))?;
+        SeededRng::new(seed).shuffle(&mut order);
 
         let sem = Arc::new(tokio::sync::Semaphore::new(self.limits.concurrency.max(1)));
         let mut set = tokio::task::JoinSet::new();
@@ -354,7 +326,10 @@ impl PythonGrader {
                 case.id
             ))
         })?;
-        let marker = format!("ENACT-RESULT-{}", random_hex(16));
+        let marker = format!(
+            "ENACT-RESULT-{}",
+            random_hex(16).map_err(|e| fail(format!("cannot frame the result: {e}")))?
+        );
         let request = json!({
             "module": module,
             "func": case.func,

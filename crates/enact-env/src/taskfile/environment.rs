@@ -7,12 +7,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use enact_core::{Action, EnvError, Environment, Reset, StepOutcome, Submission, Task, ToolSpec};
 use enact_sandbox::{Sandbox, Workspace};
-use enact_verify::MonitorEvidence;
-use enact_verify::files::{FileTree, WalkLimits};
 
 use super::sandbox::{Paths, paths_for, substitute};
 use super::spec::{TaskSpec, ToolDecl};
 use super::tools::{CalculatorTool, CommandTool, FileTool};
+use enact_verify::MonitorEvidence;
+use enact_verify::files::{FileTree, WalkLimits};
+use serde_json::json;
+
 use crate::conversation::ToolConversation;
 use crate::mcp::McpServer;
 use crate::toolbox::ToolBox;
@@ -24,9 +26,10 @@ pub struct TaskFileEnv {
     spec: Arc<TaskSpec>,
     conv: ToolConversation,
     workspace: Option<Workspace>,
+    /// The workspace when the agent started (path → fingerprint): the monitors diff the
+    /// final workspace against it, so only what the agent changed counts as its work.
+    initial: BTreeMap<String, String>,
     mcp: Vec<McpServer>,
-    /// What monitors compare the final workspace with (set at reset).
-    evidence: MonitorEvidence,
 }
 
 impl TaskFileEnv {
@@ -35,8 +38,8 @@ impl TaskFileEnv {
             spec,
             conv: ToolConversation::default(),
             workspace: None,
+            initial: BTreeMap::new(),
             mcp: Vec::new(),
-            evidence: MonitorEvidence::default(),
         }
     }
 
@@ -77,22 +80,6 @@ impl Environment for TaskFileEnv {
                 ))
             })?;
         }
-        self.evidence = MonitorEvidence {
-            initial: FileTree::scan(&root, WalkLimits::default())
-                .map_err(|e| {
-                    EnvError::Setup(format!(
-                        "task {}: cannot fingerprint the workspace: {e}",
-                        spec.id
-                    ))
-                })?
-                .fingerprint(),
-            hidden_paths: [Some(&spec.dir), spec.hidden.as_ref()]
-                .into_iter()
-                .flatten()
-                .map(|p| p.display().to_string())
-                .collect(),
-            ..MonitorEvidence::default()
-        };
         let mut tools = ToolBox::new();
         let mut longest = 30;
         let mut sandbox: Option<(Arc<Sandbox>, Arc<Paths>)> = None;
@@ -180,6 +167,14 @@ impl Environment for TaskFileEnv {
         }
         tools.limits.timeout = Duration::from_secs(longest);
         self.conv.tools = tools;
+        self.initial = FileTree::scan(&root, WalkLimits::default())
+            .map_err(|e| {
+                EnvError::Setup(format!(
+                    "task {}: cannot scan the prepared workspace: {e}",
+                    spec.id
+                ))
+            })?
+            .fingerprint();
         self.workspace = Some(ws);
         let system = spec.system.clone().unwrap_or_else(|| DEFAULT_SYSTEM.into());
         Ok(self.conv.start(system, spec.prompt.clone()))
@@ -191,10 +186,19 @@ impl Environment for TaskFileEnv {
 
     async fn submission(&mut self) -> Result<Submission, EnvError> {
         let workspace = self.workspace.as_ref().map(|w| w.path().to_path_buf());
-        Ok(self.conv.submission(
-            Some(serde_json::json!({ "monitor": self.evidence })),
-            workspace,
-        ))
+        let evidence = MonitorEvidence {
+            initial: self.initial.clone(),
+            // The task directory (and with it hidden/) wherever it lies.
+            hidden_paths: [Some(&self.spec.dir), self.spec.hidden.as_ref()]
+                .into_iter()
+                .flatten()
+                .map(|p| p.display().to_string())
+                .collect(),
+            ..MonitorEvidence::default()
+        };
+        Ok(self
+            .conv
+            .submission(Some(json!({ "monitor": evidence })), workspace))
     }
 
     async fn close(&mut self) -> Result<(), EnvError> {

@@ -1,5 +1,6 @@
 //! A suite of task files loaded from a directory.
 
+use enact_core::SeededRng;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use super::environment::TaskFileEnv;
 use super::spec::{TaskFileError, TaskSpec, err};
 use super::verifier::TaskFileVerifier;
 use crate::noisy::NoisyEnv;
-use crate::suite::{SplitMix64, Suite};
+use crate::suite::Suite;
 use enact_core::{Submission, Verdict, VerifyError};
 use enact_verify::MonitoredVerifier;
 
@@ -107,7 +108,7 @@ impl Suite for TaskFileSuite {
             .map(|s| s.task(split))
             .collect();
         if seed != 0 {
-            let mut rng = SplitMix64::new(seed);
+            let mut rng = SeededRng::new(seed);
             for i in (1..all.len()).rev() {
                 all.swap(i, rng.below(i as u64 + 1) as usize);
             }
@@ -123,6 +124,11 @@ impl Suite for TaskFileSuite {
             Some(cfg) => Box::new(NoisyEnv::new(env, cfg)),
             None => env,
         })
+    }
+    /// Task files carry their monitors and each task's policy; a run's policy (the red team's
+    /// weakened one, in its negative control) does not override the task author's.
+    fn monitored_verifier(&self, _policy: &enact_verify::MonitorPolicy) -> Arc<dyn Verifier> {
+        self.verifier()
     }
     /// The task files' verifier with the default monitors, each task under its own
     /// `[monitors]` policy.

@@ -19,6 +19,7 @@ use super::grading;
 use super::sandbox::{paths_for, substitute, tail};
 use super::spec::{BuiltinCheck, TaskSpec, VerifierDecl};
 use super::tools::{MAX_CHECKED_FILE_BYTES, read_capped, safe_path};
+use crate::error::ResultsError;
 use crate::search::answer_matches;
 
 /// The strict result format of a command verifier.
@@ -40,7 +41,7 @@ struct ResultCheck {
 /// Parses a command verifier's results strictly. Unknown statuses, duplicate or empty
 /// names and an empty check list are errors; `expect`ed names that are absent become
 /// `missing` checks.
-pub fn parse_results(text: &str, expect: &[String]) -> Result<Vec<CheckResult>, String> {
+pub fn parse_results(text: &str, expect: &[String]) -> Result<Vec<CheckResult>, ResultsError> {
     let r: ResultsFile = serde_json::from_str(text).map_err(|e| {
         format!("results are not {{\"checks\":[{{\"name\",\"status\",\"detail\"}}]}}: {e}")
     })?;
@@ -54,7 +55,7 @@ pub fn parse_results(text: &str, expect: &[String]) -> Result<Vec<CheckResult>, 
             return Err("a check has an empty name".into());
         }
         if !seen.insert(c.name.clone()) {
-            return Err(format!("check \"{}\" appears twice", c.name));
+            return Err(format!("check \"{}\" appears twice", c.name).into());
         }
         let status = match c.status.as_str() {
             "passed" => CheckStatus::Passed,
@@ -65,7 +66,8 @@ pub fn parse_results(text: &str, expect: &[String]) -> Result<Vec<CheckResult>, 
                 return Err(format!(
                     "check \"{}\" has status \"{other}\"; use passed, failed, skipped or error",
                     c.name
-                ));
+                )
+                .into());
             }
         };
         out.push(CheckResult {
@@ -90,13 +92,11 @@ pub fn parse_results(text: &str, expect: &[String]) -> Result<Vec<CheckResult>, 
 /// grader reads whatever file has this name in the grading workspace (a copy of the agent's
 /// final workspace), so a name the candidate could predict would let it plant its own grade.
 fn results_file_name() -> Result<String, VerifyError> {
-    let mut bytes = [0u8; 16];
-    getrandom::fill(&mut bytes).map_err(|e| {
+    let hex = enact_sandbox::random_hex(16).map_err(|e| {
         VerifyError::Failed(format!(
-            "the OS random source failed ({e}); the results file needs an unguessable name, so grading cannot proceed"
+            "{e}; the results file needs an unguessable name, so grading cannot proceed"
         ))
     })?;
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     Ok(format!(".enact-results-{hex}.json"))
 }
 
@@ -254,15 +254,9 @@ impl TaskFileVerifier {
                         .and_then(|r| safe_path(r, path).ok())
                         .is_some_and(|p| p.is_file())),
                 };
-                let (status, detail) = match outcome {
-                    Ok(true) => (CheckStatus::Passed, String::new()),
-                    Ok(false) => (CheckStatus::Failed, String::new()),
-                    Err(e) => (CheckStatus::Failed, e),
-                };
-                CheckResult {
-                    name: c.name(),
-                    status,
-                    detail,
+                match outcome {
+                    Ok(ok) => CheckResult::new(c.name(), ok, ""),
+                    Err(e) => CheckResult::fail(c.name(), e),
                 }
             })
             .collect();
@@ -339,7 +333,6 @@ mod tests {
     /// found every time; a name from the OS random source never is.
     #[test]
     fn results_file_name_is_not_predictable_from_clock_and_pid() {
-        use crate::suite::SplitMix64;
         let now = || {
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -351,7 +344,7 @@ mod tests {
         let t1 = now();
         let pid = u64::from(std::process::id()) << 32;
         let predicted = (t0..=t1).any(|t| {
-            let mut rng = SplitMix64::new(t ^ pid);
+            let mut rng = enact_core::SeededRng::new(t ^ pid);
             name == format!(
                 ".enact-results-{:016x}{:016x}.json",
                 rng.next_u64(),

@@ -7,17 +7,12 @@ use enact_verify::find_python;
 
 /// Full isolation and a Python the sandbox can see; otherwise prints why and returns false.
 pub fn available() -> bool {
-    let caps = enact_sandbox::detect();
-    let missing = caps.missing_for(IsolationLevel::Full);
-    if !missing.is_empty() {
-        eprintln!("skipping: full sandbox isolation unavailable (missing {missing:?})");
-        return false;
-    }
-    if let Err(e) = find_python() {
-        eprintln!("skipping: {e}");
-        return false;
-    }
-    true
+    let missing = enact_sandbox::detect().missing_for(IsolationLevel::Full);
+    enact_testkit::available(
+        enact_testkit::Requirement::Sandbox,
+        "full sandbox isolation",
+        &missing,
+    ) && enact_testkit::found(enact_testkit::Requirement::Python, find_python())
 }
 
 /// Every check has status `s`.
