@@ -188,11 +188,11 @@ impl Environment for TaskFileEnv {
         let workspace = self.workspace.as_ref().map(|w| w.path().to_path_buf());
         let evidence = MonitorEvidence {
             initial: self.initial.clone(),
-            hidden_paths: self
-                .spec
-                .hidden
-                .iter()
-                .map(|h| h.display().to_string())
+            // The task directory (and with it hidden/) wherever it lies.
+            hidden_paths: [Some(&self.spec.dir), self.spec.hidden.as_ref()]
+                .into_iter()
+                .flatten()
+                .map(|p| p.display().to_string())
                 .collect(),
             ..MonitorEvidence::default()
         };
