@@ -163,14 +163,10 @@ async fn run_episodes(
             _ = interrupts.recv(), if !ran.interrupted => {
                 ran.interrupted = true;
                 ran.not_run = pending.len();
-                progress.println(&format!(
-                    "interrupted: admitting no more episodes, waiting for the {} running; Ctrl-C again to exit now (finished episodes are in {})",
-                    running.len(),
-                    dir.path.display()
-                ));
-                let path = dir.path.clone();
+                // Listen for the second Ctrl-C before saying that it will work.
                 let mut again =
                     signal(SignalKind::interrupt()).context("cannot listen for Ctrl-C (SIGINT)")?;
+                let path = dir.path.clone();
                 tokio::spawn(async move {
                     again.recv().await;
                     eprintln!(
@@ -179,6 +175,11 @@ async fn run_episodes(
                     );
                     std::process::exit(130);
                 });
+                progress.println(&format!(
+                    "interrupted: admitting no more episodes, waiting for the {} running; Ctrl-C again to exit now (finished episodes are in {})",
+                    running.len(),
+                    dir.path.display()
+                ));
             }
         }
     }

@@ -100,7 +100,8 @@ pub struct GenerateArgs {
 #[derive(Subcommand)]
 pub enum BenchCmd {
     /// Prompt and generation speed of the embedded engine (weights as shipped and repacked
-    /// to Q8_0), against llama.cpp's `llama-bench` on the same file when it is on PATH.
+    /// to Q8_0, or --weights), against llama.cpp's `llama-bench` on the same file when it is on
+    /// PATH. Runs on 2 threads unless --threads (or ENACT_THREADS) says otherwise.
     Generate(BenchGenerateArgs),
     /// Latency of a sandboxed `/bin/true` next to plain fork+exec, `unshare -Urn` and bwrap,
     /// and how many sandboxes can be alive at once.
@@ -117,8 +118,8 @@ pub struct BenchGenerateArgs {
     /// file, a .safetensors file or a Hugging Face model directory.
     #[arg(long, default_value = "default")]
     model: String,
-    /// Engine threads (default 2 here, so that runs compare across machines) and the weight
-    /// format compared with the weights as shipped (default q8_0).
+    // Threads default to 2 here (runs compare across machines); --weights picks the format
+    // compared with the weights as shipped (default q8_0).
     #[command(flatten)]
     settings: EngineSettings,
     /// Prompt length in tokens (the prefill measured).
@@ -426,10 +427,11 @@ fn llama_bench(path: &Path, threads: usize, a: &BenchGenerateArgs) -> Option<Res
 
 fn cmd_bench(a: BenchGenerateArgs) -> Result<()> {
     let path = model_path(&a.model)?;
-    let threads = a.settings.threads.unwrap_or(2);
-    if threads == 0 {
-        bail!("bench generate needs a thread count of at least 1 (--threads or ENACT_THREADS)");
-    }
+    let threads = match a.settings.threads {
+        None => 2,
+        Some(0) => std::thread::available_parallelism().map_or(1, usize::from),
+        Some(n) => n,
+    };
     let repacked = a.settings.weights.unwrap_or(WeightFormat::Q8_0);
     let (tokenizer, _) = tokenizer_and_template(&path)?;
     let mut prompt = Vec::new();

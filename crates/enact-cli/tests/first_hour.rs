@@ -25,6 +25,53 @@ fn enact(dir: &Path) -> Command {
     c
 }
 
+/// Whether full sandbox isolation is here (otherwise the skip is recorded).
+fn full_sandbox() -> bool {
+    let missing = enact_sandbox::detect().missing_for(enact_sandbox::IsolationLevel::Full);
+    enact_testkit::available(
+        enact_testkit::Requirement::Sandbox,
+        "full sandbox isolation",
+        &missing,
+    )
+}
+
+/// Whether a process whose command line contains `marker` is running.
+fn process_running(marker: &str) -> bool {
+    std::fs::read_dir("/proc").unwrap().any(|e| {
+        std::fs::read(e.unwrap().path().join("cmdline"))
+            .is_ok_and(|c| String::from_utf8_lossy(&c).contains(marker))
+    })
+}
+
+/// Sends Ctrl-C (SIGINT) to a process.
+fn interrupt(pid: u32) {
+    let kill = Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+}
+
+/// Waits until the one run directory under `runs` has `file` and its text satisfies `ready`.
+fn wait_for_run_file(runs: &Path, file: &str, ready: impl Fn(&str) -> bool) {
+    let started = Instant::now();
+    loop {
+        let text = std::fs::read_dir(runs)
+            .ok()
+            .and_then(|mut d| d.next())
+            .and_then(|e| std::fs::read_to_string(e.unwrap().path().join(file)).ok());
+        if text.is_some_and(|t| ready(&t)) {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "{file} never appeared in a run directory under {}",
+            runs.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn text(out: &Output) -> (String, String) {
     (
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -303,30 +350,9 @@ fn the_first_ctrl_c_finishes_running_episodes_and_writes_an_interrupted_summary(
         .spawn()
         .unwrap();
     // Wait until episodes are being written, then interrupt.
-    let started = Instant::now();
     let runs = tmp.path().join("r");
-    loop {
-        let written = std::fs::read_dir(&runs)
-            .ok()
-            .and_then(|mut d| d.next())
-            .and_then(|e| {
-                std::fs::read_to_string(e.unwrap().path().join("trajectories.jsonl")).ok()
-            })
-            .is_some_and(|t| t.lines().count() >= 2);
-        if written {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "no episode was written"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let kill = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
+    wait_for_run_file(&runs, "trajectories.jsonl", |t| t.lines().count() >= 2);
+    interrupt(child.id());
     let out = child.wait_with_output().unwrap();
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(130), "{stdout}{stderr}");
@@ -354,21 +380,22 @@ fn the_first_ctrl_c_finishes_running_episodes_and_writes_an_interrupted_summary(
 
 #[test]
 fn a_second_ctrl_c_exits_at_once() {
-    let missing = enact_sandbox::detect().missing_for(enact_sandbox::IsolationLevel::Full);
-    if !enact_testkit::available(
-        enact_testkit::Requirement::Sandbox,
-        "full sandbox isolation",
-        &missing,
-    ) {
+    if !full_sandbox() {
         return;
     }
-    // One task whose reference solution calls a tool that takes a minute.
+    // One task whose reference solution calls a tool that takes a minute; the marker finds
+    // that tool's process.
     let tmp = tempfile::tempdir().unwrap();
+    let marker = format!(
+        "enact-second-ctrl-c-{}",
+        tmp.path().file_name().unwrap().to_string_lossy()
+    );
     let task = tmp.path().join("tasks/slow");
     std::fs::create_dir_all(task.join("workspace")).unwrap();
     std::fs::write(
         task.join("task.toml"),
-        r#"[task]
+        format!(
+            r#"[task]
 id = "slow"
 prompt = "Wait, then say 1."
 
@@ -379,16 +406,17 @@ dir = "workspace"
 kind = "command"
 name = "wait"
 description = "waits a minute"
-command = ["sleep", "60"]
+command = ["sh", "-c", "sleep 60; : {marker}"]
 timeout_secs = 120
 
 [verifier]
 kind = "builtin"
-checks = [ { type = "answer_equals", value = "1", exact = true } ]
+checks = [ {{ type = "answer_equals", value = "1", exact = true }} ]
 
 [reference]
-turns = ['<tool_call>{"name": "wait", "arguments": {}}</tool_call>', "1"]
-"#,
+turns = ['<tool_call>{{"name": "wait", "arguments": {{}}}}</tool_call>', "1"]
+"#
+        ),
     )
     .unwrap();
     let mut child = enact(tmp.path())
@@ -397,28 +425,10 @@ turns = ['<tool_call>{"name": "wait", "arguments": {}}</tool_call>', "1"]
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let interrupt = |pid: u32| {
-        let kill = Command::new("kill")
-            .args(["-INT", &pid.to_string()])
-            .status()
-            .unwrap();
-        assert!(kill.success());
-    };
     // The listener exists once the run directory has its configuration.
-    let started = Instant::now();
-    while !std::fs::read_dir(tmp.path().join("r"))
-        .ok()
-        .and_then(|mut d| d.next())
-        .is_some_and(|e| e.unwrap().path().join("config.toml").exists())
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "the run never started"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_run_file(&tmp.path().join("r"), "config.toml", |_| true);
     interrupt(child.id());
-    // Wait until the first interrupt is acknowledged, then send the second.
+    // Wait until the first interrupt is acknowledged and the episode is inside its tool.
     let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
     let mut seen = String::new();
     loop {
@@ -429,6 +439,14 @@ turns = ['<tool_call>{"name": "wait", "arguments": {}}</tool_call>', "1"]
         if line.contains("interrupted: admitting no more episodes") {
             break;
         }
+    }
+    let started = Instant::now();
+    while !process_running(&marker) {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the tool never started: {seen}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
     }
     interrupt(child.id());
     let mut rest = String::new();
@@ -483,12 +501,7 @@ fn environments_and_sandbox_errors_say_what_to_do() {
 
 #[test]
 fn a_missing_command_in_the_sandbox_is_not_a_sandbox_problem() {
-    let missing = enact_sandbox::detect().missing_for(enact_sandbox::IsolationLevel::Full);
-    if !enact_testkit::available(
-        enact_testkit::Requirement::Sandbox,
-        "full sandbox isolation",
-        &missing,
-    ) {
+    if !full_sandbox() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
