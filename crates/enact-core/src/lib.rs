@@ -22,10 +22,10 @@ pub mod verify;
 
 pub use env::{Action, EnvError, Environment, Reset, StepOutcome, Submission, ToolResult};
 pub use message::{Message, Role, ToolCall, ToolSpec};
-pub use rng::SeededRng;
 pub use policy::{
     FinishReason, Policy, PolicyError, Sample, SampleRequest, SamplingParams, TokenSink,
 };
+pub use rng::SeededRng;
 pub use task::{
     Episode, EpisodeError, EpisodeOutcome, MonitorFlag, Task, Termination, Timings, TokenCounts,
 };

@@ -277,7 +277,11 @@ mod tests {
         e.list[first].outstanding.fetch_add(2, Ordering::SeqCst);
         assert_eq!(e.pick(Some(&[1, 2, 3])).0, 1 - first);
         e.list[first].outstanding.fetch_sub(1, Ordering::SeqCst);
-        assert_eq!(e.pick(Some(&[1, 2, 3])).0, first, "within the imbalance again");
+        assert_eq!(
+            e.pick(Some(&[1, 2, 3])).0,
+            first,
+            "within the imbalance again"
+        );
     }
 
     #[test]

@@ -13,8 +13,8 @@ use serde_json::Value;
 use tokio::sync::OnceCell;
 
 use crate::config::{Dialect, HttpConfig, HttpError};
-use crate::endpoints::Endpoints;
 use crate::dialect::{self, ExactOutput, Output, Prepared, Stop, TextOutput};
+use crate::endpoints::Endpoints;
 use crate::transport::{BodyError, read_body_capped};
 
 /// A model served over HTTP. Cheap to clone: clones share the connection pool, the

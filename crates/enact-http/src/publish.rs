@@ -200,7 +200,11 @@ impl WeightPublisher for HttpPolicy {
                 });
             }
         }
-        *self.inner.adapter.write().unwrap_or_else(|p| p.into_inner()) = Some(name.to_string());
+        *self
+            .inner
+            .adapter
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = Some(name.to_string());
         let version = self.next_version();
         if let Some(old) = previous.filter(|_| !replacing) {
             let unload_path = match self.dialect() {

@@ -27,10 +27,7 @@ pub async fn read_body_capped(
     limit: usize,
 ) -> Result<Vec<u8>, BodyError> {
     let too_large = BodyError::TooLarge { limit };
-    if response
-        .content_length()
-        .is_some_and(|n| n > limit as u64)
-    {
+    if response.content_length().is_some_and(|n| n > limit as u64) {
         return Err(too_large);
     }
     let mut bytes = Vec::new();

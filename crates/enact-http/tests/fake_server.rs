@@ -871,10 +871,7 @@ async fn vllm_publishes_lora_adapters_and_samples_through_them() {
     c.model = Some("base".into());
     let p = policy(c);
     assert_eq!(p.version(), 0);
-    assert_eq!(
-        p.publish_lora("policy-1", "/ckpt/step-1").await.unwrap(),
-        1
-    );
+    assert_eq!(p.publish_lora("policy-1", "/ckpt/step-1").await.unwrap(), 1);
     assert_eq!(p.version(), 1);
     assert_eq!(p.adapter().as_deref(), Some("policy-1"));
     assert_eq!(
@@ -927,7 +924,10 @@ async fn vllm_refusals_leave_the_version_and_adapter_unchanged() {
     let p = policy(c);
     let err = p.publish_lora("a", "/x").await.unwrap_err();
     let msg = err.to_string();
-    assert!(matches!(err, PublishError::Rejected { status: 404, .. }), "{msg}");
+    assert!(
+        matches!(err, PublishError::Rejected { status: 404, .. }),
+        "{msg}"
+    );
     assert!(msg.contains("VLLM_ALLOW_RUNTIME_LORA_UPDATING"), "{msg}");
     assert_eq!(p.version(), 0);
     assert_eq!(p.adapter(), None);
@@ -1001,9 +1001,18 @@ async fn sglang_publishes_adapters_and_full_weights() {
     assert_eq!(s.policy_versions, vec![3, 3]);
 
     let err = p.update_weights_from_disk("/bad").await.unwrap_err();
-    assert!(matches!(err, PublishError::Rejected { status: 400, .. }), "{err}");
-    assert!(err.to_string().contains("Failed to get weights iterator"), "{err}");
-    let err = p.update_weights_from_disk("/quiet-failure").await.unwrap_err();
+    assert!(
+        matches!(err, PublishError::Rejected { status: 400, .. }),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("Failed to get weights iterator"),
+        "{err}"
+    );
+    let err = p
+        .update_weights_from_disk("/quiet-failure")
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("shape mismatch"), "{err}");
     assert_eq!(p.version(), 3);
 }

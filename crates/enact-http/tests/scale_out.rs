@@ -197,7 +197,9 @@ async fn requests_spread_by_outstanding_count() {
     let mut tasks = Vec::new();
     for i in 0..6u32 {
         let p = p.clone();
-        tasks.push(tokio::spawn(async move { p.sample(request(vec![100 + i])).await }));
+        tasks.push(tokio::spawn(async move {
+            p.sample(request(vec![100 + i])).await
+        }));
         // Each request is sent before the next is chosen (its server's count has risen).
         while a.state.in_flight.load(Ordering::SeqCst) + b.state.in_flight.load(Ordering::SeqCst)
             < i as usize + 1
@@ -240,7 +242,10 @@ async fn each_episode_stays_on_its_server() {
         ea.iter().all(|e| !eb.contains(e)),
         "an episode moved between servers: a served {ea:?}, b served {eb:?}"
     );
-    assert!(!ea.is_empty() && !eb.is_empty(), "both servers get episodes");
+    assert!(
+        !ea.is_empty() && !eb.is_empty(),
+        "both servers get episodes"
+    );
 }
 
 #[tokio::test]
@@ -254,7 +259,11 @@ async fn a_server_that_dies_mid_run_is_taken_out_and_its_request_retried() {
         assert_eq!(s.tokens, vec![65, EOT]);
     }
     assert_eq!(a.requests(), 3, "out of the rotation after dying");
-    assert_eq!(b.requests(), 12 - 2, "b answered the rest, the lost request included");
+    assert_eq!(
+        b.requests(),
+        12 - 2,
+        "b answered the rest, the lost request included"
+    );
     let lost = a.contexts()[2].clone();
     assert!(b.contexts().contains(&lost));
 }

@@ -75,7 +75,10 @@ mod tests {
     fn random_hex_has_the_length_asked_and_does_not_repeat() {
         let a = random_hex(16).unwrap();
         assert_eq!(a.len(), 32);
-        assert!(a.bytes().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert!(
+            a.bytes()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        );
         assert_ne!(a, random_hex(16).unwrap());
         assert_eq!(random_hex(0).unwrap(), "");
     }

@@ -1198,7 +1198,11 @@ mod tests {
         };
         let mut plan = LandlockPlan::new(abi, true);
         plan.add(CString::new("/").unwrap(), READ_EXEC, true);
-        plan.add(CString::new("/no/such/enact/path").unwrap(), READ_EXEC, true);
+        plan.add(
+            CString::new("/no/such/enact/path").unwrap(),
+            READ_EXEC,
+            true,
+        );
         let fd = build_landlock_ruleset(&plan).unwrap();
         assert!(fd >= 0);
         // SAFETY: the ruleset fd we just got.
@@ -1206,7 +1210,9 @@ mod tests {
 
         // A right outside the handled set: the kernel refuses the rule (EINVAL).
         let mut bad_rule = LandlockPlan::new(abi, false);
-        bad_rule.rules.push((CString::new("/").unwrap(), 1u64 << 40));
+        bad_rule
+            .rules
+            .push((CString::new("/").unwrap(), 1u64 << 40));
         assert_eq!(
             build_landlock_ruleset(&bad_rule),
             Err(RulesetFailure::AddRule)

@@ -112,7 +112,6 @@ pub fn find_python() -> Result<PathBuf, String> {
         .clone()
 }
 
-
 /// The driver run inside each grading sandbox. It captures every builtin it needs before the
 /// candidate module is imported, appends (never prepends) the candidate directory to
 /// `sys.path`, and routes the candidate's stdout to stderr.
