@@ -1,10 +1,11 @@
 //! The enact agent loop.
 //!
 //! `Agent::run` drives one episode: reset the environment, render the opening prompt with
-//! the chat template, then repeat — sample a reply from the policy, split it into reasoning,
-//! content and tool calls, execute the calls in the environment, render the observations as
-//! a token suffix — until the agent answers, or a turn, token or time limit is reached.
-//! Afterwards the verifier grades the environment's submission.
+//! the chat template, then repeat one turn — `sample` a reply from the policy, `parse` it into
+//! reasoning, content and tool calls, `end_turn` (limits, forced closing tokens), `act` on it in
+//! the environment, `observe` the outcome as a rendered token suffix — until the agent answers,
+//! or a turn, token or time limit is reached. Afterwards the verifier grades the environment's
+//! submission and `finish` assembles the episode. Each step is a method of [`Agent`].
 //!
 //! Everything that can go wrong inside an episode (malformed or unknown tool calls, tool
 //! failures, an empty reply, a reply that never stops, a failing policy or environment) ends
@@ -13,16 +14,19 @@
 
 pub mod context;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use enact_core::{
     Action, ChatTemplate, Environment, Episode, EpisodeError, EpisodeOutcome, FinishReason,
-    Message, Policy, RenderOptions, ReplyParser, Role, SampleRequest, SamplingParams, SegmentKind,
-    StepOutcome, Submission, Task, Termination, Timings, TokenCounts, Tokenizer, ToolSpec,
-    Trajectory, Verdict, Verifier,
+    Message, ParsedReply, Policy, RenderOptions, ReplyParser, Role, SampleRequest, SamplingParams,
+    SegmentId, SegmentKind, StepOutcome, Submission, Task, Termination, Timings, TokenCounts,
+    Tokenizer, ToolSpec, Trajectory, Verdict, Verifier,
 };
 use serde::{Deserialize, Serialize};
+
+use crate::context::SuffixRenderer;
 
 /// Limits and sampling settings of an episode.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -66,11 +70,50 @@ pub struct Agent {
     pub config: AgentConfig,
 }
 
+/// The loop stops: the episode ends with this termination (a normal finish included).
+struct End(Termination);
+
+/// Ends the episode with an error that says what failed.
+fn failed(e: impl std::fmt::Display) -> End {
+    End(Termination::Error(e.to_string()))
+}
+
+/// The episode's wall-clock limit.
+#[derive(Debug, Clone, Copy)]
+struct Deadline {
+    started: Instant,
+    limit: Duration,
+}
+
+impl Deadline {
+    fn remaining(&self) -> Duration {
+        self.limit.saturating_sub(self.started.elapsed())
+    }
+}
+
+/// Runs `work` within what is left of the episode's time, adding the time it took to
+/// `clock`; running out of time ends the episode.
+async fn within<T>(
+    deadline: Deadline,
+    clock: &mut Duration,
+    work: impl Future<Output = T>,
+) -> Result<T, End> {
+    let t = Instant::now();
+    let done = tokio::time::timeout(deadline.remaining(), work).await;
+    *clock += t.elapsed();
+    done.map_err(|_| End(Termination::TimeLimit))
+}
+
 /// Mutable state of one episode.
 struct Run {
     trajectory: Trajectory,
+    /// The main line's tokens (the next context) and its last segment. They only change
+    /// together with the `main` branch, in [`Run::append`] and [`Run::append_sampled`].
+    context: Arc<Vec<u32>>,
+    head: Option<SegmentId>,
     messages: Vec<Message>,
     tools: Vec<ToolSpec>,
+    suffixes: SuffixRenderer,
     errors: Vec<EpisodeError>,
     turns: u32,
     tool_calls: u32,
@@ -81,7 +124,41 @@ struct Run {
     env_time: Duration,
 }
 
+/// A reply as sampled: its ids (on the main line already) and why it stopped.
+struct Sampled {
+    tokens: Vec<u32>,
+    finish: FinishReason,
+}
+
+/// A parsed reply.
+struct Reply {
+    parsed: ParsedReply,
+    /// The decoded reply is empty or whitespace.
+    empty: bool,
+    /// The reply ended with the template's end-of-turn token.
+    ended_by_eot: bool,
+}
+
 impl Run {
+    fn new(trajectory: Trajectory) -> Self {
+        Run {
+            trajectory,
+            context: Arc::new(Vec::new()),
+            head: None,
+            messages: Vec::new(),
+            tools: Vec::new(),
+            suffixes: SuffixRenderer::new(0),
+            errors: Vec::new(),
+            turns: 0,
+            tool_calls: 0,
+            tool_errors: 0,
+            thinking_tokens: 0,
+            final_answer: None,
+            policy_time: Duration::ZERO,
+            env_time: Duration::ZERO,
+        }
+    }
+
     fn error(&mut self, source: &str, message: impl Into<String>, recovered: bool) {
         let message = message.into();
         tracing::debug!(source, %message, recovered, "episode error");
@@ -92,9 +169,65 @@ impl Run {
             recovered,
         });
     }
+
+    /// Appends tokens the policy did not sample (prompt, observation, forced) to the main
+    /// line of the current turn.
+    fn append(&mut self, kind: SegmentKind, tokens: Vec<u32>, label: &str) -> Result<(), End> {
+        let id = self
+            .trajectory
+            .push_tokens(self.head, kind, tokens, self.turns, Some(label.into()))
+            .map_err(failed)?;
+        self.advance(id)
+    }
+
+    /// Appends the sampled reply of the current turn to the main line.
+    fn append_sampled(
+        &mut self,
+        tokens: Vec<u32>,
+        logprobs: Vec<f32>,
+        policy_versions: Vec<u64>,
+    ) -> Result<(), End> {
+        let id = self
+            .trajectory
+            .push_sampled(self.head, tokens, logprobs, policy_versions, self.turns)
+            .map_err(failed)?;
+        self.advance(id)
+    }
+
+    /// Moves the main line (branch, head and context) onto the new segment `id`.
+    fn advance(&mut self, id: SegmentId) -> Result<(), End> {
+        self.trajectory.set_branch("main", id).map_err(failed)?;
+        let tokens = &self.trajectory.segment(id).map_err(failed)?.tokens;
+        // The policy has dropped its copy by now: this appends in place.
+        Arc::make_mut(&mut self.context).extend_from_slice(tokens);
+        self.head = Some(id);
+        Ok(())
+    }
 }
 
 impl Agent {
+    /// An agent with the default [`AgentConfig`].
+    pub fn new(
+        policy: Arc<dyn Policy>,
+        tokenizer: Arc<dyn Tokenizer>,
+        template: Arc<dyn ChatTemplate>,
+        parser: Arc<dyn ReplyParser>,
+    ) -> Self {
+        Agent {
+            policy,
+            tokenizer,
+            template,
+            parser,
+            config: AgentConfig::default(),
+        }
+    }
+
+    /// The same agent with `config`.
+    pub fn with_config(mut self, config: AgentConfig) -> Self {
+        self.config = config;
+        self
+    }
+
     /// How many of a reply's sampled tokens belong to its reasoning: those up to and
     /// including the one that completes `</think>`, or all of them when the reasoning never
     /// closed. Counted on the sampled ids themselves, never on re-encoded text.
@@ -132,28 +265,18 @@ impl Agent {
         verifier: Option<&dyn Verifier>,
     ) -> Episode {
         let started = Instant::now();
-        let mut run = Run {
-            trajectory: Trajectory::new(
-                uuid::Uuid::new_v4().to_string(),
-                task.id.clone(),
-                self.tokenizer.identity(),
-            ),
-            messages: Vec::new(),
-            tools: Vec::new(),
-            errors: Vec::new(),
-            turns: 0,
-            tool_calls: 0,
-            tool_errors: 0,
-            thinking_tokens: 0,
-            final_answer: None,
-            policy_time: Duration::ZERO,
-            env_time: Duration::ZERO,
+        let mut trajectory =
+            Trajectory::new(uuid::Uuid::new_v4().to_string(), self.tokenizer.identity());
+        trajectory.token_exact = self.policy.token_exact();
+        let mut run = Run::new(trajectory);
+        let deadline = Deadline {
+            started,
+            limit: secs_or_forever(self.config.time_limit_secs.max(0.0)),
         };
-        run.trajectory.token_exact = self.policy.token_exact();
         // A panic anywhere in the loop (an environment, a parser, a template on strange
         // input) ends the episode as an error; what was recorded so far is kept.
         let termination =
-            match catch_unwind(Box::pin(self.drive(task, env, &mut run, started))).await {
+            match catch_unwind(Box::pin(self.drive(task, env, &mut run, deadline))).await {
                 Ok(t) => t,
                 Err(panic) => Termination::Error(format!(
                     "the episode crashed: {}",
@@ -230,300 +353,314 @@ impl Agent {
         self.finish(task, run, termination, verdict, started, verify_time)
     }
 
+    /// Opens the episode, then runs turns until one ends it.
     async fn drive(
         &self,
         task: &Task,
         env: &mut dyn Environment,
         run: &mut Run,
-        started: Instant,
+        deadline: Deadline,
     ) -> Termination {
-        let cfg = &self.config;
-        let time_limit = secs_or_forever(cfg.time_limit_secs.max(0.0));
-        let remaining = |started: Instant| time_limit.saturating_sub(started.elapsed());
-
-        let t = Instant::now();
-        let reset = tokio::time::timeout(remaining(started), env.reset(task)).await;
-        run.env_time += t.elapsed();
-        let reset = match reset {
-            Ok(Ok(r)) => r,
-            Ok(Err(e)) => return Termination::Error(format!("environment reset failed: {e}")),
-            Err(_) => return Termination::TimeLimit,
+        let eot = match self.open(task, env, run, deadline).await {
+            Ok(eot) => eot,
+            Err(End(termination)) => return termination,
         };
+        loop {
+            if let Err(End(termination)) = self.turn(env, run, eot, deadline).await {
+                return termination;
+            }
+        }
+    }
+
+    /// Resets the environment and puts the rendered opening on the main line. Returns the id
+    /// of the template's end-of-turn token.
+    async fn open(
+        &self,
+        task: &Task,
+        env: &mut dyn Environment,
+        run: &mut Run,
+        deadline: Deadline,
+    ) -> Result<u32, End> {
+        let reset = within(deadline, &mut run.env_time, env.reset(task))
+            .await?
+            .map_err(|e| failed(format!("environment reset failed: {e}")))?;
         run.messages = reset.messages;
         run.tools = reset.tools;
+        run.suffixes = SuffixRenderer::new(run.messages.len());
 
-        let eot_text = self.template.end_of_turn().to_string();
-        let Some(eot) = self.tokenizer.special_token_id(&eot_text) else {
-            return Termination::Error(format!(
+        let eot_text = self.template.end_of_turn();
+        let Some(eot) = self.tokenizer.special_token_id(eot_text) else {
+            return Err(failed(format!(
                 "the template's end-of-turn token {eot_text:?} is not a special token of tokenizer {}; use a matching template and tokenizer",
                 self.tokenizer.identity()
-            ));
+            )));
         };
-
-        let opening = match context::opening(
+        let opening = context::opening(
             self.template.as_ref(),
             &run.messages,
             &run.tools,
-            &cfg.render,
-        ) {
-            Ok(t) => t,
-            Err(e) => return Termination::Error(e.to_string()),
-        };
-        let ids = match self.tokenizer.encode(&opening) {
-            Ok(ids) => ids,
-            Err(e) => return Termination::Error(e.to_string()),
-        };
-        let mut context = ids.clone();
-        let mut head = match run.trajectory.push_tokens(
-            None,
-            SegmentKind::Prompt,
-            ids,
-            0,
-            Some("opening".into()),
-        ) {
-            Ok(h) => h,
-            Err(e) => return Termination::Error(e.to_string()),
-        };
-        let _ = run.trajectory.set_branch("main", head);
+            &self.config.render,
+        )
+        .map_err(failed)?;
+        let ids = self.tokenizer.encode(&opening).map_err(failed)?;
+        run.append(SegmentKind::Prompt, ids, "opening")?;
+        Ok(eot)
+    }
 
-        loop {
-            if run.turns >= cfg.max_turns {
-                break Termination::TurnLimit;
-            }
-            if remaining(started).is_zero() {
-                break Termination::TimeLimit;
-            }
-            let room = cfg.max_context_tokens.saturating_sub(context.len());
-            if room == 0 {
+    /// One assistant turn: sample, parse, end the turn, act, observe. `Err` ends the episode.
+    async fn turn(
+        &self,
+        env: &mut dyn Environment,
+        run: &mut Run,
+        eot: u32,
+        deadline: Deadline,
+    ) -> Result<(), End> {
+        let max_tokens = self.start_turn(run, deadline)?;
+        let sampled = self.sample(run, eot, max_tokens, deadline).await?;
+        let reply = self.parse(run, &sampled, eot)?;
+        self.end_turn(run, &sampled, &reply, eot, max_tokens)?;
+        let observations = self.act(env, run, &reply.parsed, deadline).await?;
+        self.observe(run, observations)
+    }
+
+    /// Checks the turn, time and context limits and counts the new turn. Returns how many
+    /// tokens it may sample.
+    fn start_turn(&self, run: &mut Run, deadline: Deadline) -> Result<usize, End> {
+        let cfg = &self.config;
+        if run.turns >= cfg.max_turns {
+            return Err(End(Termination::TurnLimit));
+        }
+        if deadline.remaining().is_zero() {
+            return Err(End(Termination::TimeLimit));
+        }
+        let room = cfg.max_context_tokens.saturating_sub(run.context.len());
+        if room == 0 {
+            run.error(
+                "policy",
+                format!(
+                    "the context reached the limit of {} tokens",
+                    cfg.max_context_tokens
+                ),
+                false,
+            );
+            return Err(End(Termination::TokenLimit));
+        }
+        run.turns += 1;
+        Ok(cfg.max_tokens_per_turn.min(room))
+    }
+
+    /// Samples the turn's reply and appends it to the main line.
+    async fn sample(
+        &self,
+        run: &mut Run,
+        eot: u32,
+        max_tokens: usize,
+        deadline: Deadline,
+    ) -> Result<Sampled, End> {
+        let request = SampleRequest {
+            context: run.context.clone(),
+            max_tokens,
+            stop_tokens: vec![eot],
+            stop_strings: Vec::new(),
+            params: self.config.sampling.clone(),
+            on_token: None,
+        };
+        let sample = within(deadline, &mut run.policy_time, self.policy.sample(request))
+            .await?
+            .map_err(|e| failed(format!("policy failed: {e}")))?;
+        if sample.logprobs.len() != sample.tokens.len()
+            || sample.policy_versions.len() != sample.tokens.len()
+        {
+            return Err(failed(format!(
+                "policy returned {} tokens with {} logprobs and {} versions",
+                sample.tokens.len(),
+                sample.logprobs.len(),
+                sample.policy_versions.len()
+            )));
+        }
+        run.append_sampled(
+            sample.tokens.clone(),
+            sample.logprobs,
+            sample.policy_versions,
+        )?;
+        Ok(Sampled {
+            tokens: sample.tokens,
+            finish: sample.finish,
+        })
+    }
+
+    /// Decodes the reply (without its end-of-turn token) and splits it into reasoning,
+    /// content and tool calls; the assistant message joins the conversation.
+    fn parse(&self, run: &mut Run, sampled: &Sampled, eot: u32) -> Result<Reply, End> {
+        let ended_by_eot = matches!(sampled.finish, FinishReason::StopToken(id) if id == eot)
+            && sampled.tokens.last() == Some(&eot);
+        let body = if ended_by_eot {
+            &sampled.tokens[..sampled.tokens.len() - 1]
+        } else {
+            &sampled.tokens[..]
+        };
+        let text = self
+            .tokenizer
+            .decode(body)
+            .map_err(|e| failed(format!("could not decode the reply: {e}")))?;
+        let parsed = self.parser.parse(&text, run.turns);
+        if parsed.reasoning.is_some() {
+            run.thinking_tokens += self.thinking_token_count(body);
+        }
+        run.messages.push(Message {
+            role: Role::Assistant,
+            content: parsed.content.clone(),
+            reasoning: parsed.reasoning.clone(),
+            tool_calls: parsed.tool_calls.clone(),
+            tool_call_id: None,
+            name: None,
+        });
+        Ok(Reply {
+            parsed,
+            empty: text.trim().is_empty(),
+            ended_by_eot,
+        })
+    }
+
+    /// Ends the turn on the main line: an empty reply or one that never stopped ends the
+    /// episode; a reply that stopped without the end-of-turn token is closed with it as
+    /// forced tokens (no loss). Tokens the system inserts into a turn go here.
+    fn end_turn(
+        &self,
+        run: &mut Run,
+        sampled: &Sampled,
+        reply: &Reply,
+        eot: u32,
+        max_tokens: usize,
+    ) -> Result<(), End> {
+        if reply.empty {
+            run.error("policy", "the model produced an empty reply", false);
+            return Err(End(Termination::EmptyReply));
+        }
+        match &sampled.finish {
+            FinishReason::Length => {
                 run.error(
                     "policy",
                     format!(
-                        "the context reached the limit of {} tokens",
-                        cfg.max_context_tokens
+                        "the reply did not end within {max_tokens} tokens (no end-of-turn token)"
                     ),
                     false,
                 );
-                break Termination::TokenLimit;
+                Err(End(Termination::TokenLimit))
             }
-            run.turns += 1;
-            let turn = run.turns;
-            let per_turn = cfg.max_tokens_per_turn.min(room);
-            let request = SampleRequest {
-                context: Arc::new(context.clone()),
-                max_tokens: per_turn,
-                stop_tokens: vec![eot],
-                stop_strings: Vec::new(),
-                params: cfg.sampling.clone(),
-                on_token: None,
-            };
-            let t = Instant::now();
-            let sampled =
-                tokio::time::timeout(remaining(started), self.policy.sample(request)).await;
-            run.policy_time += t.elapsed();
-            let sample = match sampled {
-                Err(_) => break Termination::TimeLimit,
-                Ok(Err(e)) => break Termination::Error(format!("policy failed: {e}")),
-                Ok(Ok(s)) => s,
-            };
-            if sample.logprobs.len() != sample.tokens.len()
-                || sample.policy_versions.len() != sample.tokens.len()
+            FinishReason::StopString(_) | FinishReason::StopToken(_) if !reply.ended_by_eot => {
+                run.append(SegmentKind::Forced, vec![eot], "turn-close")
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Acts on the reply: calls that did not parse are answered with an error, each tool
+    /// call is a step of the environment, and a reply without calls is the answer. Returns
+    /// the new messages; the episode is finished when the environment is done or has
+    /// nothing to say.
+    async fn act(
+        &self,
+        env: &mut dyn Environment,
+        run: &mut Run,
+        parsed: &ParsedReply,
+        deadline: Deadline,
+    ) -> Result<Vec<Message>, End> {
+        let turn = run.turns;
+        let mut new_messages = Vec::new();
+        let mut done = false;
+        for (i, e) in parsed.errors.iter().enumerate() {
+            run.tool_calls += 1;
+            run.tool_errors += 1;
+            run.error("parse", e.clone(), true);
+            new_messages.push(Message::tool(
+                format!("invalid_{turn}_{i}"),
+                "invalid_tool_call",
+                format!(
+                    "error: {e}. Write each call as {} with valid JSON.",
+                    self.parser.call_syntax()
+                ),
+            ));
+        }
+        for call in &parsed.tool_calls {
+            run.tool_calls += 1;
+            let outcome = self
+                .step_env(env, run, Action::ToolCall(call.clone()), deadline)
+                .await?;
+            if let StepOutcome::ToolResult(r) = &outcome
+                && r.is_error
             {
-                break Termination::Error(format!(
-                    "policy returned {} tokens with {} logprobs and {} versions",
-                    sample.tokens.len(),
-                    sample.logprobs.len(),
-                    sample.policy_versions.len()
-                ));
-            }
-            head = match run.trajectory.push_sampled(
-                Some(head),
-                sample.tokens.clone(),
-                sample.logprobs.clone(),
-                sample.policy_versions.clone(),
-                turn,
-            ) {
-                Ok(h) => h,
-                Err(e) => break Termination::Error(e.to_string()),
-            };
-            let _ = run.trajectory.set_branch("main", head);
-            context.extend_from_slice(&sample.tokens);
-
-            let ended_by_eot = matches!(sample.finish, FinishReason::StopToken(id) if id == eot)
-                && sample.tokens.last() == Some(&eot);
-            let body = if ended_by_eot {
-                &sample.tokens[..sample.tokens.len() - 1]
-            } else {
-                &sample.tokens[..]
-            };
-            let text = match self.tokenizer.decode(body) {
-                Ok(t) => t,
-                Err(e) => break Termination::Error(format!("could not decode the reply: {e}")),
-            };
-            let parsed = self.parser.parse(&text, turn);
-            if parsed.reasoning.is_some() {
-                run.thinking_tokens += self.thinking_token_count(body);
-            }
-            run.messages.push(Message {
-                role: Role::Assistant,
-                content: parsed.content.clone(),
-                reasoning: parsed.reasoning.clone(),
-                tool_calls: parsed.tool_calls.clone(),
-                tool_call_id: None,
-                name: None,
-            });
-
-            if text.trim().is_empty() {
-                run.error("policy", "the model produced an empty reply", false);
-                break Termination::EmptyReply;
-            }
-            match &sample.finish {
-                FinishReason::Length => {
-                    run.error(
-                        "policy",
-                        format!(
-                            "the reply did not end within {per_turn} tokens (no end-of-turn token)"
-                        ),
-                        false,
-                    );
-                    break Termination::TokenLimit;
-                }
-                FinishReason::StopString(_) | FinishReason::StopToken(_) if !ended_by_eot => {
-                    // The turn ended without the end-of-turn token: close it with forced
-                    // tokens, which carry no loss.
-                    head = match run.trajectory.push_tokens(
-                        Some(head),
-                        SegmentKind::Forced,
-                        vec![eot],
-                        turn,
-                        Some("turn-close".into()),
-                    ) {
-                        Ok(h) => h,
-                        Err(e) => break Termination::Error(e.to_string()),
-                    };
-                    context.push(eot);
-                }
-                _ => {}
-            }
-
-            // Act.
-            let mut new_messages = Vec::new();
-            let mut done = false;
-            for (i, e) in parsed.errors.iter().enumerate() {
-                run.tool_calls += 1;
                 run.tool_errors += 1;
-                run.error("parse", e.clone(), true);
-                new_messages.push(Message::tool(
-                    format!("invalid_{turn}_{i}"),
-                    "invalid_tool_call",
-                    format!(
-                        "error: {e}. Write each call as {} with valid JSON.",
-                        self.parser.call_syntax()
-                    ),
-                ));
+                run.error("tool", format!("{}: {}", r.name, r.content), true);
             }
-            let mut env_failure = None;
-            for call in &parsed.tool_calls {
-                run.tool_calls += 1;
-                let t = Instant::now();
-                let stepped = tokio::time::timeout(
-                    remaining(started),
-                    env.step(Action::ToolCall(call.clone())),
-                )
-                .await;
-                run.env_time += t.elapsed();
-                match stepped {
-                    Err(_) => {
-                        env_failure = Some(Termination::TimeLimit);
-                        break;
-                    }
-                    Ok(Err(e)) => {
-                        env_failure =
-                            Some(Termination::Error(format!("environment step failed: {e}")));
-                        break;
-                    }
-                    Ok(Ok(StepOutcome::ToolResult(r))) => {
-                        if r.is_error {
-                            run.tool_errors += 1;
-                            run.error("tool", format!("{}: {}", r.name, r.content), true);
-                        }
-                        new_messages.push(Message::tool(
-                            r.call_id,
-                            r.name,
-                            self.outside_text(&r.content),
-                        ));
-                    }
-                    Ok(Ok(StepOutcome::UserTurn { content })) => {
-                        new_messages.push(Message::user(self.outside_text(&content)))
-                    }
-                    Ok(Ok(StepOutcome::Done)) => done = true,
-                }
+            match self.outcome_message(outcome) {
+                Some(m) => new_messages.push(m),
+                None => done = true,
             }
-            if let Some(t) = env_failure {
-                break t;
+        }
+        if parsed.tool_calls.is_empty() && parsed.errors.is_empty() {
+            run.final_answer = Some(parsed.content.clone());
+            let answer = Action::Message {
+                content: parsed.content.clone(),
+            };
+            match self.outcome_message(self.step_env(env, run, answer, deadline).await?) {
+                Some(m) => new_messages.push(m),
+                None => done = true,
             }
-            if parsed.tool_calls.is_empty() && parsed.errors.is_empty() {
-                run.final_answer = Some(parsed.content.clone());
-                let t = Instant::now();
-                let stepped = tokio::time::timeout(
-                    remaining(started),
-                    env.step(Action::Message {
-                        content: parsed.content.clone(),
-                    }),
-                )
-                .await;
-                run.env_time += t.elapsed();
-                match stepped {
-                    Err(_) => break Termination::TimeLimit,
-                    Ok(Err(e)) => {
-                        break Termination::Error(format!("environment step failed: {e}"));
-                    }
-                    Ok(Ok(StepOutcome::Done)) => done = true,
-                    Ok(Ok(StepOutcome::UserTurn { content })) => {
-                        new_messages.push(Message::user(self.outside_text(&content)))
-                    }
-                    Ok(Ok(StepOutcome::ToolResult(r))) => new_messages.push(Message::tool(
-                        r.call_id,
-                        r.name,
-                        self.outside_text(&r.content),
-                    )),
-                }
-            }
-            if done || new_messages.is_empty() {
-                break Termination::Finished;
-            }
+        }
+        if done || new_messages.is_empty() {
+            return Err(End(Termination::Finished));
+        }
+        Ok(new_messages)
+    }
 
-            // Observe: append the rendered suffix, never re-encoding what was sampled.
-            let suffix = match context::suffix_after_turn(
+    /// One environment step within the episode's time.
+    async fn step_env(
+        &self,
+        env: &mut dyn Environment,
+        run: &mut Run,
+        action: Action,
+        deadline: Deadline,
+    ) -> Result<StepOutcome, End> {
+        within(deadline, &mut run.env_time, env.step(action))
+            .await?
+            .map_err(|e| failed(format!("environment step failed: {e}")))
+    }
+
+    /// The message an outcome adds to the conversation; `None` when the environment is done.
+    fn outcome_message(&self, outcome: StepOutcome) -> Option<Message> {
+        match outcome {
+            StepOutcome::ToolResult(r) => Some(Message::tool(
+                r.call_id,
+                r.name,
+                self.outside_text(&r.content),
+            )),
+            StepOutcome::UserTurn { content } => Some(Message::user(self.outside_text(&content))),
+            StepOutcome::Done => None,
+        }
+    }
+
+    /// Appends the rendered observations to the main line: the template's text after the
+    /// assistant turn's end-of-turn token, encoded alone (sampled tokens are never
+    /// re-encoded), rendering only what is new (see [`SuffixRenderer`]).
+    fn observe(&self, run: &mut Run, new_messages: Vec<Message>) -> Result<(), End> {
+        let suffix = run
+            .suffixes
+            .suffix(
                 self.template.as_ref(),
                 &run.messages,
                 &new_messages,
                 &run.tools,
-                &cfg.render,
-                turn,
-            ) {
-                Ok(s) => s,
-                Err(e) => break Termination::Error(e.to_string()),
-            };
-            run.messages.extend(new_messages);
-            let ids = match self.tokenizer.encode(&suffix) {
-                Ok(ids) => ids,
-                Err(e) => break Termination::Error(e.to_string()),
-            };
-            context.extend_from_slice(&ids);
-            head = match run.trajectory.push_tokens(
-                Some(head),
-                SegmentKind::Observation,
-                ids,
-                turn,
-                Some("observation".into()),
-            ) {
-                Ok(h) => h,
-                Err(e) => break Termination::Error(e.to_string()),
-            };
-            let _ = run.trajectory.set_branch("main", head);
-        }
+                &self.config.render,
+                run.turns,
+            )
+            .map_err(failed)?;
+        run.messages.extend(new_messages);
+        let ids = self.tokenizer.encode(&suffix).map_err(failed)?;
+        run.append(SegmentKind::Observation, ids, "observation")
     }
 
+    /// Assembles the episode from what the run recorded.
     fn finish(
         &self,
         task: &Task,
@@ -575,8 +712,6 @@ impl Agent {
             final_answer: run.final_answer,
         };
         Episode {
-            format_version: enact_core::FORMAT_VERSION,
-            id: run.trajectory.id.clone(),
             task: task.clone(),
             messages: run.messages,
             tools: run.tools,

@@ -7,17 +7,22 @@
 //! rendering of the whole conversation: equal, except where the template legitimately rewrites
 //! history (Qwen3 drops the reasoning of turns before the latest user query, and renders the
 //! empty `<think>` block of no-think mode only on the final assistant turn).
+//!
+//! Every suffix is also found the way the agent loop finds it, by [`SuffixRenderer`] from a
+//! window of the conversation, and must be the same text as from the whole conversation.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use enact_agent::context::{self, Suffix};
+use enact_agent::context::{self, Suffix, SuffixRenderer};
 use enact_core::{
     ChatTemplate, Message, RenderOptions, ReplyParser, Role, TemplateError, Tokenizer, ToolSpec,
 };
-use enact_model::{ByteTokenizer, HermesParser, JinjaTemplate, ModelFiles, ToolPromptTemplate};
+use enact_model::{
+    ByteTokenizer, ChatMlTemplate, HermesParser, JinjaTemplate, ModelFiles, ToolPromptTemplate,
+};
 
 const QWEN3: &str = include_str!("../../enact-model/tests/fixtures/templates/qwen3.jinja");
 const QWEN3_2507: &str =
@@ -49,6 +54,8 @@ struct Episode {
     segments: Vec<Vec<u32>>,
     messages: Vec<Message>,
     rewritten: Vec<bool>,
+    /// The agent loop's renderer had to render the whole conversation (see [`SuffixRenderer`]).
+    rendered_in_full: bool,
 }
 
 fn drive(
@@ -65,11 +72,13 @@ fn drive(
     let parser = HermesParser;
     let open = context::opening(template, &opening, tools, options)?;
     let first = tok.encode(&open).unwrap();
+    let mut renderer = SuffixRenderer::new(opening.len());
     let mut ep = Episode {
         context: first.clone(),
         segments: vec![first],
         messages: opening,
         rewritten: Vec::new(),
+        rendered_in_full: false,
     };
     for (i, step) in steps.into_iter().enumerate() {
         let turn = i as u32 + 1;
@@ -101,6 +110,9 @@ fn drive(
             options,
             turn,
         )?;
+        let windowed =
+            renderer.suffix(template, &ep.messages, &step.observe, tools, options, turn)?;
+        assert_eq!(windowed, text, "turn {turn}: the windowed suffix differs");
         ep.messages.extend(step.observe);
         let ids = tok.encode(&text).unwrap();
         ep.context.extend_from_slice(&ids);
@@ -112,6 +124,7 @@ fn drive(
         ep.segments.concat(),
         "the context is exactly the concatenation of its segments"
     );
+    ep.rendered_in_full = renderer.renders_in_full();
     Ok(ep)
 }
 
@@ -417,4 +430,142 @@ fn templates_that_cannot_be_extended_are_reported() {
     .err()
     .unwrap();
     assert!(matches!(err, TemplateError::NotExtensible { .. }), "{err}");
+}
+
+/// `n` turns of calls (one or two at a time) with reasoning, a new user request every fifth
+/// turn, and a final answer.
+fn long_episode_steps(n: u32) -> Vec<Step> {
+    let mut steps: Vec<Step> = (1..=n)
+        .map(|turn| match turn % 5 {
+            0 => Step {
+                sampled: format!(
+                    "<think>\nPart {turn} is done.\n</think>\n\nDone with part {turn}."
+                ),
+                observe: vec![Message::user(format!("Now part {}.", turn + 1))],
+            },
+            3 => Step {
+                sampled: format!("{}\n{}", call("1+1"), call("2+2")),
+                observe: vec![
+                    Message::tool(format!("call_{turn}_0"), "calculator", "2"),
+                    Message::tool(format!("call_{turn}_1"), "calculator", "4"),
+                ],
+            },
+            _ => Step {
+                sampled: format!(
+                    "<think>\nStep {turn}.\n</think>\n\n{}",
+                    call(&format!("{turn}*2"))
+                ),
+                observe: vec![Message::tool(
+                    format!("call_{turn}_0"),
+                    "calculator",
+                    (turn * 2).to_string(),
+                )],
+            },
+        })
+        .collect();
+    steps.push(Step {
+        sampled: "All done.".into(),
+        observe: vec![],
+    });
+    steps
+}
+
+#[test]
+fn forty_turns_of_windowed_suffixes_equal_full_renders() {
+    let tok = ByteTokenizer::new();
+    let smollm2 =
+        ToolPromptTemplate::new(Arc::new(JinjaTemplate::new(SMOLLM2, "smollm2").unwrap()));
+    let templates: Vec<(&str, Box<dyn ChatTemplate>, bool)> = vec![
+        ("chatml", Box::new(ChatMlTemplate::default()), true),
+        ("smollm2", Box::new(smollm2), true),
+        (
+            "qwen3",
+            Box::new(JinjaTemplate::new(QWEN3, "qwen3").unwrap()),
+            false,
+        ),
+        (
+            "qwen3_2507",
+            Box::new(JinjaTemplate::new(QWEN3_2507, "qwen3_2507").unwrap()),
+            false,
+        ),
+    ];
+    for (name, t, never_rewrites) in &templates {
+        // Without a system message too (for two templates: the Jinja ones are slow unoptimised).
+        let openings = [
+            vec![
+                Message::system("Be exact."),
+                Message::user("Part 1, please."),
+            ],
+            vec![Message::user("Part 1, please.")],
+        ];
+        let both = matches!(*name, "chatml" | "qwen3");
+        for opening in openings.into_iter().take(if both { 2 } else { 1 }) {
+            // `drive` compares the windowed suffix with the full one at every turn.
+            let ep = drive(
+                t.as_ref(),
+                &tok,
+                opening,
+                &tools(),
+                &thinking(),
+                long_episode_steps(40),
+            )
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(!ep.rendered_in_full, "{name}: the window sufficed");
+            assert_eq!(ep.segments.len(), 1 + 2 * 40 + 1, "{name}");
+            if *never_rewrites {
+                let done = t
+                    .render(&ep.messages, &tools(), &RenderOptions::default())
+                    .unwrap();
+                assert_eq!(
+                    format!("{}\n", tok.decode(&ep.context).unwrap()),
+                    done,
+                    "{name}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn templates_that_render_more_than_the_window_are_rendered_in_full() {
+    let tok = ByteTokenizer::new();
+    // Numbers every message: what follows a turn depends on how many came before.
+    let numbered = JinjaTemplate::new(
+        "{% for m in messages %}<|im_start|>{{ loop.index }} {{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>{{ messages|length + 1 }} assistant\n{% endif %}",
+        "numbered",
+    )
+    .unwrap();
+    // Refuses a tool result whose call id names another turn than the assistant turns seen.
+    let strict = JinjaTemplate::new(
+        "{% set ns = namespace(turns=0) %}{% for m in messages %}{% if m.role == 'assistant' %}{% set ns.turns = ns.turns + 1 %}{% endif %}{% if m.role == 'tool' and ('call_' ~ ns.turns ~ '_') not in m.tool_call_id %}{{ raise_exception('tool result out of turn') }}{% endif %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}",
+        "strict",
+    )
+    .unwrap();
+    for t in [&numbered, &strict] {
+        let ep = drive(
+            t,
+            &tok,
+            vec![Message::user("Part 1, please.")],
+            &tools(),
+            &thinking(),
+            long_episode_steps(8),
+        )
+        .unwrap_or_else(|e| panic!("{}: {e}", t.name()));
+        assert!(ep.rendered_in_full, "{}", t.name());
+    }
+    // The numbers are the whole conversation's (a window would count fewer messages).
+    let ep = drive(
+        &numbered,
+        &tok,
+        vec![Message::user("Part 1, please.")],
+        &tools(),
+        &thinking(),
+        long_episode_steps(8),
+    )
+    .unwrap();
+    let decoded = tok.decode(&ep.context).unwrap();
+    assert!(
+        decoded.contains("<|im_start|>19 tool\n4<|im_end|>\n<|im_start|>20 assistant\nAll done."),
+        "{decoded}"
+    );
 }

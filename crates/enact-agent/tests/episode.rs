@@ -17,13 +17,13 @@ use enact_model::{ByteTokenizer, ChatMlTemplate, HermesParser, ScriptedPolicy};
 use serde_json::{Value, json};
 
 fn agent_with(policy: Arc<dyn Policy>, config: AgentConfig) -> Agent {
-    Agent {
+    Agent::new(
         policy,
-        tokenizer: Arc::new(ByteTokenizer::new()),
-        template: Arc::new(ChatMlTemplate::default()),
-        parser: Arc::new(HermesParser),
-        config,
-    }
+        Arc::new(ByteTokenizer::new()),
+        Arc::new(ChatMlTemplate::default()),
+        Arc::new(HermesParser),
+    )
+    .with_config(config)
 }
 
 fn scripted(turns: &[&str]) -> Arc<dyn Policy> {
@@ -564,4 +564,134 @@ async fn thinking_tokens_are_counted_on_sampled_ids() {
     assert_eq!(ep.outcome.tokens.thinking, "<think>\nforever".len());
     let ep = run(&["7"], &mut CalcEnv::new()).await;
     assert_eq!(ep.outcome.tokens.thinking, 0);
+}
+
+/// Replies with scripted texts that stop without the end-of-turn token: at a stop string, or
+/// at another stop token (included in the reply, as backends do).
+struct StopsEarly(std::sync::Mutex<Vec<(String, FinishReason)>>);
+
+#[async_trait]
+impl Policy for StopsEarly {
+    async fn sample(&self, _r: SampleRequest) -> Result<Sample, PolicyError> {
+        let mut turns = self.0.lock().unwrap();
+        if turns.is_empty() {
+            return Err(PolicyError::Exhausted(0));
+        }
+        let (text, finish) = turns.remove(0);
+        let mut tokens = ByteTokenizer::new().encode(&text).unwrap();
+        if let FinishReason::StopToken(id) = finish {
+            tokens.push(id);
+        }
+        let n = tokens.len();
+        Ok(Sample {
+            tokens,
+            logprobs: vec![-0.5; n],
+            policy_versions: vec![2; n],
+            finish,
+        })
+    }
+}
+
+fn stops_early(turns: Vec<(String, FinishReason)>) -> Agent {
+    agent_with(
+        Arc::new(StopsEarly(std::sync::Mutex::new(turns))),
+        AgentConfig::default(),
+    )
+}
+
+/// Checks what a Forced segment must be, on the main line of `ep`: each closes the turn
+/// before it with exactly the end-of-turn token, without loss, logprob or version; the
+/// episode's forced count is their number; the episode survives a JSON round trip.
+fn check_forced_on_main_line(ep: &Episode, kinds: &[SegmentKind]) {
+    let tok = ByteTokenizer::new();
+    let eot = tok.special_token_id("<|im_end|>").unwrap();
+    let traj = &ep.trajectory;
+    traj.validate().unwrap();
+    let leaf = traj.main_leaf().unwrap();
+    let path = traj.path(leaf).unwrap();
+    assert_eq!(path.iter().map(|s| s.kind).collect::<Vec<_>>(), kinds);
+    let forced: Vec<_> = path
+        .iter()
+        .filter(|s| s.kind == SegmentKind::Forced)
+        .collect();
+    for seg in &forced {
+        assert_eq!(seg.tokens, vec![eot]);
+        assert!(!seg.loss_mask && seg.logprobs.is_empty() && seg.policy_versions.is_empty());
+        assert_eq!(seg.label.as_deref(), Some("turn-close"));
+    }
+    assert_eq!(ep.outcome.tokens.forced, forced.len());
+    let all = traj.tokens(leaf).unwrap();
+    let mask = traj.loss_mask(leaf).unwrap();
+    let logprobs = traj.logprobs(leaf).unwrap();
+    let mut at = 0;
+    for seg in &path {
+        let range = at..at + seg.tokens.len();
+        assert_eq!(&all[range.clone()], &seg.tokens[..]);
+        let sampled = seg.kind == SegmentKind::Sampled;
+        assert!(mask[range.clone()].iter().all(|&m| m == sampled));
+        assert!(logprobs[range].iter().all(|l| l.is_some() == sampled));
+        at += seg.tokens.len();
+    }
+    let counts = traj.counts(leaf).unwrap();
+    assert_eq!(
+        counts.prompt + counts.sampled + counts.observation + counts.forced,
+        all.len()
+    );
+    assert_eq!(counts.sampled, ep.outcome.tokens.sampled);
+    let back = Episode::from_json(&ep.to_json().unwrap()).unwrap();
+    assert_eq!(&back, ep);
+}
+
+#[tokio::test]
+async fn a_last_turn_closed_by_forced_tokens_ends_the_main_line() {
+    let ep = stops_early(vec![(
+        "The answer is 7.".into(),
+        FinishReason::StopString(".".into()),
+    )])
+    .run(&task(), &mut CalcEnv::new(), None)
+    .await;
+    assert_eq!(ep.outcome.termination, Termination::Finished);
+    use SegmentKind::*;
+    check_forced_on_main_line(&ep, &[Prompt, Sampled, Forced]);
+    assert_eq!(ep.outcome.tokens.forced, 1);
+    // The main line ends with the end-of-turn token, as the next context would.
+    let tok = ByteTokenizer::new();
+    let all = ep
+        .trajectory
+        .tokens(ep.trajectory.main_leaf().unwrap())
+        .unwrap();
+    assert!(
+        tok.decode(&all)
+            .unwrap()
+            .ends_with("The answer is 7.<|im_end|>")
+    );
+}
+
+#[tokio::test]
+async fn a_turn_closed_by_forced_tokens_mid_episode_stays_on_the_main_line() {
+    let endoftext = ByteTokenizer::new()
+        .special_token_id("<|endoftext|>")
+        .unwrap();
+    let ep = stops_early(vec![
+        (
+            call("calculator", json!({"expression": "3+4"})),
+            FinishReason::StopToken(endoftext),
+        ),
+        ("7".into(), FinishReason::StopString("7".into())),
+    ])
+    .run(&task(), &mut CalcEnv::new(), None)
+    .await;
+    assert_eq!(
+        ep.outcome.termination,
+        Termination::Finished,
+        "{:?}",
+        ep.outcome.errors
+    );
+    assert_eq!(ep.outcome.tool_calls, 1);
+    use SegmentKind::*;
+    check_forced_on_main_line(
+        &ep,
+        &[Prompt, Sampled, Forced, Observation, Sampled, Forced],
+    );
+    assert_eq!(ep.outcome.tokens.forced, 2);
 }

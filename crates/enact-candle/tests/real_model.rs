@@ -159,13 +159,13 @@ async fn multi_turn_tool_episode_is_token_exact_and_rescores() {
         seed: Some(1),
         ..SamplingParams::default()
     };
-    let agent = Agent {
-        policy: policy.clone(),
-        tokenizer: tokenizer.clone(),
-        template: Arc::new(ChatMlTemplate::default()),
-        parser: Arc::new(HermesParser),
-        config,
-    };
+    let agent = Agent::new(
+        policy.clone(),
+        tokenizer.clone(),
+        Arc::new(ChatMlTemplate::default()),
+        Arc::new(HermesParser),
+    )
+    .with_config(config);
     let task = Task {
         id: "add-17-25".into(),
         prompt: "What is 48213 + 91877?".into(),

@@ -457,7 +457,7 @@ fn cmd_show(args: ShowArgs) -> Result<()> {
         if args.index.is_some_and(|want| want != i) {
             continue;
         }
-        println!("═══ episode {i} · {} ═══", ep.id);
+        println!("═══ episode {i} · {} ═══", ep.id());
         match decoders
             .iter()
             .find(|d| d.identity() == ep.trajectory.tokenizer)

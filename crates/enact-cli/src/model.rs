@@ -105,23 +105,23 @@ pub fn build_agent(
                 })?,
             };
             let tokenizer = Arc::new(ByteTokenizer::new());
-            Ok(Agent {
-                policy: Arc::new(ScriptedPolicy::new(turns, tokenizer.clone())),
+            Ok(Agent::new(
+                Arc::new(ScriptedPolicy::new(turns, tokenizer.clone())),
                 tokenizer,
-                template: Arc::new(ChatMlTemplate::default()),
-                parser: Arc::new(HermesParser),
-                config: config.clone(),
-            })
+                Arc::new(ChatMlTemplate::default()),
+                Arc::new(HermesParser),
+            )
+            .with_config(config.clone()))
         }
         ModelSpec::Default | ModelSpec::Path(_) => {
             let m = embedded(&resolve_model_path(spec)?, &engine_options_from_env()?)?;
-            Ok(Agent {
-                policy: m.policy.clone(),
-                tokenizer: m.tokenizer.clone(),
-                template: m.template.clone(),
-                parser: m.parser.clone(),
-                config: config.clone(),
-            })
+            Ok(Agent::new(
+                m.policy.clone(),
+                m.tokenizer.clone(),
+                m.template.clone(),
+                m.parser.clone(),
+            )
+            .with_config(config.clone()))
         }
         ModelSpec::Http { url } => http_agent(url, config),
     }
@@ -333,13 +333,7 @@ fn http_agent(url: &str, config: &AgentConfig) -> Result<Agent> {
             served
         }
     };
-    Ok(Agent {
-        policy: Arc::new(policy),
-        tokenizer,
-        template,
-        parser,
-        config: config.clone(),
-    })
+    Ok(Agent::new(Arc::new(policy), tokenizer, template, parser).with_config(config.clone()))
 }
 
 #[cfg(test)]

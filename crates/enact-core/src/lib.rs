@@ -3,7 +3,8 @@
 //! Everything else in enact plugs into the types and traits here:
 //! - [`message`]: chat messages, tool calls and tool specifications (the *text view*);
 //! - [`trajectory`]: the token-level record of an episode, a tree of segments (the *truth*);
-//! - [`task`]: what an episode is asked to do, and what came of it;
+//! - [`task`]: what an episode is asked to do;
+//! - [`episode`]: what came of it, and how it is stored and loaded;
 //! - [`env`], [`policy`], [`verify`], [`tokenizer`]: the seams between the agent loop,
 //!   environments, models and graders.
 //!
@@ -11,6 +12,7 @@
 //! the exact token ids the model saw and produced; messages are a readable view of them.
 
 pub mod env;
+pub mod episode;
 pub mod message;
 pub mod policy;
 mod rng;
@@ -21,18 +23,20 @@ pub mod trajectory;
 pub mod verify;
 
 pub use env::{Action, EnvError, Environment, Reset, StepOutcome, Submission, ToolResult};
+pub use episode::{
+    Episode, EpisodeError, EpisodeFormatError, EpisodeOutcome, Termination, Timings, TokenCounts,
+};
 pub use message::{Message, Role, ToolCall, ToolSpec};
 pub use policy::{
     FinishReason, Policy, PolicyError, Sample, SampleRequest, SamplingParams, TokenSink,
 };
 pub use rng::SeededRng;
-pub use task::{
-    Episode, EpisodeError, EpisodeOutcome, MonitorFlag, Task, Termination, Timings, TokenCounts,
-};
+pub use task::Task;
 pub use template::{ChatTemplate, ParsedReply, RenderOptions, ReplyParser, TemplateError};
 pub use tokenizer::{Tokenizer, TokenizerError, neutralize_special_tokens};
 pub use trajectory::{Segment, SegmentId, SegmentKind, Trajectory, TrajectoryError};
-pub use verify::{CheckResult, CheckStatus, Verdict, Verifier, VerifyError};
+pub use verify::{CheckResult, CheckStatus, MonitorFlag, Verdict, Verifier, VerifyError};
 
-/// Version of the on-disk formats (trajectories, episodes). Bump on incompatible change.
+/// Version of the on-disk formats (trajectories, and the episodes holding them), recorded as
+/// `Trajectory::format_version` and checked on every load. Bump on incompatible change.
 pub const FORMAT_VERSION: u32 = 1;

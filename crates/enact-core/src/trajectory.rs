@@ -68,7 +68,7 @@ pub struct Segment {
 }
 
 /// Problems with a trajectory's structure.
-#[derive(Debug, Error, PartialEq)]
+#[derive(Debug, Clone, Error, PartialEq)]
 pub enum TrajectoryError {
     #[error("segment {0} does not exist in this trajectory")]
     UnknownSegment(u32),
@@ -99,8 +99,8 @@ pub struct Branch {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Trajectory {
     pub format_version: u32,
+    /// The episode's id.
     pub id: String,
-    pub task_id: String,
     /// Identity of the tokenizer the ids belong to (name or path plus vocabulary size).
     pub tokenizer: String,
     /// False when a backend could only give text (an OpenAI server without token ids): the
@@ -122,15 +122,11 @@ pub struct SegmentCounts {
 }
 
 impl Trajectory {
-    pub fn new(
-        id: impl Into<String>,
-        task_id: impl Into<String>,
-        tokenizer: impl Into<String>,
-    ) -> Self {
+    /// An empty trajectory; the task it belongs to is the enclosing [`crate::Episode`]'s.
+    pub fn new(id: impl Into<String>, tokenizer: impl Into<String>) -> Self {
         Trajectory {
             format_version: crate::FORMAT_VERSION,
             id: id.into(),
-            task_id: task_id.into(),
             tokenizer: tokenizer.into(),
             token_exact: true,
             segments: Vec::new(),
@@ -423,7 +419,7 @@ mod tests {
     use super::*;
 
     fn sample_tree() -> Trajectory {
-        let mut t = Trajectory::new("t1", "task", "bytes");
+        let mut t = Trajectory::new("t1", "bytes");
         let p = t
             .push_tokens(None, SegmentKind::Prompt, vec![1, 2, 3], 0, None)
             .unwrap();
@@ -478,8 +474,52 @@ mod tests {
     }
 
     #[test]
+    fn forced_tokens_on_the_main_line_carry_no_loss_and_are_counted() {
+        let mut t = Trajectory::new("t1", "bytes");
+        let p = t
+            .push_tokens(None, SegmentKind::Prompt, vec![1, 2], 0, None)
+            .unwrap();
+        let s = t
+            .push_sampled(Some(p), vec![3, 4], vec![-0.1, -0.2], vec![0, 0], 1)
+            .unwrap();
+        let f = t
+            .push_tokens(
+                Some(s),
+                SegmentKind::Forced,
+                vec![5],
+                1,
+                Some("turn-close".into()),
+            )
+            .unwrap();
+        t.set_branch("main", f).unwrap();
+        let main = t.main_leaf().unwrap();
+        assert_eq!(main, f);
+        assert_eq!(t.tokens(main).unwrap(), vec![1, 2, 3, 4, 5]);
+        assert_eq!(
+            t.loss_mask(main).unwrap(),
+            vec![false, false, true, true, false]
+        );
+        assert_eq!(t.logprobs(main).unwrap()[4], None);
+        assert_eq!(t.policy_versions(main).unwrap()[4], None);
+        let counts = t.counts(main).unwrap();
+        assert_eq!((counts.sampled, counts.forced), (2, 1));
+        t.validate().unwrap();
+        assert_eq!(Trajectory::from_json(&t.to_json().unwrap()).unwrap(), t);
+        // Forced tokens were not chosen by the policy: no loss, no logprobs, no versions.
+        let mut bad = t.clone();
+        bad.segments[2].loss_mask = true;
+        assert!(bad.validate().is_err());
+        let mut bad = t.clone();
+        bad.segments[2].logprobs = vec![-0.1];
+        assert!(Trajectory::from_json(&bad.to_json().unwrap()).is_err());
+        let mut bad = t;
+        bad.segments[2].policy_versions = vec![0];
+        assert!(bad.validate().is_err());
+    }
+
+    #[test]
     fn sampled_lengths_are_checked_on_push() {
-        let mut t = Trajectory::new("t", "task", "bytes");
+        let mut t = Trajectory::new("t", "bytes");
         assert!(
             t.push_sampled(None, vec![1, 2], vec![-1.0], vec![0, 0], 1)
                 .is_err()
@@ -496,7 +536,7 @@ mod tests {
 
     #[test]
     fn negative_infinite_logprob_round_trips() {
-        let mut t = Trajectory::new("t1", "task", "bytes");
+        let mut t = Trajectory::new("t1", "bytes");
         let p = t
             .push_tokens(None, SegmentKind::Prompt, vec![1], 0, None)
             .unwrap();

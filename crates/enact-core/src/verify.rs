@@ -7,7 +7,20 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::env::Submission;
-use crate::task::{MonitorFlag, Task};
+use crate::task::Task;
+
+/// A suspicious behaviour noticed by a monitor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MonitorFlag {
+    /// Monitor name, e.g. `test-file-touched`.
+    pub monitor: String,
+    /// Cheat-vector number(s) from the red-team catalogue this relates to, if any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vectors: Vec<u32>,
+    pub detail: String,
+    /// What the flag did to the reward: `withheld`, `penalised`, `recorded`.
+    pub action: String,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -28,6 +41,32 @@ pub struct CheckResult {
     pub status: CheckStatus,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub detail: String,
+}
+
+impl CheckResult {
+    /// A passed check; `detail` says what was seen (may be empty).
+    pub fn pass(name: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self::new(name, true, detail)
+    }
+
+    /// A failed check; `detail` says what was wrong.
+    pub fn fail(name: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self::new(name, false, detail)
+    }
+
+    /// Passed when `ok`, failed otherwise; the detail is kept either way, so every verifier
+    /// reports what it saw the same way.
+    pub fn new(name: impl Into<String>, ok: bool, detail: impl Into<String>) -> Self {
+        CheckResult {
+            name: name.into(),
+            status: if ok {
+                CheckStatus::Passed
+            } else {
+                CheckStatus::Failed
+            },
+            detail: detail.into(),
+        }
+    }
 }
 
 /// The grade of one submission.
@@ -88,4 +127,24 @@ pub enum VerifyError {
 #[async_trait]
 pub trait Verifier: Send + Sync {
     async fn verify(&self, task: &Task, submission: &Submission) -> Result<Verdict, VerifyError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn check_builders_keep_the_detail_either_way() {
+        let pass = CheckResult::pass("a", "saw 3");
+        assert_eq!(
+            (pass.status, pass.detail.as_str()),
+            (CheckStatus::Passed, "saw 3")
+        );
+        let fail = CheckResult::fail("b", "saw 4");
+        assert_eq!(
+            (fail.status, fail.detail.as_str()),
+            (CheckStatus::Failed, "saw 4")
+        );
+        assert_eq!(CheckResult::new("a", true, "saw 3"), pass);
+    }
 }

@@ -8,21 +8,23 @@
 //! is a check (progress is the passed fraction), and a last check requires accounts and
 //! tickets to equal the gold state exactly (no collateral changes).
 
+use enact_core::SeededRng;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use enact_core::{
-    Action, CheckResult, CheckStatus, EnvError, Environment, Message, Reset, StepOutcome,
-    Submission, Task, ToolSpec, Verdict, Verifier, VerifyError,
+    Action, CheckResult, EnvError, Environment, Message, Reset, StepOutcome, Submission, Task,
+    ToolSpec, Verdict, Verifier, VerifyError,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::conversation::ToolConversation;
-use crate::search::tool_turn;
-use crate::suite::{SplitMix64, Suite};
+use crate::error::{ServiceError, TaskEnvError};
+use crate::suite::Suite;
 use crate::toolbox::{Tool, ToolBox, ToolError};
+use enact_model::chatml::hermes_call_turn;
 
 /// Largest transfer the policy allows in one operation.
 pub const TRANSFER_LIMIT: i64 = 500;
@@ -105,7 +107,7 @@ const ISSUES: [(&str, &str); 6] = [
 impl Service {
     /// The initial state for `seed`.
     pub fn generate(seed: u64) -> Service {
-        let mut rng = SplitMix64::new(seed ^ 0x0a91_5e7e);
+        let mut rng = SeededRng::new(seed ^ 0x0a91_5e7e);
         let mut accounts = BTreeMap::new();
         let mut used = std::collections::HashSet::new();
         for i in 0..8u32 {
@@ -191,7 +193,7 @@ impl Service {
     }
 
     /// Runs one tool by name on checked arguments. Errors leave the state unchanged.
-    pub fn call(&mut self, name: &str, a: &Value) -> Result<Value, String> {
+    pub fn call(&mut self, name: &str, a: &Value) -> Result<Value, ServiceError> {
         let s = |k: &str| a[k].as_str().unwrap_or_default().to_string();
         match name {
             "find_account" => {
@@ -200,7 +202,7 @@ impl Service {
                     .values()
                     .find(|x| x.email == email)
                     .map(|x| json!(x))
-                    .ok_or_else(|| format!("no account with email \"{email}\""))
+                    .ok_or_else(|| format!("no account with email \"{email}\"").into())
             }
             "get_account" => Ok(json!(self.account(&s("account_id"))?)),
             "list_tickets" => {
@@ -238,7 +240,7 @@ impl Service {
             "update_ticket" => {
                 let t = self.ticket_mut(&s("ticket_id"))?;
                 if t.status == "closed" {
-                    return Err(format!("ticket {} is closed and cannot be changed", t.id));
+                    return Err(format!("ticket {} is closed and cannot be changed", t.id).into());
                 }
                 if let Some(p) = a["priority"].as_str() {
                     t.priority = p.into();
@@ -251,7 +253,7 @@ impl Service {
             "assign_ticket" => {
                 let t = self.ticket_mut(&s("ticket_id"))?;
                 if t.status == "closed" {
-                    return Err(format!("ticket {} is closed and cannot be assigned", t.id));
+                    return Err(format!("ticket {} is closed and cannot be assigned", t.id).into());
                 }
                 t.assignee = Some(s("assignee"));
                 if t.status == "open" {
@@ -262,7 +264,7 @@ impl Service {
             "close_ticket" => {
                 let t = self.ticket_mut(&s("ticket_id"))?;
                 if t.status == "closed" {
-                    return Err(format!("ticket {} is already closed", t.id));
+                    return Err(format!("ticket {} is already closed", t.id).into());
                 }
                 t.status = "closed".into();
                 t.resolution = Some(s("resolution"));
@@ -290,7 +292,7 @@ impl Service {
                 if amount > TRANSFER_LIMIT {
                     return Err(format!(
                         "policy violation: transfers are limited to {TRANSFER_LIMIT} credits per operation"
-                    ));
+                    ).into());
                 }
                 let f = self.account(&from)?;
                 let t = self.account(&to)?;
@@ -299,14 +301,16 @@ impl Service {
                         return Err(format!(
                             "account {} is {} and cannot take part in transfers",
                             x.id, x.status
-                        ));
+                        )
+                        .into());
                     }
                 }
                 if f.credit < amount {
                     return Err(format!(
                         "insufficient credit: account {} has {} credits",
                         f.id, f.credit
-                    ));
+                    )
+                    .into());
                 }
                 if let Some(x) = self.accounts.get_mut(&from) {
                     x.credit -= amount;
@@ -317,7 +321,7 @@ impl Service {
                 self.transfers.push(Transfer { from, to, amount });
                 Ok(json!({"transferred": amount}))
             }
-            other => Err(format!("unknown operation {other}")),
+            other => Err(format!("unknown operation {other}").into()),
         }
     }
 }
@@ -451,7 +455,9 @@ impl Tool for ApiTool {
             .map_err(|_| ToolError::new("service unavailable (internal error)"))?;
         // Work on a copy so a failing operation can never leave a half-applied change.
         let mut next = s.clone();
-        let out = next.call(&self.spec.name, &a).map_err(ToolError::new)?;
+        let out = next
+            .call(&self.spec.name, &a)
+            .map_err(|e| ToolError::new(e.to_string()))?;
         *s = next;
         Ok(out.to_string())
     }
@@ -484,9 +490,13 @@ pub struct ApiTaskSpec {
 type Op = (&'static str, Value);
 
 impl ApiTaskSpec {
-    fn from_task(task: &Task) -> Result<ApiTaskSpec, String> {
-        serde_json::from_value(task.env.clone())
-            .map_err(|e| format!("task {} has malformed api parameters: {e}", task.id))
+    pub fn from_task(task: &Task) -> Result<ApiTaskSpec, TaskEnvError> {
+        serde_json::from_value(task.env.clone()).map_err(|e| {
+            TaskEnvError(format!(
+                "task {} has malformed api parameters: {e}",
+                task.id
+            ))
+        })
     }
 
     /// The gold operations, given the initial state.
@@ -529,7 +539,7 @@ impl ApiTaskSpec {
     }
 }
 
-fn generate_task(split: &str, seed: u64, i: usize, rng: &mut SplitMix64) -> Task {
+fn generate_task(split: &str, seed: u64, i: usize, rng: &mut SeededRng) -> Task {
     // Splits use disjoint state seeds (even: train, odd: test).
     let parity = u64::from(split == "test");
     let state_seed = (rng.next_u64() & !1) | parity;
@@ -656,7 +666,7 @@ impl Default for ApiEnv {
 #[async_trait]
 impl Environment for ApiEnv {
     async fn reset(&mut self, task: &Task) -> Result<Reset, EnvError> {
-        let spec = ApiTaskSpec::from_task(task).map_err(EnvError::Setup)?;
+        let spec = ApiTaskSpec::from_task(task).map_err(|e| EnvError::Setup(e.to_string()))?;
         self.service = Arc::new(Mutex::new(Service::generate(spec.state_seed)));
         let mut tools = ToolBox::new();
         for s in tool_specs() {
@@ -701,22 +711,11 @@ impl Environment for ApiEnv {
 /// Grades the final service state against the gold state.
 pub struct ApiVerifier;
 
-fn check(name: &str, ok: bool, detail: String) -> CheckResult {
-    CheckResult {
-        name: name.into(),
-        status: if ok {
-            CheckStatus::Passed
-        } else {
-            CheckStatus::Failed
-        },
-        detail: if ok { String::new() } else { detail },
-    }
-}
-
 #[async_trait]
 impl Verifier for ApiVerifier {
     async fn verify(&self, task: &Task, sub: &Submission) -> Result<Verdict, VerifyError> {
-        let spec = ApiTaskSpec::from_task(task).map_err(VerifyError::Malformed)?;
+        let spec =
+            ApiTaskSpec::from_task(task).map_err(|e| VerifyError::Malformed(e.to_string()))?;
         let init = Service::generate(spec.state_seed);
         let mut gold = init.clone();
         for (op, args) in spec.gold_ops(&init) {
@@ -725,16 +724,16 @@ impl Verifier for ApiVerifier {
             })?;
         }
         let Some(state) = sub.state.clone() else {
-            return Ok(Verdict::from_checks(vec![check(
+            return Ok(Verdict::from_checks(vec![CheckResult::new(
                 "state_present",
                 false,
-                "the submission has no service state".into(),
+                "the submission has no service state",
             )]));
         };
         let fin: Service = match serde_json::from_value(state) {
             Ok(s) => s,
             Err(e) => {
-                return Ok(Verdict::from_checks(vec![check(
+                return Ok(Verdict::from_checks(vec![CheckResult::new(
                     "state_present",
                     false,
                     format!("malformed state: {e}"),
@@ -751,7 +750,7 @@ impl Verifier for ApiVerifier {
             "escalate" => {
                 let new_id = format!("T{}", init.next_ticket);
                 let t = fin.tickets.get(&new_id);
-                checks.push(check(
+                checks.push(CheckResult::new(
                     "ticket_created",
                     t.is_some_and(|t| {
                         t.account_id == spec.account && Some(&t.title) == spec.title.as_ref()
@@ -761,17 +760,17 @@ impl Verifier for ApiVerifier {
                         spec.account, spec.title
                     ),
                 ));
-                checks.push(check(
+                checks.push(CheckResult::new(
                     "priority_high",
                     t.is_some_and(|t| t.priority == "high"),
                     format!("got {:?}", t.map(|t| &t.priority)),
                 ));
-                checks.push(check(
+                checks.push(CheckResult::new(
                     "assigned",
                     t.is_some_and(|t| t.assignee == spec.staff),
                     format!("got {:?}", t.map(|t| &t.assignee)),
                 ));
-                checks.push(check(
+                checks.push(CheckResult::new(
                     "confirmation_sent",
                     fin.messages
                         .iter()
@@ -790,24 +789,24 @@ impl Verifier for ApiVerifier {
                 };
                 let from0 = acct(&init, &Some(spec.account.clone())).unwrap_or(0);
                 let to0 = acct(&init, &spec.other).unwrap_or(0);
-                checks.push(check(
+                checks.push(CheckResult::new(
                     "sender_debited",
                     acct(&fin, &Some(spec.account.clone())) == Some(from0 - amount),
                     format!("expected {}", from0 - amount),
                 ));
-                checks.push(check(
+                checks.push(CheckResult::new(
                     "receiver_credited",
                     acct(&fin, &spec.other) == Some(to0 + amount),
                     format!("expected {}", to0 + amount),
                 ));
-                checks.push(check(
+                checks.push(CheckResult::new(
                     "single_transfer",
                     fin.transfers.len() == 1,
                     format!("{} transfers made", fin.transfers.len()),
                 ));
                 if spec.template == "transfer" {
                     let t = spec.ticket.as_ref().and_then(|id| fin.tickets.get(id));
-                    checks.push(check(
+                    checks.push(CheckResult::new(
                         "ticket_closed",
                         t.is_some_and(|t| {
                             t.status == "closed" && t.resolution.as_deref() == Some("resolved")
@@ -822,12 +821,12 @@ impl Verifier for ApiVerifier {
                 )));
             }
         }
-        checks.push(check(
+        checks.push(CheckResult::new(
             "no_collateral_changes",
             fin.accounts == gold.accounts
                 && fin.tickets == gold.tickets
                 && fin.transfers == gold.transfers,
-            "accounts, tickets or transfers differ from the expected final state".into(),
+            "accounts, tickets or transfers differ from the expected final state",
         ));
         Ok(Verdict::from_checks(checks))
     }
@@ -846,7 +845,7 @@ impl Suite for ApiSuite {
     }
 
     fn tasks(&self, split: &str, count: usize, seed: u64) -> Vec<Task> {
-        let mut rng = SplitMix64::new(seed ^ 0xa1b2_0000);
+        let mut rng = SeededRng::new(seed ^ 0xa1b2_0000);
         (0..count)
             .map(|i| generate_task(split, seed, i, &mut rng))
             .collect()
@@ -867,12 +866,12 @@ impl Suite for ApiSuite {
         let ops = spec.gold_ops(&init);
         let call = |i: usize, why: &str| -> Option<String> {
             let (name, args) = ops.get(i)?;
-            Some(tool_turn(why, name, args.clone()))
+            Some(hermes_call_turn(why, name, args))
         };
-        let look_up = tool_turn(
+        let look_up = hermes_call_turn(
             "First I look up the customer's account.",
             "find_account",
-            json!({"email": me.email}),
+            &json!({"email": me.email}),
         );
         Some(match spec.template.as_str() {
             "escalate" => {
@@ -931,7 +930,7 @@ mod tests {
             "transfer_credit",
             &json!({"from_account":"A100","to_account":"A101","amount":9999}),
         );
-        assert!(e.unwrap_err().contains("policy"));
+        assert!(e.unwrap_err().to_string().contains("policy"));
         assert_eq!(s, before);
         assert!(
             s.call("close_ticket", &json!({"ticket_id":"T9","resolution":"x"}))

@@ -4,25 +4,27 @@
 //! note `answer`, and reply with the number. The verifier recomputes the expression (the
 //! hidden truth never appears in the prompt) and checks the final answer and the note.
 
+use enact_core::SeededRng;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use enact_core::{
-    Action, CheckResult, CheckStatus, EnvError, Environment, Reset, StepOutcome, Submission, Task,
-    ToolSpec, Verdict, Verifier, VerifyError,
+    Action, CheckResult, EnvError, Environment, Reset, StepOutcome, Submission, Task, ToolSpec,
+    Verdict, Verifier, VerifyError,
 };
 use serde_json::{Value, json};
 
 use crate::conversation::ToolConversation;
-pub use crate::suite::hermes_call;
-use crate::suite::{SplitMix64, Suite, generated_task, split_stream};
+use crate::error::CalcError;
+use crate::suite::{Suite, generated_task, split_stream};
 use crate::toolbox::{Tool, ToolBox, ToolError};
+use enact_model::chatml::hermes_tool_call;
 
 // ---------------------------------------------------------------- calculator
 
 /// Evaluates `+ - * / ^ %`, parentheses, unary minus and decimals.
-pub fn evaluate(expr: &str) -> Result<f64, String> {
+pub fn evaluate(expr: &str) -> Result<f64, CalcError> {
     let tokens = lex(expr)?;
     let mut p = ExprParser {
         tokens,
@@ -31,14 +33,10 @@ pub fn evaluate(expr: &str) -> Result<f64, String> {
     };
     let v = p.sum()?;
     if p.pos != p.tokens.len() {
-        return Err(format!(
-            "unexpected {:?} at token {}",
-            p.tokens[p.pos],
-            p.pos + 1
-        ));
+        return Err(format!("unexpected {:?} at token {}", p.tokens[p.pos], p.pos + 1).into());
     }
     if !v.is_finite() {
-        return Err("result is not a finite number".into());
+        return Err("the result is not a finite number".into());
     }
     Ok(v)
 }
@@ -408,22 +406,13 @@ impl Verifier for CalcVerifier {
             .as_ref()
             .and_then(|s| s["notes"]["answer"].as_str().map(str::to_string));
         let note_ok = note.as_deref().is_some_and(|n| numbers_match(n, expected));
-        let check = |name: &str, ok: bool, detail: String| CheckResult {
-            name: name.into(),
-            status: if ok {
-                CheckStatus::Passed
-            } else {
-                CheckStatus::Failed
-            },
-            detail,
-        };
         Ok(Verdict::from_checks(vec![
-            check(
+            CheckResult::new(
                 "final_answer",
                 answer_ok,
                 format!("got {:?}", sub.final_answer),
             ),
-            check("note_answer", note_ok, format!("got {note:?}")),
+            CheckResult::new("note_answer", note_ok, format!("got {note:?}")),
         ]))
     }
 }
@@ -432,7 +421,7 @@ impl Verifier for CalcVerifier {
 pub struct CalcSuite;
 
 impl CalcSuite {
-    fn expression(rng: &mut SplitMix64) -> String {
+    fn expression(rng: &mut SeededRng) -> String {
         let a = rng.below(90) + 10;
         let b = rng.below(90) + 10;
         let c = rng.below(20) + 2;
@@ -457,7 +446,7 @@ impl Suite for CalcSuite {
 
     fn tasks(&self, split: &str, count: usize, seed: u64) -> Vec<Task> {
         // Splits draw from disjoint seed streams.
-        let mut rng = SplitMix64::new(seed ^ (split_stream(split, 0x7e57, 0x7a1e) << 32));
+        let mut rng = SeededRng::new(seed ^ (split_stream(split, 0x7e57, 0x7a1e) << 32));
         (0..count)
             .map(|i| {
                 let expr = Self::expression(&mut rng);
@@ -489,9 +478,9 @@ impl Suite for CalcSuite {
         Some(vec![
             format!(
                 "<think>\nI will use the calculator.\n</think>\n\n{}",
-                hermes_call("calculator", &json!({"expression": expr}))
+                hermes_tool_call("calculator", &json!({"expression": expr}))
             ),
-            hermes_call("note_write", &json!({"key": "answer", "text": value})),
+            hermes_tool_call("note_write", &json!({"key": "answer", "text": value})),
             value,
         ])
     }

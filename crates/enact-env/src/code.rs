@@ -9,21 +9,25 @@
 //! ([`CodeVerifier`], via `enact_verify::PythonGrader`) runs each hidden case in a fresh
 //! sandbox on a filtered copy of the final workspace and compares in the parent.
 
+use enact_core::SeededRng;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use enact_core::{
-    Action, EnvError, Environment, Reset, StepOutcome, Submission, Task, ToolSpec, Verdict,
-    Verifier, VerifyError,
+    EnvError, Environment, Submission, Task, ToolSpec, Verdict, Verifier, VerifyError,
 };
+use enact_model::chatml::hermes_call_turn;
 use enact_verify::value::python_str;
-use enact_verify::{MonitoredVerifier, PyCase, PyValue, PythonGrader, find_python};
+use enact_verify::{
+    MonitorEvidence, MonitoredVerifier, PyCase, PyValue, PythonGrader, find_python,
+};
 use serde_json::{Value, json};
 
-use crate::shell::{AgentBox, EpisodeFiles, WorkspaceEpisode, tool_call_turn};
-use crate::suite::{SplitMix64, Suite, generated_task, split_stream};
-use crate::toolbox::{Tool, ToolError};
+use crate::error::TaskEnvError;
+use crate::suite::{Suite, generated_tasks};
+use crate::toolbox::{Tool, ToolBox, ToolError};
+use crate::workspace::{AgentBox, EpisodeFiles, WorkspaceEnv, WorkspaceTask};
 
 /// A family of generated Python problems.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,13 +98,13 @@ pub struct CodeTaskSpec {
     pub hidden: Vec<PyCase>,
 }
 
-fn rand_ints(rng: &mut SplitMix64, n: usize, lo: i64, hi: i64) -> Vec<i64> {
+fn rand_ints(rng: &mut SeededRng, n: usize, lo: i64, hi: i64) -> Vec<i64> {
     (0..n)
         .map(|_| lo + rng.below((hi - lo + 1) as u64) as i64)
         .collect()
 }
 
-fn rand_text(rng: &mut SplitMix64, words: usize) -> String {
+fn rand_text(rng: &mut SeededRng, words: usize) -> String {
     let mut s = String::new();
     for i in 0..words {
         if i > 0 {
@@ -117,7 +121,7 @@ fn rand_text(rng: &mut SplitMix64, words: usize) -> String {
 }
 
 impl Family {
-    fn params(self, rng: &mut SplitMix64) -> Params {
+    fn params(self, rng: &mut SeededRng) -> Params {
         let a = 2 + rng.below(6) as i64;
         let mut b = 2 + rng.below(6) as i64;
         if b == a {
@@ -253,7 +257,7 @@ impl Family {
     }
 
     /// Arguments of one case; `visible` cases are long enough to be distinctive.
-    fn input(self, rng: &mut SplitMix64, visible: bool, i: usize) -> Vec<PyValue> {
+    fn input(self, rng: &mut SeededRng, visible: bool, i: usize) -> Vec<PyValue> {
         let edge = !visible && i == 0;
         match self {
             Family::Rotate => {
@@ -454,7 +458,7 @@ pub const HIDDEN_CASES: usize = 10;
 
 impl CodeTaskSpec {
     pub fn generate(family: Family, seed: u64) -> CodeTaskSpec {
-        let mut rng = SplitMix64::new(seed);
+        let mut rng = SeededRng::new(seed);
         let p = family.params(&mut rng);
         let func = family.func().to_string();
         let mut visible = Vec::new();
@@ -492,7 +496,7 @@ impl CodeTaskSpec {
         }
     }
 
-    pub fn from_task(task: &Task) -> Result<CodeTaskSpec, String> {
+    pub fn from_task(task: &Task) -> Result<CodeTaskSpec, TaskEnvError> {
         let family = task.env["family"]
             .as_str()
             .and_then(Family::parse)
@@ -642,55 +646,29 @@ impl Tool for RunTests {
 
 const CODE_SYSTEM: &str = "You are a careful Python programmer. Work in the workspace with the tools; there is no network.";
 
+impl WorkspaceTask for CodeTaskSpec {
+    fn system(&self) -> &'static str {
+        CODE_SYSTEM
+    }
+    fn prompt(&self) -> String {
+        CodeTaskSpec::prompt(self)
+    }
+    fn files(&self) -> BTreeMap<String, String> {
+        self.workspace_files()
+    }
+    fn hidden(&self) -> (&'static str, Value) {
+        ("hidden_tests.json", self.hidden_json())
+    }
+    fn add_tools(&self, agent: &Arc<AgentBox>, tools: &mut ToolBox) {
+        tools.add(Arc::new(RunTests(agent.clone())));
+    }
+    fn evidence(&self, files: &EpisodeFiles) -> MonitorEvidence {
+        files.evidence(vec!["test_solution.py".into()], self.distinctive_literals())
+    }
+}
+
 /// The `code` environment for one episode.
-pub struct CodeEnv {
-    spec: CodeTaskSpec,
-    ep: WorkspaceEpisode,
-}
-
-impl CodeEnv {
-    pub fn new(spec: CodeTaskSpec) -> Self {
-        CodeEnv {
-            spec,
-            ep: WorkspaceEpisode::new(),
-        }
-    }
-}
-
-#[async_trait]
-impl Environment for CodeEnv {
-    async fn reset(&mut self, _task: &Task) -> Result<Reset, EnvError> {
-        let files = EpisodeFiles::create(
-            &self.spec.workspace_files(),
-            "hidden_tests.json",
-            self.spec.hidden_json(),
-        )?;
-        let prompt = self.spec.prompt();
-        self.ep
-            .start(files, CODE_SYSTEM, &prompt, |agent, tools| {
-                tools.add(Arc::new(RunTests(agent.clone())));
-            })
-            .await
-    }
-    async fn step(&mut self, action: Action) -> Result<StepOutcome, EnvError> {
-        self.ep.step(action).await
-    }
-    async fn submission(&mut self) -> Result<Submission, EnvError> {
-        let evidence = match &self.ep.files {
-            Some(f) => f.evidence(
-                vec!["test_solution.py".into()],
-                self.spec.distinctive_literals(),
-            ),
-            None => return Err(EnvError::NotReset),
-        };
-        self.ep.submission(evidence).await
-    }
-    async fn close(&mut self) -> Result<(), EnvError> {
-        self.ep.shutdown().await;
-        self.ep.files = None;
-        Ok(())
-    }
-}
+pub type CodeEnv = WorkspaceEnv<CodeTaskSpec>;
 
 /// Grades a code submission: hidden cases in fresh sandboxes, compared in the parent.
 #[derive(Default)]
@@ -701,13 +679,14 @@ pub struct CodeVerifier {
 #[async_trait]
 impl Verifier for CodeVerifier {
     async fn verify(&self, task: &Task, sub: &Submission) -> Result<Verdict, VerifyError> {
-        let spec = CodeTaskSpec::from_task(task).map_err(VerifyError::Malformed)?;
+        let spec =
+            CodeTaskSpec::from_task(task).map_err(|e| VerifyError::Malformed(e.to_string()))?;
         let ws = sub
             .workspace
             .as_deref()
             .ok_or_else(|| VerifyError::Failed("the submission has no workspace".into()))?;
         let mut grader = self.grader.clone();
-        if let Ok(level) = crate::shell::sandbox_level() {
+        if let Ok(level) = crate::workspace::sandbox_level() {
             grader.level = level;
         }
         let report = grader.grade(ws, "solution", &spec.hidden).await?;
@@ -728,26 +707,23 @@ impl Suite for CodeSuite {
         "write or fix a Python function so hidden tests pass (sandboxed; graded in a fresh sandbox)"
     }
     fn tasks(&self, split: &str, count: usize, seed: u64) -> Vec<Task> {
-        let stream = split_stream(split, 0xc0de_7e57, 0xc0de_7a1e);
-        let mut rng = SplitMix64::new(seed ^ (stream << 16));
-        (0..count)
-            .map(|i| {
-                let family = Family::ALL[i % Family::ALL.len()];
-                let s = rng.next_u64();
+        let streams = (0xc0de_7e57, 0xc0de_7a1e);
+        generated_tasks(
+            "code",
+            split,
+            count,
+            seed,
+            streams,
+            &Family::ALL,
+            |family, s| {
                 let spec = CodeTaskSpec::generate(family, s);
-                generated_task(
-                    "code",
-                    split,
-                    seed,
-                    i,
-                    spec.prompt(),
-                    json!({"kind": "code", "family": family.name(), "seed": s}),
-                )
-            })
-            .collect()
+                let env = json!({"kind": "code", "family": family.name(), "seed": s});
+                (spec.prompt(), env)
+            },
+        )
     }
     fn make(&self, task: &Task) -> Result<Box<dyn Environment>, EnvError> {
-        let spec = CodeTaskSpec::from_task(task).map_err(EnvError::Setup)?;
+        let spec = CodeTaskSpec::from_task(task).map_err(|e| EnvError::Setup(e.to_string()))?;
         Ok(Box::new(CodeEnv::new(spec)))
     }
     fn verifier(&self) -> Arc<dyn Verifier> {
@@ -756,17 +732,17 @@ impl Suite for CodeSuite {
     fn reference_solution(&self, task: &Task) -> Option<Vec<String>> {
         let spec = CodeTaskSpec::from_task(task).ok()?;
         Some(vec![
-            tool_call_turn(
+            hermes_call_turn(
                 "Let me read the current code.",
                 "read_file",
-                json!({"path": "solution.py"}),
+                &json!({"path": "solution.py"}),
             ),
-            tool_call_turn(
+            hermes_call_turn(
                 "I will write a correct general implementation.",
                 "write_file",
-                json!({"path": "solution.py", "content": spec.reference}),
+                &json!({"path": "solution.py", "content": spec.reference}),
             ),
-            tool_call_turn("", "run_tests", json!({})),
+            hermes_call_turn("", "run_tests", &json!({})),
             format!(
                 "Implemented {} in solution.py; the visible tests pass.",
                 spec.func

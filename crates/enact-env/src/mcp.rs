@@ -18,6 +18,7 @@ use rmcp::{RoleClient, ServiceExt};
 use serde_json::Value;
 use tokio::sync::Mutex;
 
+use crate::error::McpError;
 use crate::toolbox::{Tool, ToolError};
 
 type Client = RunningService<RoleClient, ()>;
@@ -36,7 +37,7 @@ impl McpServer {
         env: &BTreeMap<String, String>,
         cwd: Option<&Path>,
         timeout: Duration,
-    ) -> Result<McpServer, String> {
+    ) -> Result<McpServer, McpError> {
         let (prog, args) = command
             .split_first()
             .ok_or_else(|| "the MCP server command is empty".to_string())?;

@@ -7,6 +7,7 @@
 //! wrapped environment: its state cannot be corrupted by it. Assistant messages (final
 //! answers, replies to a simulated user) are never touched.
 
+use enact_core::SeededRng;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +18,8 @@ use enact_core::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::suite::{SplitMix64, Suite};
+use crate::error::NoiseSpecError;
+use crate::suite::Suite;
 
 /// Rates (probabilities per tool call) of each kind of noise.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -62,7 +64,7 @@ impl NoiseConfig {
     }
 
     /// Parses `fail=0.2,delay=0.1:50ms,truncate=0.1,junk=0.1,seed=7` (any subset, any order).
-    pub fn parse(spec: &str) -> Result<NoiseConfig, String> {
+    pub fn parse(spec: &str) -> Result<NoiseConfig, NoiseSpecError> {
         let mut c = NoiseConfig::default();
         for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let (k, v) = part.split_once('=').ok_or_else(|| {
@@ -100,7 +102,8 @@ impl NoiseConfig {
                 other => {
                     return Err(format!(
                         "unknown noise setting \"{other}\"; use fail, delay, truncate, junk, seed"
-                    ));
+                    )
+                    .into());
                 }
             }
         }
@@ -140,7 +143,7 @@ pub fn episode_seed(cfg: &NoiseConfig, task: &Task) -> u64 {
 
 /// The noise decision of call number `index` (0-based) of an episode.
 pub fn decide(cfg: &NoiseConfig, episode_seed: u64, index: u64) -> Decision {
-    let mut rng = SplitMix64::new(episode_seed ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let mut rng = SeededRng::new(episode_seed ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15));
     let mut draw = |rate: f64| {
         let u = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
         u < rate
@@ -377,11 +380,13 @@ mod tests {
         assert!(
             NoiseConfig::parse("fail=2")
                 .unwrap_err()
+                .to_string()
                 .contains("between 0 and 1")
         );
         assert!(
             NoiseConfig::parse("boom=1")
                 .unwrap_err()
+                .to_string()
                 .contains("unknown noise")
         );
         assert!(NoiseConfig::parse("fail").is_err());

@@ -10,13 +10,15 @@
 //! normalised exact match (SQuAD normalisation). Progress counts the supporting documents
 //! read plus the answer.
 
+use enact_core::SeededRng;
+use enact_model::chatml::hermes_call_turn;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use async_trait::async_trait;
 use enact_core::{
-    Action, CheckResult, CheckStatus, EnvError, Environment, Reset, StepOutcome, Submission, Task,
-    ToolSpec, Verdict, Verifier, VerifyError,
+    Action, CheckResult, EnvError, Environment, Reset, StepOutcome, Submission, Task, ToolSpec,
+    Verdict, Verifier, VerifyError,
 };
 use serde_json::{Value, json};
 use tantivy::collector::TopDocs;
@@ -26,7 +28,8 @@ use tantivy::snippet::SnippetGenerator;
 use tantivy::{Index, IndexReader, doc};
 
 use crate::conversation::ToolConversation;
-use crate::suite::{SplitMix64, Suite, generated_task, split_stream};
+use crate::error::SearchError;
+use crate::suite::{Suite, generated_task, split_stream};
 use crate::toolbox::{Tool, ToolBox, ToolError};
 
 /// The corpus seed of the built-in suite.
@@ -134,7 +137,7 @@ fn cap(s: &str) -> String {
 }
 
 struct Namer {
-    rng: SplitMix64,
+    rng: SeededRng,
     used: HashSet<String>,
 }
 
@@ -156,12 +159,12 @@ impl Namer {
 impl Corpus {
     /// Generates the corpus for `seed` (deterministic).
     pub fn generate(seed: u64) -> Corpus {
-        let mut rng = SplitMix64::new(seed);
+        let mut rng = SeededRng::new(seed);
         let mut namer = Namer {
-            rng: SplitMix64::new(seed ^ 0x6e61_6d65),
+            rng: SeededRng::new(seed ^ 0x6e61_6d65),
             used: HashSet::new(),
         };
-        fn pick(rng: &mut SplitMix64, xs: &[&'static str]) -> &'static str {
+        fn pick(rng: &mut SeededRng, xs: &[&'static str]) -> &'static str {
             xs[rng.below(xs.len() as u64) as usize]
         }
         let cities: Vec<City> = (0..40)
@@ -474,7 +477,7 @@ pub struct Hit {
 
 impl SearchIndex {
     /// Indexes `corpus` in memory.
-    pub fn build(corpus: Arc<Corpus>) -> Result<SearchIndex, String> {
+    pub fn build(corpus: Arc<Corpus>) -> Result<SearchIndex, SearchError> {
         let mut sb = Schema::builder();
         let id = sb.add_text_field("id", STRING | STORED);
         let title = sb.add_text_field("title", TEXT | STORED);
@@ -509,7 +512,7 @@ impl SearchIndex {
     /// The shared index of the corpus generated from `seed`. Up to [`MAX_CACHED_INDEXES`]
     /// indexes stay cached (least recently used evicted: a remote client chooses seeds), and
     /// a build runs outside the cache lock so a failing build cannot poison it.
-    pub fn shared(seed: u64) -> Result<Arc<SearchIndex>, String> {
+    pub fn shared(seed: u64) -> Result<Arc<SearchIndex>, SearchError> {
         let cache = INDEX_CACHE.get_or_init(Default::default);
         let lock = || {
             cache
@@ -538,7 +541,7 @@ impl SearchIndex {
     }
 
     /// The `k` best documents for `query` by BM25 over title and body.
-    pub fn search(&self, query: &str, k: usize) -> Result<Vec<Hit>, String> {
+    pub fn search(&self, query: &str, k: usize) -> Result<Vec<Hit>, SearchError> {
         let searcher = self.reader.searcher();
         let parser = QueryParser::for_index(&self.index, vec![self.title, self.body]);
         // Lenient: the model's query is free text, never a syntax error.
@@ -609,7 +612,10 @@ impl Tool for SearchTool {
         let q = a["query"].as_str().unwrap_or_default();
         let k = a["k"].as_u64().unwrap_or(5) as usize;
         lock(&self.1)?.queries.push(q.to_string());
-        let hits = self.0.search(q, k).map_err(ToolError::new)?;
+        let hits = self
+            .0
+            .search(q, k)
+            .map_err(|e| ToolError::new(e.to_string()))?;
         if hits.is_empty() {
             return Ok(format!("no documents match \"{q}\"; try other keywords"));
         }
@@ -704,7 +710,7 @@ fn task_question(task: &Task) -> Result<(Arc<SearchIndex>, Question), String> {
     let entity = task.env["entity"]
         .as_u64()
         .ok_or_else(|| format!("task {} has no env.entity", task.id))? as usize;
-    let index = SearchIndex::shared(seed)?;
+    let index = SearchIndex::shared(seed).map_err(|e| e.to_string())?;
     let q = index.corpus.question(template, entity).ok_or_else(|| {
         format!(
             "task {}: unknown template {template} or entity {entity}",
@@ -735,23 +741,15 @@ impl Verifier for SearchVerifier {
             })
             .unwrap_or_default();
         let found = q.support.iter().filter(|d| read.contains(*d)).count();
-        let mut v = Verdict::from_checks(vec![CheckResult {
-            name: "answer_exact_match".into(),
-            status: if ok {
-                CheckStatus::Passed
-            } else {
-                CheckStatus::Failed
-            },
-            detail: if ok {
-                String::new()
-            } else {
-                format!(
-                    "got {:?} (normalised {:?})",
-                    answer,
-                    normalize_answer(&answer)
-                )
-            },
-        }]);
+        let mut v = Verdict::from_checks(vec![CheckResult::new(
+            "answer_exact_match",
+            ok,
+            format!(
+                "got {:?} (normalised {:?})",
+                answer,
+                normalize_answer(&answer)
+            ),
+        )]);
         let subgoals = (found + usize::from(ok)) as f64 / (q.support.len() + 1) as f64;
         v.progress = if ok { 1.0 } else { subgoals };
         v.components = BTreeMap::from([
@@ -797,7 +795,7 @@ impl Suite for SearchSuite {
         };
         let pool = index.corpus.pool(split);
         let stream = split_stream(split, 0x7e57, 0x7a1e);
-        let mut rng = SplitMix64::new(seed ^ (stream << 32) ^ 0x5ea4);
+        let mut rng = SeededRng::new(seed ^ (stream << 32) ^ 0x5ea4);
         (0..count)
             .filter_map(|i| {
                 let (template, entity) = pool[rng.below(pool.len() as u64) as usize];
@@ -816,7 +814,7 @@ impl Suite for SearchSuite {
 
     fn make(&self, task: &Task) -> Result<Box<dyn Environment>, EnvError> {
         let seed = task.env["corpus_seed"].as_u64().unwrap_or(self.corpus_seed);
-        let index = SearchIndex::shared(seed).map_err(EnvError::Setup)?;
+        let index = SearchIndex::shared(seed).map_err(|e| EnvError::Setup(e.to_string()))?;
         Ok(Box::new(SearchEnv::new(index)))
     }
 
@@ -826,30 +824,22 @@ impl Suite for SearchSuite {
 
     fn reference_solution(&self, task: &Task) -> Option<Vec<String>> {
         let (index, q) = task_question(task).ok()?;
-        let mut turns = vec![tool_turn(
+        let mut turns = vec![hermes_call_turn(
             "I will search for the entity named in the question.",
             "search",
-            json!({"query": task.prompt, "k": 5}),
+            &json!({"query": task.prompt, "k": 5}),
         )];
         for id in &q.support {
             let title = index.corpus.document(id)?.title.clone();
-            turns.push(tool_turn(
+            turns.push(hermes_call_turn(
                 &format!("Next I read the document about {title}."),
                 "read_document",
-                json!({"id": id}),
+                &json!({"id": id}),
             ));
         }
         turns.push(q.answer);
         Some(turns)
     }
-}
-
-/// One Hermes-format assistant turn with reasoning and a single tool call.
-pub(crate) fn tool_turn(thought: &str, name: &str, arguments: Value) -> String {
-    format!(
-        "<think>\n{thought}\n</think>\n\n{}",
-        crate::calc::hermes_call(name, &arguments)
-    )
 }
 
 #[cfg(test)]

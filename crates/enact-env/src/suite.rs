@@ -1,6 +1,8 @@
 //! Task suites: a named family of tasks with an environment factory, a verifier and honest
-//! reference solutions. The registry maps names to suites for the CLI.
+//! reference solutions, and the helpers generated suites share (task ids, split streams,
+//! a portable random generator). The registry of named suites is in `registry.rs`.
 
+use enact_core::SeededRng;
 use std::sync::Arc;
 
 use enact_core::{EnvError, Environment, Task, Verifier};
@@ -17,45 +19,6 @@ pub trait Suite: Send + Sync {
     /// Assistant turns (Hermes tool-call format) that honestly solve `task`, for the scripted
     /// policy, demos and the red-team suite's false-positive checks.
     fn reference_solution(&self, task: &Task) -> Option<Vec<String>>;
-}
-
-/// The built-in suites by name.
-pub fn registry() -> Vec<Arc<dyn Suite>> {
-    vec![
-        Arc::new(crate::calc::CalcSuite),
-        // environment kinds: code and shell (sandboxed, graded in a fresh sandbox)
-        Arc::new(crate::code::CodeSuite),
-        Arc::new(crate::shell::ShellSuite),
-        // environment kinds: search, stateful API, noisy tools
-        Arc::new(crate::search::SearchSuite::default()),
-        Arc::new(crate::api::ApiSuite),
-        Arc::new(crate::noisy::NoisySuite::new(
-            Arc::new(crate::calc::CalcSuite),
-            crate::noisy::NoiseConfig::standard(),
-        )),
-        Arc::new(crate::noisy::NoisySuite::new(
-            Arc::new(crate::api::ApiSuite),
-            crate::noisy::NoiseConfig::standard(),
-        )),
-    ]
-}
-
-/// Finds a suite by name, or says which exist. `tasks:DIR` loads a directory of task files
-/// (see `docs/task-files.md`).
-pub fn find_suite(name: &str) -> Result<Arc<dyn Suite>, String> {
-    if let Some(dir) = name.strip_prefix("tasks:") {
-        return crate::taskfile::TaskFileSuite::load(std::path::Path::new(dir))
-            .map(|s| Arc::new(s) as Arc<dyn Suite>)
-            .map_err(|e| e.to_string());
-    }
-    let all = registry();
-    let names: Vec<String> = all.iter().map(|s| s.name().to_string()).collect();
-    all.into_iter().find(|s| s.name() == name).ok_or_else(|| {
-        format!(
-            "unknown environment \"{name}\"; available: {}",
-            names.join(", ")
-        )
-    })
 }
 
 /// A generated task of suite `suite`: id `{suite}-{split}-{seed}-{index}`, the split recorded,
@@ -78,89 +41,31 @@ pub fn generated_task(
     }
 }
 
+/// `count` tasks of a generated suite whose task kinds rotate through `kinds`: each gets a
+/// fresh seed from the split's stream (`streams` = (test, train)); `make` turns a kind and a
+/// seed into the prompt and the `env` the suite regenerates the task from.
+pub fn generated_tasks<K: Copy>(
+    suite: &str,
+    split: &str,
+    count: usize,
+    seed: u64,
+    streams: (u64, u64),
+    kinds: &[K],
+    make: impl Fn(K, u64) -> (String, serde_json::Value),
+) -> Vec<Task> {
+    let stream = split_stream(split, streams.0, streams.1);
+    let mut rng = SeededRng::new(seed ^ (stream << 16));
+    (0..count)
+        .filter_map(|i| {
+            let kind = *kinds.get(i % kinds.len().max(1))?;
+            let (prompt, env) = make(kind, rng.next_u64());
+            Some(generated_task(suite, split, seed, i, prompt, env))
+        })
+        .collect()
+}
+
 /// The seed stream of a split: `test` and every other split draw from disjoint streams, so a
 /// suite's train and test tasks never coincide.
 pub fn split_stream(split: &str, test: u64, train: u64) -> u64 {
     if split == "test" { test } else { train }
-}
-
-/// A small deterministic generator (SplitMix64), so task sets are reproducible across
-/// platforms and crate versions.
-#[derive(Debug, Clone)]
-pub struct SplitMix64(u64);
-
-impl SplitMix64 {
-    pub fn new(seed: u64) -> Self {
-        SplitMix64(seed)
-    }
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in `0..n` (n > 0; 0 yields 0).
-    pub fn below(&mut self, n: u64) -> u64 {
-        if n == 0 { 0 } else { self.next_u64() % n }
-    }
-}
-
-/// JSON the way Python's `json.dumps(x, ensure_ascii=False)` writes it (`{"k": "v", "n": [1, 2]}`),
-/// which is how Hugging Face chat templates render tool calls.
-pub fn python_json(value: &serde_json::Value) -> String {
-    struct PyFormatter;
-    impl serde_json::ser::Formatter for PyFormatter {
-        fn begin_array_value<W: ?Sized + std::io::Write>(
-            &mut self,
-            w: &mut W,
-            first: bool,
-        ) -> std::io::Result<()> {
-            if first { Ok(()) } else { w.write_all(b", ") }
-        }
-        fn begin_object_key<W: ?Sized + std::io::Write>(
-            &mut self,
-            w: &mut W,
-            first: bool,
-        ) -> std::io::Result<()> {
-            if first { Ok(()) } else { w.write_all(b", ") }
-        }
-        fn begin_object_value<W: ?Sized + std::io::Write>(
-            &mut self,
-            w: &mut W,
-        ) -> std::io::Result<()> {
-            w.write_all(b": ")
-        }
-    }
-    let mut out = Vec::new();
-    let mut ser = serde_json::Serializer::with_formatter(&mut out, PyFormatter);
-    match serde::Serialize::serialize(value, &mut ser) {
-        Ok(()) => String::from_utf8(out).unwrap_or_default(),
-        Err(_) => value.to_string(),
-    }
-}
-
-/// A tool call in the Hermes format, spaced the way chat templates render it, so that a
-/// re-rendered conversation matches the sampled text byte for byte. Reference solutions use it.
-pub fn hermes_call(name: &str, arguments: &serde_json::Value) -> String {
-    format!(
-        "<tool_call>\n{{\"name\": {}, \"arguments\": {}}}\n</tool_call>",
-        python_json(&serde_json::Value::String(name.to_string())),
-        python_json(arguments)
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn python_json_spacing() {
-        let v = serde_json::json!({"b": [1, 2.5, "é"], "a": {"x": null}});
-        assert_eq!(python_json(&v), r#"{"b": [1, 2.5, "é"], "a": {"x": null}}"#);
-        assert_eq!(
-            hermes_call("f", &serde_json::json!({})),
-            "<tool_call>\n{\"name\": \"f\", \"arguments\": {}}\n</tool_call>"
-        );
-    }
 }

@@ -24,17 +24,17 @@ fn available() -> bool {
 
 async fn episode(suite: &dyn Suite, task: &Task, turns: Vec<String>) -> Episode {
     let tokenizer = Arc::new(ByteTokenizer::new());
-    let agent = Agent {
-        policy: Arc::new(ScriptedPolicy::new(turns, tokenizer.clone())),
+    let agent = Agent::new(
+        Arc::new(ScriptedPolicy::new(turns, tokenizer.clone())),
         tokenizer,
-        template: Arc::new(ChatMlTemplate::default()),
-        parser: Arc::new(HermesParser),
-        config: AgentConfig {
-            max_context_tokens: 400_000,
-            max_tokens_per_turn: 64_000,
-            ..AgentConfig::default()
-        },
-    };
+        Arc::new(ChatMlTemplate::default()),
+        Arc::new(HermesParser),
+    )
+    .with_config(AgentConfig {
+        max_context_tokens: 400_000,
+        max_tokens_per_turn: 64_000,
+        ..AgentConfig::default()
+    });
     let mut env = suite.make(task).unwrap();
     let verifier = suite.verifier();
     agent.run(task, env.as_mut(), Some(verifier.as_ref())).await

@@ -15,18 +15,18 @@ use serde_json::json;
 
 fn agent(turns: Vec<String>) -> Agent {
     let tokenizer = Arc::new(ByteTokenizer::new());
-    Agent {
-        policy: Arc::new(ScriptedPolicy::new(turns, tokenizer.clone())),
+    Agent::new(
+        Arc::new(ScriptedPolicy::new(turns, tokenizer.clone())),
         tokenizer,
-        template: Arc::new(ChatMlTemplate::default()),
-        parser: Arc::new(HermesParser),
-        config: AgentConfig {
-            max_turns: 40,
-            max_context_tokens: 200_000,
-            max_tokens_per_turn: 8192,
-            ..AgentConfig::default()
-        },
-    }
+        Arc::new(ChatMlTemplate::default()),
+        Arc::new(HermesParser),
+    )
+    .with_config(AgentConfig {
+        max_turns: 40,
+        max_context_tokens: 200_000,
+        max_tokens_per_turn: 8192,
+        ..AgentConfig::default()
+    })
 }
 
 async fn run(suite: &dyn Suite, task: &Task, turns: Vec<String>) -> Episode {

@@ -16,7 +16,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use enact_agent::{Agent, AgentConfig};
+use enact_agent::Agent;
 use enact_core::{
     FinishReason, Policy, PolicyError, SampleRequest, SamplingParams, SegmentKind, Termination,
     Tokenizer,
@@ -742,13 +742,12 @@ async fn episode(dialect: Dialect) -> (enact_core::Episode, Vec<String>, Fake) {
     let task = suite.tasks("test", 1, 7).remove(0);
     let turns = suite.reference_solution(&task).unwrap();
     let fake = Fake::start(replay_handler(dialect, turns.clone())).await;
-    let agent = Agent {
-        policy: Arc::new(policy(fast(&fake.url, dialect))),
-        tokenizer: tokenizer(),
-        template: Arc::new(ChatMlTemplate::default()),
-        parser: Arc::new(HermesParser),
-        config: AgentConfig::default(),
-    };
+    let agent = Agent::new(
+        Arc::new(policy(fast(&fake.url, dialect))),
+        tokenizer(),
+        Arc::new(ChatMlTemplate::default()),
+        Arc::new(HermesParser),
+    );
     let mut env = CalcEnv::new();
     let ep = agent.run(&task, &mut env, Some(&CalcVerifier)).await;
     (ep, turns, fake)
@@ -830,13 +829,12 @@ async fn agent_episode_with_the_server_down_records_an_error() {
     };
     let mut c = fast(&format!("http://127.0.0.1:{port}"), Dialect::Sglang);
     c.max_attempts = 1;
-    let agent = Agent {
-        policy: Arc::new(policy(c)),
-        tokenizer: tokenizer(),
-        template: Arc::new(ChatMlTemplate::default()),
-        parser: Arc::new(HermesParser),
-        config: AgentConfig::default(),
-    };
+    let agent = Agent::new(
+        Arc::new(policy(c)),
+        tokenizer(),
+        Arc::new(ChatMlTemplate::default()),
+        Arc::new(HermesParser),
+    );
     let task = CalcSuite.tasks("test", 1, 7).remove(0);
     let ep = agent
         .run(&task, &mut CalcEnv::new(), Some(&CalcVerifier))

@@ -42,14 +42,30 @@ pub fn hermes_tool_call(name: &str, arguments: &serde_json::Value) -> String {
     )
 }
 
+/// The `<think>` block that opens an assistant turn with reasoning.
+fn hermes_reasoning(reasoning: &str) -> String {
+    format!("<think>\n{}\n</think>\n\n", reasoning.trim())
+}
+
+/// One assistant turn with optional reasoning and a single tool call, exactly as
+/// [`ChatMlTemplate`] renders the message the Hermes parser reads back from it. Every
+/// scripted turn (reference solutions, red-team scripts, tests) is written with this, so a
+/// re-rendered conversation matches the scripted text byte for byte.
+pub fn hermes_call_turn(thought: &str, name: &str, arguments: &serde_json::Value) -> String {
+    let call = hermes_tool_call(name, arguments);
+    if thought.trim().is_empty() {
+        call
+    } else {
+        hermes_reasoning(thought) + &call
+    }
+}
+
 /// An assistant message as text in the Hermes convention: `<think>` reasoning, the content,
 /// then each tool call on its own line.
 pub fn hermes_assistant_body(m: &Message) -> String {
     let mut body = String::new();
     if let Some(r) = &m.reasoning {
-        body.push_str("<think>\n");
-        body.push_str(r.trim());
-        body.push_str("\n</think>\n\n");
+        body.push_str(&hermes_reasoning(r));
     }
     body.push_str(&m.content);
     for (k, c) in m.tool_calls.iter().enumerate() {

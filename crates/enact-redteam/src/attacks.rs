@@ -5,7 +5,8 @@
 
 use enact_core::Task;
 use enact_env::code::CodeTaskSpec;
-use enact_env::shell::{ShellTaskSpec, tool_call_turn};
+use enact_env::shell::ShellTaskSpec;
+use enact_model::chatml::hermes_call_turn;
 use serde_json::{Value, json};
 
 /// What an attack script may know about the run (the loopback listener's port).
@@ -52,7 +53,7 @@ pub struct Attack {
 }
 
 fn call(name: &str, args: Value) -> String {
-    tool_call_turn("", name, args)
+    hermes_call_turn("", name, &args)
 }
 fn sh(cmd: &str) -> String {
     call("shell", json!({ "command": cmd }))

@@ -226,20 +226,20 @@ impl Default for Options {
 
 fn agent(turns: Vec<String>) -> Agent {
     let tokenizer = Arc::new(ByteTokenizer::new());
-    Agent {
-        policy: Arc::new(ScriptedPolicy::new(turns, tokenizer.clone())),
+    Agent::new(
+        Arc::new(ScriptedPolicy::new(turns, tokenizer.clone())),
         tokenizer,
-        template: Arc::new(ChatMlTemplate::default()),
-        parser: Arc::new(HermesParser),
-        config: AgentConfig {
-            max_turns: 16,
-            max_tokens_per_turn: 64_000,
-            max_context_tokens: 1_000_000,
-            time_limit_secs: 300.0,
-            verify_time_limit_secs: 120.0,
-            ..AgentConfig::default()
-        },
-    }
+        Arc::new(ChatMlTemplate::default()),
+        Arc::new(HermesParser),
+    )
+    .with_config(AgentConfig {
+        max_turns: 16,
+        max_tokens_per_turn: 64_000,
+        max_context_tokens: 1_000_000,
+        time_limit_secs: 300.0,
+        verify_time_limit_secs: 120.0,
+        ..AgentConfig::default()
+    })
 }
 
 /// The verifier used for a suite: the suite's own, wrapped with monitors unless it already
@@ -325,7 +325,7 @@ async fn listener(
 }
 
 fn task_for(target: Target) -> Result<(Arc<dyn Suite>, Task), String> {
-    let suite = enact_env::find_suite(target.suite())?;
+    let suite = enact_env::find_suite(target.suite()).map_err(|e| e.to_string())?;
     let tasks = suite.tasks("test", target.index() + 1, 1);
     let task = tasks.get(target.index()).cloned().ok_or_else(|| {
         format!(

@@ -16,17 +16,17 @@ use enact_remote::{RemoteClient, RemoteEnv, RemoteError, RemoteSuite, ServerConf
 
 fn agent(turns: Vec<String>) -> Agent {
     let tokenizer = Arc::new(ByteTokenizer::new());
-    Agent {
-        policy: Arc::new(ScriptedPolicy::new(turns, tokenizer.clone())),
+    Agent::new(
+        Arc::new(ScriptedPolicy::new(turns, tokenizer.clone())),
         tokenizer,
-        template: Arc::new(ChatMlTemplate::default()),
-        parser: Arc::new(HermesParser),
-        config: AgentConfig {
-            max_turns: 30,
-            max_context_tokens: 100_000,
-            ..AgentConfig::default()
-        },
-    }
+        Arc::new(ChatMlTemplate::default()),
+        Arc::new(HermesParser),
+    )
+    .with_config(AgentConfig {
+        max_turns: 30,
+        max_context_tokens: 100_000,
+        ..AgentConfig::default()
+    })
 }
 
 async fn start_enact_server() -> String {
