@@ -24,9 +24,12 @@ fn model() -> Option<std::path::PathBuf> {
     if p.exists() {
         Some(p)
     } else {
-        eprintln!(
-            "SKIP: the default model is not installed at {} (run `enact model fetch`)",
-            p.display()
+        enact_testkit::skip(
+            enact_testkit::Requirement::Model,
+            &format!(
+                "the default model is not installed at {} (run `enact model fetch`)",
+                p.display()
+            ),
         );
         None
     }

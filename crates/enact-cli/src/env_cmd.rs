@@ -82,7 +82,15 @@ pub async fn resolve_suite(name: &str, noise: Option<&str>) -> Result<Arc<dyn Su
                 .with_context(|| format!("cannot use remote environment {url}"))?,
         )
     } else {
-        enact_env::find_suite(name).map_err(anyhow::Error::msg)?
+        enact_env::find_suite(name).map_err(|e| {
+            if name.contains(':') {
+                anyhow::anyhow!(e)
+            } else {
+                anyhow::anyhow!(
+                    "{e}; or tasks:DIR for a directory of task files, remote:http://HOST:PORT[/SUITE] for an environment server (see `enact envs`)"
+                )
+            }
+        })?
     };
     with_noise(suite, noise)
 }
@@ -158,21 +166,24 @@ async fn serve(a: ServeArgs) -> Result<()> {
     Ok(())
 }
 
+/// The environments `--env` accepts: the built-in ones, `tasks:DIR` and `remote:URL`.
+pub fn print_builtin() {
+    for s in enact_env::registry() {
+        println!("{:<12} {}", s.name(), s.description());
+    }
+    println!(
+        "{:<12} a directory of task files (docs/task-files.md)",
+        "tasks:DIR"
+    );
+    println!(
+        "{:<12} an environment server, http://HOST:PORT[/SUITE] (docs/remote-protocol.md)",
+        "remote:URL"
+    );
+}
+
 async fn list(a: ListArgs) -> Result<()> {
     match a.remote {
-        None => {
-            for s in enact_env::registry() {
-                println!("{:<12} {}", s.name(), s.description());
-            }
-            println!(
-                "{:<12} a directory of task files (docs/task-files.md)",
-                "tasks:DIR"
-            );
-            println!(
-                "{:<12} an environment server (docs/remote-protocol.md)",
-                "remote:URL"
-            );
-        }
+        None => print_builtin(),
         Some(url) => {
             let (base, _) = enact_remote::split_url(&url)?;
             let client = enact_remote::RemoteClient::new(&base, Duration::from_secs(30))?;

@@ -7,20 +7,24 @@
 //! `enact model fetch`); a path is the embedded engine on any GGUF or safetensors model. Both
 //! use the model's own tokenizer and chat template (or, when that template cannot show tools,
 //! the ChatML + Hermes tool template with the model's default system prompt). The engine's
-//! thread count comes from `ENACT_THREADS` (default: all cores); its weight format from
-//! `ENACT_WEIGHTS` (`q8_0`, the default, `native` or `f32`). One engine per model file is
-//! shared by all episodes of a process, so concurrent episodes are batched together.
+//! threads and weight format come from [`EngineSettings`] (`--threads`/`ENACT_THREADS`,
+//! `--weights`/`ENACT_WEIGHTS`). One engine per model file is shared by all episodes of a
+//! process, so concurrent episodes are batched together; [`AgentFactory`] builds everything
+//! once and only the scripted policy per task (it replays that task's reference solution).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use anyhow::{Context, Result, bail};
+use clap::Args;
 use enact_agent::{Agent, AgentConfig};
-use enact_candle::{CandlePolicy, Engine, EngineOptions, PolicyOptions, WeightFormat};
-use enact_core::{ChatTemplate, Task, Tokenizer};
+use enact_candle::{CandlePolicy, Engine, EngineOptions, PolicyOptions};
+use enact_core::{ChatTemplate, Policy, ReplyParser, Task, Tokenizer};
 use enact_env::Suite;
 use enact_model::{ByteTokenizer, ChatMlTemplate, HermesParser, HfTokenizer, ScriptedPolicy};
+
+use crate::settings::{EngineSettings, TokenizerSetting};
 
 /// What `--model` names.
 #[derive(Debug, Clone, PartialEq)]
@@ -85,48 +89,134 @@ pub fn read_script(path: &Path) -> Result<Vec<String>> {
         .collect()
 }
 
-/// Builds the agent for one task (scripted policies are per task).
-pub fn build_agent(
-    spec: &ModelSpec,
-    suite: &dyn Suite,
-    task: &Task,
-    config: &AgentConfig,
-) -> Result<Agent> {
-    match spec {
-        ModelSpec::Scripted { script } => {
-            let turns = match script {
-                Some(p) => read_script(p)?,
-                None => suite.reference_solution(task).with_context(|| {
-                    format!(
-                        "environment {} has no reference solution for task {}; pass --script FILE",
-                        suite.name(),
-                        task.id
-                    )
-                })?,
-            };
-            let tokenizer = Arc::new(ByteTokenizer::new());
-            Ok(Agent::new(
-                Arc::new(ScriptedPolicy::new(turns, tokenizer.clone())),
-                tokenizer,
-                Arc::new(ChatMlTemplate::default()),
-                Arc::new(HermesParser),
-            )
-            .with_config(config.clone()))
-        }
-        ModelSpec::Default | ModelSpec::Path(_) => {
-            let m = embedded(&resolve_model_path(spec)?, &engine_options_from_env()?)?;
-            Ok(Agent::new(
-                m.policy.clone(),
-                m.tokenizer.clone(),
-                m.template.clone(),
-                m.parser.clone(),
-            )
-            .with_config(config.clone()))
-        }
-        ModelSpec::Http { url } => http_agent(url, config),
+/// `--model` and what goes with it, shared by `run` and `eval`.
+#[derive(Args, Clone)]
+pub struct ModelArgs {
+    /// The model: `scripted` replays the environment's reference solution (or --script FILE);
+    /// `default` is SmolLM2-135M-Instruct on the embedded engine (after `enact model fetch`);
+    /// a path is a GGUF file, a .safetensors file or a Hugging Face model directory on the
+    /// embedded engine; `http://HOST:PORT[/v1][#DIALECT[:MODEL]]` is an OpenAI-compatible server
+    /// (vLLM, SGLang, llama.cpp, Ollama; needs --tokenizer; see docs/http-backends.md).
+    #[arg(long, default_value = "scripted")]
+    pub model: String,
+    /// Assistant turns for the scripted model: a JSON array of strings, or one JSON string per
+    /// line.
+    #[arg(long, value_name = "FILE")]
+    pub script: Option<PathBuf>,
+    #[command(flatten)]
+    pub engine: EngineSettings,
+    #[command(flatten)]
+    pub tokenizer: TokenizerSetting,
+}
+
+impl ModelArgs {
+    pub fn spec(&self) -> Result<ModelSpec> {
+        ModelSpec::parse(&self.model, self.script.clone())
     }
 }
 
+/// Wraps every policy an agent samples from (live output, token counting).
+pub type PolicyWrapper = Arc<dyn Fn(Arc<dyn Policy>) -> Arc<dyn Policy> + Send + Sync>;
+
+/// Where the policy of each episode comes from.
+#[derive(Clone)]
+enum PolicySource {
+    /// One policy (an engine or a server) shared by every episode, so they batch together.
+    Shared(Arc<dyn Policy>),
+    /// The scripted model: a script file (read once), or each task's reference solution.
+    Scripted(Option<Vec<String>>),
+}
+
+/// Builds the agent of each episode. Everything but the scripted policy is built once.
+#[derive(Clone)]
+pub struct AgentFactory {
+    policy: PolicySource,
+    tokenizer: Arc<dyn Tokenizer>,
+    template: Arc<dyn ChatTemplate>,
+    parser: Arc<dyn ReplyParser>,
+    config: AgentConfig,
+    wrap: Option<PolicyWrapper>,
+    /// A tokenizer to print this model's trajectories with.
+    pub display: Arc<dyn Tokenizer>,
+}
+
+impl AgentFactory {
+    pub fn new(args: &ModelArgs, config: &AgentConfig) -> Result<Self> {
+        let spec = args.spec()?;
+        let parts = |policy, tokenizer: Arc<dyn Tokenizer>, template, parser| AgentFactory {
+            policy,
+            display: tokenizer.clone(),
+            tokenizer,
+            template,
+            parser,
+            config: config.clone(),
+            wrap: None,
+        };
+        Ok(match &spec {
+            ModelSpec::Scripted { script } => parts(
+                PolicySource::Scripted(script.as_deref().map(read_script).transpose()?),
+                Arc::new(ByteTokenizer::new()),
+                Arc::new(ChatMlTemplate::default()),
+                Arc::new(HermesParser),
+            ),
+            ModelSpec::Default | ModelSpec::Path(_) => {
+                let m = embedded(&resolve_model_path(&spec)?, &args.engine.options())?;
+                parts(
+                    PolicySource::Shared(m.policy),
+                    m.tokenizer,
+                    m.template,
+                    m.parser,
+                )
+            }
+            ModelSpec::Http { url } => {
+                let s = served(url, &args.tokenizer)?;
+                parts(
+                    PolicySource::Shared(s.policy),
+                    s.tokenizer,
+                    s.template,
+                    s.parser,
+                )
+            }
+        })
+    }
+
+    /// The same factory, every policy it hands out wrapped by `wrap`.
+    pub fn wrapping_policies(mut self, wrap: PolicyWrapper) -> Self {
+        self.wrap = Some(wrap);
+        self
+    }
+
+    /// The agent for one episode of `task`.
+    pub fn agent_for(&self, suite: &dyn Suite, task: &Task) -> Result<Agent> {
+        let policy: Arc<dyn Policy> = match &self.policy {
+            PolicySource::Shared(p) => p.clone(),
+            PolicySource::Scripted(turns) => {
+                let turns = match turns {
+                    Some(t) => t.clone(),
+                    None => suite.reference_solution(task).with_context(|| {
+                        format!(
+                            "environment {} has no reference solution for task {}; pass --script FILE",
+                            suite.name(),
+                            task.id
+                        )
+                    })?,
+                };
+                Arc::new(ScriptedPolicy::new(turns, self.tokenizer.clone()))
+            }
+        };
+        let policy = match &self.wrap {
+            Some(wrap) => wrap(policy),
+            None => policy,
+        };
+        Ok(Agent::new(
+            policy,
+            self.tokenizer.clone(),
+            self.template.clone(),
+            self.parser.clone(),
+        )
+        .with_config(self.config.clone()))
+    }
+}
 /// Whether `--model` names a file or directory rather than a keyword.
 fn looks_like_path(s: &str) -> bool {
     s.contains('/') || s.ends_with(".gguf") || s.ends_with(".safetensors") || Path::new(s).exists()
@@ -148,58 +238,6 @@ pub fn resolve_model_path(spec: &ModelSpec) -> Result<PathBuf> {
         ModelSpec::Scripted { .. } => bail!("the scripted model has no model file"),
         ModelSpec::Http { .. } => bail!("an HTTP model has no local model file"),
     }
-}
-
-/// Engine options for `run`/`eval`: `ENACT_THREADS`, `ENACT_WEIGHTS`.
-/// Command-line settings that take precedence over the `ENACT_THREADS`, `ENACT_WEIGHTS` and
-/// `ENACT_TOKENIZER` environment variables. Set once, before any model is built.
-#[derive(Debug, Clone, Default)]
-pub struct ModelOverrides {
-    pub threads: Option<usize>,
-    pub weights: Option<String>,
-    pub tokenizer: Option<PathBuf>,
-}
-
-static OVERRIDES: OnceLock<ModelOverrides> = OnceLock::new();
-
-pub fn set_overrides(o: ModelOverrides) {
-    // Only the first call counts: one command, one configuration.
-    let _ = OVERRIDES.set(o);
-}
-
-fn overrides() -> ModelOverrides {
-    OVERRIDES.get().cloned().unwrap_or_default()
-}
-
-pub fn engine_options_from_env() -> Result<EngineOptions> {
-    let o = overrides();
-    if let Some(t) = o.threads {
-        let weights = match &o.weights {
-            Some(w) => WeightFormat::parse(w)
-                .with_context(|| format!("--weights {w:?}: use q8_0 (default), native or f32"))?,
-            None => WeightFormat::default(),
-        };
-        return Ok(EngineOptions {
-            threads: t,
-            weights,
-        });
-    }
-    let threads = match std::env::var("ENACT_THREADS") {
-        Ok(v) if !v.is_empty() => v
-            .parse()
-            .with_context(|| format!("ENACT_THREADS={v:?} is not a thread count"))?,
-        _ => 0,
-    };
-    let weights = match o
-        .weights
-        .clone()
-        .or_else(|| std::env::var("ENACT_WEIGHTS").ok())
-    {
-        Some(v) if !v.is_empty() => WeightFormat::parse(&v)
-            .with_context(|| format!("ENACT_WEIGHTS={v:?}: use q8_0 (default), native or f32"))?,
-        _ => WeightFormat::default(),
-    };
-    Ok(EngineOptions { threads, weights })
 }
 
 /// A model on the embedded engine with its tokenizer and chat template.
@@ -264,76 +302,51 @@ pub fn model_files(path: &Path) -> Result<enact_model::ModelFiles> {
     Ok(files)
 }
 
-/// A tokenizer to display a spec's trajectories.
-pub fn display_tokenizer(spec: &ModelSpec) -> Box<dyn Tokenizer> {
-    match spec {
-        ModelSpec::Scripted { .. } => Box::new(ByteTokenizer::new()),
-        ModelSpec::Http { .. } => {
-            match http_tokenizer_path().and_then(|p| tokenizer_and_template(&p)) {
-                Ok((t, _)) => Box::new((*t).clone()),
-                Err(_) => Box::new(ByteTokenizer::new()),
-            }
-        }
-        _ => match resolve_model_path(spec).and_then(|p| tokenizer_and_template(&p)) {
-            Ok((t, _)) => Box::new((*t).clone()),
-            Err(_) => Box::new(ByteTokenizer::new()),
-        },
+/// A tokenizer to display a spec's trajectories without loading its engine; the byte
+/// tokenizer when the model's files cannot be read.
+pub fn display_tokenizer(spec: &ModelSpec, tokenizer: &TokenizerSetting) -> Box<dyn Tokenizer> {
+    let path = match spec {
+        ModelSpec::Scripted { .. } => return Box::new(ByteTokenizer::new()),
+        ModelSpec::Http { .. } => tokenizer.path(),
+        _ => resolve_model_path(spec),
+    };
+    match path.and_then(|p| tokenizer_and_template(&p)) {
+        Ok((t, _)) => Box::new((*t).clone()),
+        Err(_) => Box::new(ByteTokenizer::new()),
     }
 }
 
-/// The served model's tokenizer for `--model http://…`, from `--tokenizer` or `ENACT_TOKENIZER`: its GGUF
-/// file, its `tokenizer.json` or its Hugging Face model directory.
-fn http_tokenizer_path() -> Result<PathBuf> {
-    let v = overrides()
-        .tokenizer
-        .map(|p| p.to_string_lossy().into_owned())
-        .or_else(|| std::env::var("ENACT_TOKENIZER").ok())
-        .filter(|v| !v.trim().is_empty())
-        .context(
-            "an HTTP model needs the served model's tokenizer and chat template: pass --tokenizer (or set ENACT_TOKENIZER) to its GGUF file, tokenizer.json or Hugging Face model directory",
-        )?;
-    let p = PathBuf::from(v);
-    if !p.exists() {
-        bail!("ENACT_TOKENIZER={} does not exist", p.display());
-    }
-    if p.file_name().is_some_and(|n| n == "tokenizer.json") {
-        return Ok(p.parent().unwrap_or(Path::new(".")).to_path_buf());
-    }
-    Ok(p)
+/// A model behind an HTTP server, with the served model's tokenizer, template and parser.
+#[derive(Clone)]
+struct Served {
+    policy: Arc<dyn Policy>,
+    tokenizer: Arc<HfTokenizer>,
+    template: Arc<dyn ChatTemplate>,
+    parser: Arc<dyn ReplyParser>,
 }
 
-/// An agent on an HTTP server. One policy per URL is shared by all episodes of a process, so
-/// its concurrency limit and connection pool span them.
-fn http_agent(url: &str, config: &AgentConfig) -> Result<Agent> {
-    type Served = (
-        enact_http::HttpPolicy,
-        Arc<HfTokenizer>,
-        Arc<dyn ChatTemplate>,
-        Arc<dyn enact_core::ReplyParser>,
-    );
+/// The model behind `url`. One policy per URL is shared by all episodes of a process, so its
+/// concurrency limit and connection pool span them.
+fn served(url: &str, tokenizer: &TokenizerSetting) -> Result<Served> {
     static SERVED: OnceLock<Mutex<HashMap<String, Served>>> = OnceLock::new();
     let map = SERVED.get_or_init(|| Mutex::new(HashMap::new()));
     let mut map = map
         .lock()
         .map_err(|_| anyhow::anyhow!("the HTTP model registry is poisoned"))?;
-    let (policy, tokenizer, template, parser) = match map.get(url) {
-        Some(s) => s.clone(),
-        None => {
-            let files = model_files(&http_tokenizer_path()?)?;
-            let tokenizer = Arc::new(files.tokenizer.clone());
-            let http = enact_http::HttpConfig::from_spec(url)?.with_api_key_from_env();
-            let policy = enact_http::HttpPolicy::new(http, tokenizer.clone())?;
-            let served = (
-                policy,
-                tokenizer,
-                files.chat_template(),
-                files.reply_parser(),
-            );
-            map.insert(url.to_string(), served.clone());
-            served
-        }
+    if let Some(s) = map.get(url) {
+        return Ok(s.clone());
+    }
+    let files = model_files(&tokenizer.path()?)?;
+    let tokenizer = Arc::new(files.tokenizer.clone());
+    let http = enact_http::HttpConfig::from_spec(url)?.with_api_key_from_env();
+    let s = Served {
+        policy: Arc::new(enact_http::HttpPolicy::new(http, tokenizer.clone())?),
+        tokenizer,
+        template: files.chat_template(),
+        parser: files.reply_parser(),
     };
-    Ok(Agent::new(Arc::new(policy), tokenizer, template, parser).with_config(config.clone()))
+    map.insert(url.to_string(), s.clone());
+    Ok(s)
 }
 
 #[cfg(test)]

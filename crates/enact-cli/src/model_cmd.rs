@@ -13,6 +13,7 @@ use enact_candle::{Engine, EngineOptions, GenStats, Kernel, WeightFormat};
 use enact_core::{FinishReason, Message, RenderOptions, SampleRequest, SamplingParams, Tokenizer};
 
 use crate::model::{ModelSpec, resolve_model_path, tokenizer_and_template};
+use crate::settings::EngineSettings;
 
 /// The top-level commands of this module (flattened into `enact`'s commands).
 #[derive(Subcommand)]
@@ -55,15 +56,12 @@ pub struct InfoArgs {
 
 #[derive(Args, Clone)]
 pub struct EngineArgs {
-    /// `default` or the path of a GGUF / safetensors model.
+    /// `default` (SmolLM2-135M-Instruct, after `enact model fetch`) or the path of a GGUF
+    /// file, a .safetensors file or a Hugging Face model directory.
     #[arg(long, default_value = "default")]
     model: String,
-    /// Engine threads (0 = all cores). Set it when other work shares the machine.
-    #[arg(long, default_value_t = 0)]
-    threads: usize,
-    /// Weights in memory: q8_0 (Q4_1 etc. repacked; fast), native (as shipped) or f32.
-    #[arg(long, default_value = "q8_0")]
-    weights: String,
+    #[command(flatten)]
+    settings: EngineSettings,
 }
 
 #[derive(Args)]
@@ -76,19 +74,22 @@ pub struct GenerateArgs {
     /// Wrap the prompt as a user turn with the model's chat template.
     #[arg(long)]
     chat: bool,
+    /// Most tokens to generate.
     #[arg(long, default_value_t = 256)]
     max_tokens: usize,
-    /// 0 = greedy.
+    /// Sampling temperature (0 = greedy).
     #[arg(long, default_value_t = 0.7)]
     temperature: f32,
+    /// Nucleus sampling: sample from the smallest set of tokens whose probability reaches this.
     #[arg(long, default_value_t = 0.95)]
     top_p: f32,
-    /// 0 disables top-k.
+    /// Sample from the k most likely tokens only (0 disables top-k).
     #[arg(long, default_value_t = 0)]
     top_k: usize,
-    /// 0 disables min-p.
+    /// Drop tokens less likely than this fraction of the most likely one (0 disables min-p).
     #[arg(long, default_value_t = 0.0)]
     min_p: f32,
+    /// Sampling seed (default: random).
     #[arg(long)]
     seed: Option<u64>,
     /// Also print the sampled token ids and their logprobs.
@@ -108,13 +109,18 @@ pub enum BenchCmd {
 
 #[derive(Args)]
 pub struct BenchGenerateArgs {
-    /// `default` or the path of a GGUF / safetensors model.
+    /// `default` (SmolLM2-135M-Instruct, after `enact model fetch`) or the path of a GGUF
+    /// file, a .safetensors file or a Hugging Face model directory.
     #[arg(long, default_value = "default")]
     model: String,
-    #[arg(long, default_value_t = 2)]
-    threads: usize,
+    /// Engine threads (default 2 here, so that runs compare across machines) and the weight
+    /// format compared with the weights as shipped (default q8_0).
+    #[command(flatten)]
+    settings: EngineSettings,
+    /// Prompt length in tokens (the prefill measured).
     #[arg(long, default_value_t = 64)]
     prompt_tokens: usize,
+    /// Tokens generated per run (the decode measured).
     #[arg(long, default_value_t = 128)]
     gen_tokens: usize,
     /// Runs per engine; the median is reported.
@@ -266,19 +272,11 @@ fn cmd_info(a: InfoArgs) -> Result<()> {
     Ok(())
 }
 
-fn engine_options(a: &EngineArgs) -> Result<EngineOptions> {
-    Ok(EngineOptions {
-        threads: a.threads,
-        weights: WeightFormat::parse(&a.weights)
-            .with_context(|| format!("--weights {:?}: use q8_0, native or f32", a.weights))?,
-    })
-}
-
 fn cmd_generate(a: GenerateArgs) -> Result<()> {
     let path = model_path(&a.engine.model)?;
     let (tokenizer, template) = tokenizer_and_template(&path)?;
     let engine =
-        Engine::load(&path, &engine_options(&a.engine)?)?.with_tokenizer(tokenizer.clone());
+        Engine::load(&path, &a.engine.settings.options())?.with_tokenizer(tokenizer.clone());
     let prompt = match a.prompt.as_deref() {
         Some(p) if p != "-" => p.to_string(),
         _ => {
@@ -381,7 +379,7 @@ const BENCH_TEXT: &str = "The quick brown fox jumps over the lazy dog. Reinforce
     and is rewarded for good outcomes. Language models that call tools learn the same way. ";
 
 /// llama.cpp's prompt and generation tok/s from `llama-bench`, if it is on PATH.
-fn llama_bench(path: &Path, a: &BenchGenerateArgs) -> Option<Result<(f64, f64)>> {
+fn llama_bench(path: &Path, threads: usize, a: &BenchGenerateArgs) -> Option<Result<(f64, f64)>> {
     let found = std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
             .map(|d| d.join("llama-bench"))
@@ -391,7 +389,7 @@ fn llama_bench(path: &Path, a: &BenchGenerateArgs) -> Option<Result<(f64, f64)>>
         let out = std::process::Command::new(&found)
             .arg("-m")
             .arg(path)
-            .args(["-t", &a.threads.to_string()])
+            .args(["-t", &threads.to_string()])
             .args(["-p", &a.prompt_tokens.to_string()])
             .args(["-n", &a.gen_tokens.to_string()])
             .args(["-r", &a.repeats.max(1).to_string()])
@@ -423,9 +421,11 @@ fn llama_bench(path: &Path, a: &BenchGenerateArgs) -> Option<Result<(f64, f64)>>
 
 fn cmd_bench(a: BenchGenerateArgs) -> Result<()> {
     let path = model_path(&a.model)?;
-    if a.threads == 0 {
-        bail!("--threads must be at least 1");
+    let threads = a.settings.threads.unwrap_or(2);
+    if threads == 0 {
+        bail!("bench generate needs a thread count of at least 1 (--threads or ENACT_THREADS)");
     }
+    let repacked = a.settings.weights.unwrap_or(WeightFormat::Q8_0);
     let (tokenizer, _) = tokenizer_and_template(&path)?;
     let mut prompt = Vec::new();
     let chunk = tokenizer.encode(BENCH_TEXT)?;
@@ -442,22 +442,22 @@ fn cmd_bench(a: BenchGenerateArgs) -> Result<()> {
         .unwrap_or_default();
     println!(
         "enact bench generate · {file} · {} threads · {} prompt tokens, {} generated (greedy, no stop) · median of {} · kernels {}",
-        a.threads,
+        threads,
         prompt.len(),
         a.gen_tokens,
         a.repeats.max(1),
         Kernel::detect().name()
     );
-    let configs = [
-        ("as shipped", WeightFormat::Native),
-        ("repacked Q8_0", WeightFormat::Q8_0),
-    ];
+    let mut configs = vec![("as shipped".to_string(), WeightFormat::Native)];
+    if repacked != WeightFormat::Native {
+        configs.push((format!("repacked {}", repacked.name()), repacked));
+    }
     let mut engines = Vec::new();
     for (label, w) in configs {
         let e = Engine::load(
             &path,
             &EngineOptions {
-                threads: a.threads,
+                threads,
                 weights: w,
             },
         )?;
@@ -513,7 +513,7 @@ fn cmd_bench(a: BenchGenerateArgs) -> Result<()> {
     let llama = if a.no_llama_cpp {
         None
     } else {
-        llama_bench(&path, &a)
+        llama_bench(&path, threads, &a)
     };
     let baseline = match llama {
         Some(Ok((pp, tg))) => {

@@ -2,7 +2,7 @@
 //! - `config.toml`: the resolved configuration of the run;
 //! - `trajectories.jsonl`: one [`enact_core::Episode`] per line, appended and flushed as each
 //!   episode ends (a crash loses at most the episode in flight);
-//! - `metrics.json`: the summary;
+//! - `metrics.json`: the summary ([`crate::metrics::Summary`]);
 //! - `log.txt`: the log.
 
 use std::fs::{File, OpenOptions};
@@ -60,7 +60,7 @@ impl RunDir {
         Ok(())
     }
 
-    pub fn write_metrics(&self, metrics: &serde_json::Value) -> Result<()> {
+    pub fn write_metrics(&self, metrics: &crate::metrics::Summary) -> Result<()> {
         let text = serde_json::to_string_pretty(metrics).context("cannot serialise metrics")?;
         std::fs::write(self.path.join("metrics.json"), text).context("cannot write metrics.json")
     }

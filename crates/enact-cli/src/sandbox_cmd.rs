@@ -115,6 +115,14 @@ async fn exec(a: ExecArgs) -> Result<i32> {
         },
         ..SandboxConfig::default()
     };
+    if let Some(ws) = &a.workspace
+        && !ws.is_dir()
+    {
+        bail!(
+            "--workspace {}: no such directory; create it first or pass an existing directory",
+            ws.display()
+        );
+    }
     let sb = Sandbox::new(cfg).context("could not create the sandbox")?;
     let stdin = if atty_stdin() {
         None
@@ -125,10 +133,19 @@ async fn exec(a: ExecArgs) -> Result<i32> {
             .context("reading stdin")?;
         Some(buf)
     };
-    let o = sb
-        .exec(&a.cmd, stdin)
-        .await
-        .context("the sandboxed command could not be started")?;
+    let o = match sb.exec(&a.cmd, stdin).await {
+        Ok(o) => o,
+        // The command itself is missing: a typo, not a sandbox problem.
+        Err(enact_sandbox::SandboxError::Setup { step, source })
+            if step.starts_with("execve") && source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            bail!(
+                "{}: command not found in the sandbox (the command was not run); check its name, or give its full path",
+                a.cmd.first().map(String::as_str).unwrap_or_default()
+            )
+        }
+        Err(e) => return Err(e).context("the sandboxed command could not be started"),
+    };
     let mut out = std::io::stdout().lock();
     out.write_all(&o.stdout.bytes)?;
     out.flush()?;

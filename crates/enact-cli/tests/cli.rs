@@ -2,6 +2,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 
@@ -16,15 +18,6 @@ fn enact(dir: &Path, args: &[&str]) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
-}
-
-fn only_run_dir(root: &Path) -> std::path::PathBuf {
-    let dirs: Vec<_> = std::fs::read_dir(root)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    assert_eq!(dirs.len(), 1, "{dirs:?}");
-    dirs[0].clone()
 }
 
 #[test]
@@ -45,7 +38,7 @@ fn run_writes_a_run_directory_that_round_trips() {
     assert!(ok, "{stderr}");
     assert!(stdout.contains("── Sampled"), "{stdout}");
     assert!(stdout.contains("reward 1.000"), "{stdout}");
-    let run = only_run_dir(&tmp.path().join("r"));
+    let run = common::only_run_dir(&tmp.path().join("r"));
     for f in [
         "config.toml",
         "trajectories.jsonl",
@@ -73,7 +66,7 @@ fn eval_prints_a_summary_table() {
     assert!(ok, "{stderr}");
     assert!(stdout.contains("100.0%"), "{stdout}");
     assert!(stdout.contains("terminations: finished 6"), "{stdout}");
-    let run = only_run_dir(&tmp.path().join("r"));
+    let run = common::only_run_dir(&tmp.path().join("r"));
     let lines = std::fs::read_to_string(run.join("trajectories.jsonl")).unwrap();
     assert_eq!(lines.lines().count(), 6);
     let metrics: serde_json::Value =
@@ -90,7 +83,7 @@ fn show_keeps_finished_episodes_when_the_last_line_was_cut_off() {
         &["eval", "--env", "calc", "-n", "2", "--runs-dir", "r"],
     );
     assert!(ok, "{stderr}");
-    let run = only_run_dir(&tmp.path().join("r"));
+    let run = common::only_run_dir(&tmp.path().join("r"));
     let path = run.join("trajectories.jsonl");
     let text = std::fs::read_to_string(&path).unwrap();
     // A crash while writing a third episode leaves a partial line with no newline.

@@ -73,7 +73,10 @@ fn template_render_matches_the_golden_fixture() {
 #[test]
 fn tokenize_prints_ids_and_decodes() {
     let Some(model) = enact_model::default_model_path().filter(|p| p.is_file()) else {
-        println!("SKIP: the default model is not downloaded (run `enact model fetch`)");
+        enact_testkit::skip(
+            enact_testkit::Requirement::Model,
+            "the default model is not downloaded (run `enact model fetch`)",
+        );
         return;
     };
     let out = enact()

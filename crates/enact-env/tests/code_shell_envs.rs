@@ -8,18 +8,12 @@ use enact_agent::{Agent, AgentConfig};
 use enact_core::{Episode, Task};
 use enact_env::Suite;
 use enact_model::{ByteTokenizer, ChatMlTemplate, HermesParser, ScriptedPolicy};
+use enact_testkit::Requirement;
 
 fn available() -> bool {
     let missing = enact_sandbox::detect().missing_for(enact_sandbox::IsolationLevel::Full);
-    if !missing.is_empty() {
-        eprintln!("skipping: full sandbox isolation unavailable (missing {missing:?})");
-        return false;
-    }
-    if let Err(e) = enact_verify::find_python() {
-        eprintln!("skipping: {e}");
-        return false;
-    }
-    true
+    enact_testkit::available(Requirement::Sandbox, "full sandbox isolation", &missing)
+        && enact_testkit::found(Requirement::Python, enact_verify::find_python())
 }
 
 async fn episode(suite: &dyn Suite, task: &Task, turns: Vec<String>) -> Episode {

@@ -313,10 +313,25 @@ async fn injected_failures_never_reach_the_environment() {
 
 // ---------------------------------------------------------------- task files
 
+/// Whether Python and a usable sandbox are here (otherwise the skip is recorded).
+async fn python_and_sandbox() -> bool {
+    if !has_python() {
+        enact_testkit::skip(
+            enact_testkit::Requirement::Python,
+            "python3 is not installed",
+        );
+        return false;
+    }
+    tokio::task::spawn_blocking(sandbox_usable).await.unwrap()
+}
+
 fn sandbox_usable() -> bool {
     let caps = enact_sandbox_probe();
     if !caps {
-        eprintln!("skipping: no sandbox isolation on this machine (enact_sandbox::detect)");
+        enact_testkit::skip(
+            enact_testkit::Requirement::Sandbox,
+            "no sandbox isolation on this machine (enact_sandbox::detect)",
+        );
     }
     caps
 }
@@ -367,11 +382,7 @@ fn write_task(dir: &Path, id: &str, tools: &str, verifier: &str) {
 
 #[tokio::test]
 async fn example_task_files_score_one() {
-    if !has_python() {
-        eprintln!("skipping: python3 is not installed");
-        return;
-    }
-    if !tokio::task::spawn_blocking(sandbox_usable).await.unwrap() {
+    if !python_and_sandbox().await {
         return;
     }
     let dir = repo_root().join("examples/tasks");
@@ -530,11 +541,7 @@ fn verifier_task(dir: &Path, grader: &str) -> TaskFileSuite {
 
 #[tokio::test]
 async fn command_verifier_results_are_strict() {
-    if !has_python() {
-        eprintln!("skipping: python3 is not installed");
-        return;
-    }
-    if !tokio::task::spawn_blocking(sandbox_usable).await.unwrap() {
+    if !python_and_sandbox().await {
         return;
     }
     let write = |body: &str| {
@@ -602,8 +609,7 @@ async fn command_verifier_results_are_strict() {
 
 #[tokio::test]
 async fn command_verifier_sees_pristine_hidden_data_and_final_workspace() {
-    if !has_python() || !tokio::task::spawn_blocking(sandbox_usable).await.unwrap() {
-        eprintln!("skipping: needs python3 and a sandbox");
+    if !python_and_sandbox().await {
         return;
     }
     let t = tempfile::tempdir().unwrap();
@@ -651,7 +657,10 @@ json.dump({"checks": checks}, open(os.environ['ENACT_RESULTS'], 'w'))
 #[tokio::test]
 async fn mcp_tools_are_listed_and_called() {
     if !has_python() {
-        eprintln!("skipping: python3 is not installed");
+        enact_testkit::skip(
+            enact_testkit::Requirement::Python,
+            "python3 is not installed",
+        );
         return;
     }
     let dir = repo_root().join("examples/tasks/unit-convert-mcp");

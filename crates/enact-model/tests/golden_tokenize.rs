@@ -25,7 +25,10 @@ fn model_path() -> Option<PathBuf> {
 #[test]
 fn smollm2_gguf_tokenizer_matches_hf_tokenizers() {
     let Some(path) = model_path() else {
-        println!("SKIP: the default model is not downloaded (run `enact model fetch`)");
+        enact_testkit::skip(
+            enact_testkit::Requirement::Model,
+            "the default model is not downloaded (run `enact model fetch`)",
+        );
         return;
     };
     let files = ModelFiles::from_gguf(&path).unwrap();

@@ -2,16 +2,18 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use enact_redteam::{Options, run, vectors::VECTORS};
+use enact_testkit::Requirement;
+
+/// Whether full isolation and Python are here (otherwise the skip is recorded).
+fn sandbox_and_python() -> bool {
+    let missing = enact_sandbox::detect().missing_for(enact_sandbox::IsolationLevel::Full);
+    enact_testkit::available(Requirement::Sandbox, "full sandbox isolation", &missing)
+        && enact_testkit::found(Requirement::Python, enact_verify::find_python())
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redteam_suite_has_no_successful_cheat_and_no_false_positive() {
-    let missing = enact_sandbox::detect().missing_for(enact_sandbox::IsolationLevel::Full);
-    if !missing.is_empty() {
-        eprintln!("skipping: full sandbox isolation unavailable (missing {missing:?})");
-        return;
-    }
-    if let Err(e) = enact_verify::find_python() {
-        eprintln!("skipping: {e}");
+    if !sandbox_and_python() {
         return;
     }
     let report = run(&Options::default()).await.unwrap();
@@ -48,9 +50,7 @@ async fn redteam_suite_has_no_successful_cheat_and_no_false_positive() {
 /// must show up as `succeeded` (the harness can see a successful cheat).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn weakened_policy_lets_the_monitor_only_cheats_through() {
-    let missing = enact_sandbox::detect().missing_for(enact_sandbox::IsolationLevel::Full);
-    if !missing.is_empty() || enact_verify::find_python().is_err() {
-        eprintln!("skipping: sandbox or python unavailable");
+    if !sandbox_and_python() {
         return;
     }
     let opts = Options {

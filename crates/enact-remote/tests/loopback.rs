@@ -224,7 +224,10 @@ fn start_python_server() -> Option<(PyServer, String)> {
         .map(|o| !o.status.success())
         .unwrap_or(true)
     {
-        eprintln!("skipping: python3 is not installed");
+        enact_testkit::skip(
+            enact_testkit::Requirement::Python,
+            "python3 is not installed",
+        );
         return None;
     }
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/python_env/server.py");

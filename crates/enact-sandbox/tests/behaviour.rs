@@ -118,7 +118,10 @@ async fn loopback_inside_works() {
         return;
     }
     if !have("/usr/bin/perl") {
-        eprintln!("SKIP loopback_inside_works: /usr/bin/perl not installed");
+        enact_testkit::skip(
+            enact_testkit::Requirement::Program,
+            "loopback_inside_works: /usr/bin/perl not installed",
+        );
         return;
     }
     let sb = new_sandbox(SandboxConfig {

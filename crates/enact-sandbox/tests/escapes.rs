@@ -206,7 +206,10 @@ async fn ptrace_and_mount_and_namespaces_are_denied() {
         .await;
         assert_eq!(o.stdout.text.trim(), format!("-1 {}", libc::EPERM), "{o:?}");
     } else {
-        eprintln!("SKIP ptrace part: /usr/bin/python3 not installed");
+        enact_testkit::skip(
+            enact_testkit::Requirement::Python,
+            "ptrace part: /usr/bin/python3 not installed",
+        );
     }
 }
 

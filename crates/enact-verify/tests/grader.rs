@@ -6,20 +6,13 @@ use std::time::Duration;
 
 use enact_core::CheckStatus;
 use enact_sandbox::IsolationLevel;
+use enact_testkit::Requirement;
 use enact_verify::{GradeLimits, PyCase, PyValue, PythonGrader, find_python};
 
 fn available() -> bool {
-    let caps = enact_sandbox::detect();
-    let missing = caps.missing_for(IsolationLevel::Full);
-    if !missing.is_empty() {
-        eprintln!("skipping: full sandbox isolation unavailable (missing {missing:?})");
-        return false;
-    }
-    if let Err(e) = find_python() {
-        eprintln!("skipping: {e}");
-        return false;
-    }
-    true
+    let missing = enact_sandbox::detect().missing_for(IsolationLevel::Full);
+    enact_testkit::available(Requirement::Sandbox, "full sandbox isolation", &missing)
+        && enact_testkit::found(Requirement::Python, find_python())
 }
 
 fn cases() -> Vec<PyCase> {

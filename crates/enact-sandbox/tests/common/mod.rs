@@ -11,20 +11,25 @@ pub fn sh(script: &str) -> Vec<String> {
     sv(&["/bin/sh", "-c", script])
 }
 
-/// Returns false (after printing why) when the machine cannot provide `level`.
+/// Returns false (after recording the skip, see `enact_testkit::skip`) when the machine cannot
+/// provide `level`.
+#[track_caller]
 pub fn supported(test: &str, level: IsolationLevel) -> bool {
     let caps = detect();
     let missing = caps.missing_for(level);
     if missing.is_empty() {
         return true;
     }
-    eprintln!(
-        "SKIP {test}: isolation level `{level}` unavailable, missing: {}",
-        missing
-            .iter()
-            .map(|f| f.to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
+    enact_testkit::skip(
+        enact_testkit::Requirement::Sandbox,
+        &format!(
+            "{test}: isolation level `{level}` unavailable, missing: {}",
+            missing
+                .iter()
+                .map(|f| f.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     );
     false
 }

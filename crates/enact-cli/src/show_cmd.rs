@@ -1,9 +1,83 @@
-//! Printing episodes for people: the token-level trajectory segment by segment (decoded),
-//! then the outcome.
+//! `enact show`, and printing episodes for people: the token-level trajectory segment by
+//! segment (decoded), then the outcome.
 
-use std::io::IsTerminal;
+use std::path::PathBuf;
 
+use anyhow::{Result, bail};
+use clap::Args;
 use enact_core::{Episode, SegmentKind, Tokenizer};
+
+use crate::model::{self, ModelSpec};
+use crate::rundir;
+use crate::settings::TokenizerSetting;
+
+#[derive(Args)]
+pub struct ShowArgs {
+    /// A run directory or a trajectories.jsonl file.
+    path: PathBuf,
+    /// Only the episode with this index (0 = the first; `show` numbers them).
+    #[arg(long)]
+    index: Option<usize>,
+    /// The model whose tokenizer decodes the trajectories (`default`, a path, or
+    /// `http://…` with --tokenizer). Without it: the byte tokenizer or the default model,
+    /// whichever the trajectory names; otherwise only the messages are shown.
+    #[arg(long)]
+    model: Option<String>,
+    #[command(flatten)]
+    tokenizer: TokenizerSetting,
+}
+
+pub fn run(args: ShowArgs) -> Result<()> {
+    let episodes = rundir::read_episodes(&args.path)?;
+    if episodes.is_empty() {
+        bail!(
+            "{} has no finished episode yet: the run is still going, or it stopped before its first episode ended (see log.txt beside it)",
+            args.path.display()
+        );
+    }
+    if let Some(i) = args.index
+        && i >= episodes.len()
+    {
+        bail!(
+            "--index {i} is out of range: {} has {} episode(s), indexes 0 to {}",
+            args.path.display(),
+            episodes.len(),
+            episodes.len() - 1
+        );
+    }
+    // Decoders to try, matched by the identity each trajectory records.
+    let mut decoders: Vec<Box<dyn Tokenizer>> = vec![Box::new(enact_model::ByteTokenizer::new())];
+    let needs_model = episodes
+        .iter()
+        .any(|e| e.trajectory.tokenizer != decoders[0].identity());
+    if needs_model {
+        let spec = ModelSpec::parse(args.model.as_deref().unwrap_or("default"), None)?;
+        decoders.push(model::display_tokenizer(&spec, &args.tokenizer));
+    }
+    for (i, ep) in episodes.iter().enumerate() {
+        if args.index.is_some_and(|want| want != i) {
+            continue;
+        }
+        println!("═══ episode {i} · {} ═══", ep.id());
+        match decoders
+            .iter()
+            .find(|d| d.identity() == ep.trajectory.tokenizer)
+        {
+            Some(d) => print!("{}", render_trajectory(ep, d.as_ref())),
+            None => {
+                println!(
+                    "(tokenizer {} not available: pass --model to decode tokens; showing messages)",
+                    ep.trajectory.tokenizer
+                );
+                for m in &ep.messages {
+                    println!("[{}] {}", m.role.as_str(), m.content);
+                }
+            }
+        }
+        print!("{}", render_outcome(ep));
+    }
+    Ok(())
+}
 
 fn paint(kind: SegmentKind, text: &str, color: bool) -> String {
     if !color {
@@ -20,7 +94,7 @@ fn paint(kind: SegmentKind, text: &str, color: bool) -> String {
 
 /// The trajectory of the main branch, each segment headed by its kind and token count.
 pub fn render_trajectory(ep: &Episode, tokenizer: &dyn Tokenizer) -> String {
-    let color = std::io::stdout().is_terminal();
+    let color = crate::live::color_stdout();
     let mut out = String::new();
     let Some(leaf) = ep.trajectory.main_leaf() else {
         return "(empty trajectory)\n".into();
