@@ -50,8 +50,9 @@ pub enum PublishError {
 pub trait WeightPublisher: Send + Sync {
     /// Loads the LoRA adapter in directory `path` (a path the *servers* can read) under
     /// `name` on every server, sends later samples through it, and returns the new policy
-    /// version. A previously published adapter with another name is unloaded afterwards
-    /// (best effort); publishing under the current name replaces it in place.
+    /// version. Publishing under the current name again replaces the adapter (vLLM: in
+    /// place; SGLang: each publication is served as `NAME-vVERSION`, see
+    /// [`HttpPolicy::adapter`]); the adapter it replaces is unloaded afterwards (best effort).
     async fn publish_lora(&self, name: &str, path: &str) -> Result<u64, PublishError>;
 
     /// Replaces the served weights by the checkpoint in directory `path` (a path the
@@ -63,7 +64,8 @@ const VLLM_LORA_HINT: &str = " (vLLM serves these endpoints only when started wi
      VLLM_ALLOW_RUNTIME_LORA_UPDATING=True and --enable-lora)";
 
 impl HttpPolicy {
-    /// The LoRA adapter generation requests currently name, if one was published.
+    /// The served name of the LoRA adapter generation requests currently name, if one was
+    /// published (vLLM: the name given; SGLang: `NAME-vVERSION`).
     pub fn adapter(&self) -> Option<String> {
         self.inner
             .adapter
@@ -169,8 +171,15 @@ impl WeightPublisher for HttpPolicy {
         }
         let _one_at_a_time = self.inner.publish_lock.lock().await;
         let previous = self.adapter();
-        let replacing = previous.as_deref() == Some(name);
         let what = "load the LoRA adapter";
+        // The name requests will use. SGLang refuses to load a name that is loaded, and
+        // unloading first would fail the requests running meanwhile: each publication there
+        // gets its own served name, `NAME-vVERSION`.
+        let served = match self.dialect() {
+            Dialect::Sglang => format!("{name}-v{}", self.inner.version.load(Ordering::SeqCst) + 1),
+            _ => name.to_string(),
+        };
+        let replacing = previous.as_deref() == Some(served.as_str());
         match self.dialect() {
             Dialect::Vllm => {
                 // load_inplace replaces an adapter of the same name (older vLLM ignores the
@@ -180,16 +189,7 @@ impl WeightPublisher for HttpPolicy {
                     .await?;
             }
             Dialect::Sglang => {
-                if replacing {
-                    // SGLang refuses a name already loaded: unload it first.
-                    self.post_to_all(
-                        "/unload_lora_adapter",
-                        &json!({"lora_name": name}),
-                        "unload the LoRA adapter",
-                    )
-                    .await?;
-                }
-                let body = json!({"lora_name": name, "lora_path": path});
+                let body = json!({"lora_name": served, "lora_path": path});
                 self.post_to_all("/load_lora_adapter", &body, what).await?;
             }
             dialect => {
@@ -204,7 +204,7 @@ impl WeightPublisher for HttpPolicy {
             .inner
             .adapter
             .write()
-            .unwrap_or_else(|p| p.into_inner()) = Some(name.to_string());
+            .unwrap_or_else(|p| p.into_inner()) = Some(served.clone());
         let version = self.next_version();
         if let Some(old) = previous.filter(|_| !replacing) {
             let unload_path = match self.dialect() {
@@ -222,7 +222,7 @@ impl WeightPublisher for HttpPolicy {
                 tracing::warn!(adapter = %old, error = %e, "the previous LoRA adapter stays loaded");
             }
         }
-        tracing::info!(adapter = %name, path, version, "published a LoRA adapter");
+        tracing::info!(adapter = %served, path, version, "published a LoRA adapter");
         Ok(version)
     }
 

@@ -978,17 +978,24 @@ async fn sglang_publishes_adapters_and_full_weights() {
     assert_eq!(p.publish_lora("pol", "/ckpt/a").await.unwrap(), 1);
     assert_eq!(
         fake.bodies("/load_lora_adapter"),
-        vec![json!({"lora_name": "pol", "lora_path": "/ckpt/a"})]
+        vec![json!({"lora_name": "pol-v1", "lora_path": "/ckpt/a"})]
     );
+    assert_eq!(p.adapter().as_deref(), Some("pol-v1"));
     p.sample(request(vec![5])).await.unwrap();
-    assert_eq!(fake.bodies("/generate")[0]["lora_path"], "pol");
-    // Same name again: SGLang refuses duplicates, so it is unloaded first.
+    assert_eq!(fake.bodies("/generate")[0]["lora_path"], "pol-v1");
+    // Same name again: SGLang refuses loaded names, so it is served under a new one and the
+    // old one unloaded only after the switch (no window where requests name a missing one).
     assert_eq!(p.publish_lora("pol", "/ckpt/b").await.unwrap(), 2);
     assert_eq!(
-        fake.bodies("/unload_lora_adapter"),
-        vec![json!({"lora_name": "pol"})]
+        fake.bodies("/load_lora_adapter")[1],
+        json!({"lora_name": "pol-v2", "lora_path": "/ckpt/b"})
     );
-    assert_eq!(fake.bodies("/load_lora_adapter").len(), 2);
+    assert_eq!(
+        fake.bodies("/unload_lora_adapter"),
+        vec![json!({"lora_name": "pol-v1"})]
+    );
+    p.sample(request(vec![5])).await.unwrap();
+    assert_eq!(fake.bodies("/generate")[1]["lora_path"], "pol-v2");
 
     assert_eq!(p.update_weights_from_disk("/ckpt/full").await.unwrap(), 3);
     assert_eq!(
