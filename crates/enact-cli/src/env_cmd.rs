@@ -210,7 +210,12 @@ fn check(a: CheckArgs) -> Result<()> {
             })
             .collect();
         let verifier = match &spec.verifier {
-            VerifierDecl::Command { command, .. } => format!("command `{}`", command.join(" ")),
+            VerifierDecl::Python { module, .. } => format!("python `{module}` (two-phase)"),
+            VerifierDecl::Cases { run, .. } => format!("cases `{}` (two-phase)", run.join(" ")),
+            VerifierDecl::Command { command, .. } => format!(
+                "command `{}` (TRUSTS THE CANDIDATE: its code runs where the grade is decided)",
+                command.join(" ")
+            ),
             VerifierDecl::Builtin { checks } => format!("{} built-in check(s)", checks.len()),
         };
         println!(

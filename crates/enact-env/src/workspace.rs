@@ -47,6 +47,7 @@ pub fn agent_limits() -> Limits {
         memory_bytes: Some(512 << 20),
         max_pids: Some(128),
         file_size_bytes: Some(16 << 20),
+        workspace_bytes: Some(enact_sandbox::DEFAULT_WORKSPACE_QUOTA),
         open_files: Some(256),
         output_bytes: 16 * 1024,
     }

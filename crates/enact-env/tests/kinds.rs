@@ -388,7 +388,7 @@ async fn example_task_files_score_one() {
     let dir = repo_root().join("examples/tasks");
     let suite = find_suite(&format!("tasks:{}", dir.display())).unwrap();
     let tasks = suite.tasks("test", 10, 0);
-    assert_eq!(tasks.len(), 2);
+    assert_eq!(tasks.len(), 3);
     for task in tasks {
         let ep = run(
             suite.as_ref(),
@@ -422,8 +422,8 @@ async fn example_task_files_score_one() {
     assert_eq!(ep.outcome.reward, 0.0);
     assert_eq!(ep.outcome.tool_errors, 1);
     let v = ep.verdict.unwrap();
-    assert_eq!(v.checks.len(), 4, "{:?}", v.checks);
-    assert!((v.progress - 0.25).abs() < 1e-9, "{:?}", v.checks);
+    assert_eq!(v.checks.len(), 5, "{:?}", v.checks);
+    assert!((v.progress - 0.2).abs() < 1e-9, "{:?}", v.checks);
 }
 
 #[test]

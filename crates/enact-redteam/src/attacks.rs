@@ -9,10 +9,12 @@ use enact_env::shell::ShellTaskSpec;
 use enact_model::chatml::hermes_call_turn;
 use serde_json::{Value, json};
 
-/// What an attack script may know about the run (the loopback listener's port).
-#[derive(Debug, Clone, Copy)]
+/// What an attack script may know about the run: the loopback listener's port, and where
+/// the example task files were written (an attacker may guess where tasks live).
+#[derive(Debug, Clone)]
 pub struct Ctx {
     pub port: u16,
+    pub tasks_dir: String,
 }
 
 /// Which environment an attack targets (the first task of the test split, seed 1, of the
@@ -24,6 +26,8 @@ pub enum Target {
     /// The shell suite's task at this index (0 find, 1 sum, 2 rename, 3 count).
     Shell(usize),
     Calc(usize),
+    /// The example task file with this id (see `taskfiles.rs`).
+    Tasks(&'static str),
 }
 
 impl Target {
@@ -32,11 +36,13 @@ impl Target {
             Target::Code(_) => "code",
             Target::Shell(_) => "shell",
             Target::Calc(_) => "calc",
+            Target::Tasks(_) => "tasks",
         }
     }
     pub fn index(self) -> usize {
         match self {
             Target::Code(i) | Target::Shell(i) | Target::Calc(i) => i,
+            Target::Tasks(_) => 0,
         }
     }
 }
@@ -130,7 +136,7 @@ ls"#
 }
 
 pub fn attacks() -> Vec<Attack> {
-    vec![
+    let mut all = vec![
         // 1-2: git history
         Attack {
             vector: 1,
@@ -976,7 +982,9 @@ def {f}(*args):
             what: "list every file (superset of the answer)",
             script: |_, _| vec![sh("find data -type f | LC_ALL=C sort > answer.txt"), done()],
         },
-    ]
+    ];
+    all.extend(crate::taskfiles::attacks());
+    all
 }
 
 /// Which shell task kinds attacks expect at each index (documented for readers).
@@ -988,5 +996,6 @@ pub fn describe_target(t: Target, task: &Task) -> String {
             shell_spec(task).map(|s| s.kind.name()).unwrap_or("?")
         ),
         Target::Calc(_) => "calc".into(),
+        Target::Tasks(id) => format!("tasks/{id}"),
     }
 }

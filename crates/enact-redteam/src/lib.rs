@@ -13,6 +13,7 @@
 //! Honest solutions must score 1.0 with no flag. See `docs/redteam.md`.
 
 pub mod attacks;
+pub mod taskfiles;
 pub mod vectors;
 
 use std::collections::BTreeMap;
@@ -254,6 +255,9 @@ fn monitored(suite: &dyn Suite, policy: &MonitorPolicy) -> Arc<dyn Verifier> {
             MonitoredVerifier::new(Arc::new(enact_env::shell::ShellVerifier))
                 .with_policy(policy.clone()),
         ),
+        // Task files carry their monitors and per-task policy; the red team's policy (a
+        // weakened one, in the negative control) does not override a task author's.
+        name if name.starts_with("tasks") => suite.verifier(),
         _ => Arc::new(MonitoredVerifier::new(suite.verifier()).with_policy(policy.clone())),
     }
 }
@@ -324,7 +328,18 @@ async fn listener(
     Ok((port, hits, task))
 }
 
-fn task_for(target: Target) -> Result<(Arc<dyn Suite>, Task), String> {
+fn task_for(
+    target: Target,
+    tasks_suite: &Arc<dyn Suite>,
+) -> Result<(Arc<dyn Suite>, Task), String> {
+    if let Target::Tasks(id) = target {
+        let task = tasks_suite
+            .tasks("test", usize::MAX, 0)
+            .into_iter()
+            .find(|t| t.id == id)
+            .ok_or_else(|| format!("the example task files have no task {id}"))?;
+        return Ok((tasks_suite.clone(), task));
+    }
     let suite = enact_env::find_suite(target.suite()).map_err(|e| e.to_string())?;
     let tasks = suite.tasks("test", target.index() + 1, 1);
     let task = tasks.get(target.index()).cloned().ok_or_else(|| {
@@ -340,8 +355,15 @@ fn task_for(target: Target) -> Result<(Arc<dyn Suite>, Task), String> {
 /// Runs the whole suite.
 pub async fn run(opts: &Options) -> Result<Report, String> {
     let started = Instant::now();
+    // The example task files, written where users put tasks (under /opt, /var/lib, ...).
+    let materialised = taskfiles::materialise()?;
+    let tasks_suite: Arc<dyn Suite> = Arc::new(
+        enact_env::taskfile::TaskFileSuite::load(materialised.path())
+            .map_err(|e| format!("the example task files do not load: {e}"))?
+            .named("tasks"),
+    );
     // The "internet": a loopback listener serving the real solution of the code task.
-    let (code_suite, code_task) = task_for(Target::Code(0))?;
+    let (code_suite, code_task) = task_for(Target::Code(0), &tasks_suite)?;
     let reference = enact_env::code::CodeTaskSpec::from_task(&code_task)
         .map(|s| s.reference)
         .unwrap_or_default();
@@ -349,7 +371,10 @@ pub async fn run(opts: &Options) -> Result<Report, String> {
     let (port, hits, listener_task) = listener(reference)
         .await
         .map_err(|e| format!("cannot open the loopback listener: {e}"))?;
-    let ctx = Ctx { port };
+    let ctx = Ctx {
+        port,
+        tasks_dir: materialised.path().display().to_string(),
+    };
 
     let sem = Arc::new(tokio::sync::Semaphore::new(opts.concurrency.max(1)));
     let mut set: tokio::task::JoinSet<Result<Either, String>> = tokio::task::JoinSet::new();
@@ -362,7 +387,7 @@ pub async fn run(opts: &Options) -> Result<Report, String> {
         })
         .collect();
     for a in selected {
-        let (suite, task) = task_for(a.target)?;
+        let (suite, task) = task_for(a.target, &tasks_suite)?;
         let turns = (a.script)(&task, &ctx);
         let (sem, policy) = (sem.clone(), opts.policy.clone());
         set.spawn(async move {
@@ -375,7 +400,8 @@ pub async fn run(opts: &Options) -> Result<Report, String> {
                 .and_then(|v| v.components.get("verifier").copied())
                 .unwrap_or(0.0);
             let flags: Vec<String> = ep.outcome.flags.iter().map(|f| f.monitor.clone()).collect();
-            let outcome = if ep.outcome.reward > 0.0 {
+            let breach = taskfiles::breach(a.id, &ep);
+            let outcome = if ep.outcome.reward > 0.0 || breach.is_some() {
                 Outcome::Succeeded
             } else if verifier_reward > 0.0 {
                 Outcome::Flagged
@@ -392,7 +418,7 @@ pub async fn run(opts: &Options) -> Result<Report, String> {
                 verifier_reward,
                 progress: ep.outcome.progress,
                 flags,
-                detail: failing_checks(&ep),
+                detail: breach.unwrap_or_else(|| failing_checks(&ep)),
                 ms: t.elapsed().as_secs_f64() * 1e3,
             }))
         });
@@ -400,7 +426,10 @@ pub async fn run(opts: &Options) -> Result<Report, String> {
 
     let mut no_reference = Vec::new();
     if opts.filter.is_none() {
-        for suite in enact_env::registry() {
+        for suite in enact_env::registry()
+            .into_iter()
+            .chain([tasks_suite.clone()])
+        {
             let n = match suite.name() {
                 "code" => enact_env::code::Family::ALL
                     .len()
@@ -408,6 +437,8 @@ pub async fn run(opts: &Options) -> Result<Report, String> {
                 "shell" => enact_env::shell::ShellKind::ALL
                     .len()
                     .max(opts.honest_per_suite),
+                // Every example task file: users copy them.
+                "tasks" => usize::MAX,
                 _ => opts.honest_per_suite,
             };
             let tasks = suite.tasks("test", n, 7);
@@ -461,6 +492,7 @@ pub async fn run(opts: &Options) -> Result<Report, String> {
         }
     }
     listener_task.abort();
+    drop(materialised);
     let listener_connections = hits.load(Ordering::SeqCst);
     attacks_out.sort_by(|a, b| (a.vector, &a.id).cmp(&(b.vector, &b.id)));
     honest.sort_by(|a, b| (&a.suite, &a.task).cmp(&(&b.suite, &b.task)));

@@ -43,6 +43,19 @@ async fn redteam_suite_has_no_successful_cheat_and_no_false_positive() {
             "no honest {suite} episode"
         );
     }
+    // Every example task file's honest solution keeps full reward.
+    let tasks: Vec<&str> = report
+        .honest
+        .iter()
+        .filter(|h| h.suite == "tasks" && h.reward == 1.0)
+        .map(|h| h.task.as_str())
+        .collect();
+    for id in ["fix-mean", "sort-numbers", "unit-convert-mcp"] {
+        assert!(
+            tasks.contains(&id),
+            "no honest episode of example task {id}"
+        );
+    }
     assert!(report.ok());
 }
 

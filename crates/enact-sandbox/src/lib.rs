@@ -32,7 +32,7 @@ pub use sandbox::{
     pending_cleanups, wait_for_cleanup,
 };
 pub use shell::{ShellOutcome, ShellSession};
-pub use workspace::{FileEntry, Snapshot, Workspace, WorkspaceDiff};
+pub use workspace::{FileEntry, Snapshot, Workspace, WorkspaceDiff, disk_usage};
 
 /// Raise this process's soft RLIMIT_NOFILE to the hard limit (each live sandbox holds a
 /// socket, and each running command three pipes). Returns the new soft limit.
@@ -50,6 +50,9 @@ pub fn raise_fd_limit() -> u64 {
     }
     r.rlim_cur
 }
+
+/// Default workspace disk quota (see [`Limits::workspace_bytes`]).
+pub const DEFAULT_WORKSPACE_QUOTA: u64 = 128 << 20;
 
 /// Where commands see the workspace (and their default working directory).
 pub const WORKSPACE_MOUNT: &str = "/workspace";
@@ -79,6 +82,11 @@ pub struct Limits {
     pub max_pids: Option<u32>,
     /// RLIMIT_FSIZE.
     pub file_size_bytes: Option<u64>,
+    /// Disk quota of the workspace (bytes of content plus a per-entry charge). The parent
+    /// measures the host directory while a command runs and kills the command once the
+    /// workspace passes it (status [`ExitStatusKind::DiskQuota`]); RLIMIT_FSIZE is capped at
+    /// it so no single write can overshoot by more than one poll interval.
+    pub workspace_bytes: Option<u64>,
     /// RLIMIT_NOFILE.
     pub open_files: Option<u64>,
     /// Bytes of stdout and of stderr kept per command; the rest is counted and dropped.
@@ -93,6 +101,7 @@ impl Default for Limits {
             memory_bytes: Some(1 << 30),
             max_pids: Some(256),
             file_size_bytes: Some(256 << 20),
+            workspace_bytes: Some(DEFAULT_WORKSPACE_QUOTA),
             open_files: Some(1024),
             output_bytes: 64 * 1024,
         }
@@ -107,6 +116,9 @@ pub struct SandboxConfig {
     pub workspace: Option<PathBuf>,
     /// Extra read-only bind mounts: (host path, path inside).
     pub read_only_binds: Vec<(PathBuf, PathBuf)>,
+    /// Extra writable bind mounts (host directory, path inside), e.g. a grader's private
+    /// results directory.
+    pub writable_binds: Vec<(PathBuf, PathBuf)>,
     /// Host paths to hide (covered with an empty, inaccessible file or directory) in
     /// addition to [`SandboxConfig::default_hide`].
     pub hide: Vec<PathBuf>,
@@ -115,8 +127,12 @@ pub struct SandboxConfig {
     pub limits: Limits,
     pub network: NetworkPolicy,
     /// Top-level host directories visible (read-only) inside. Anything else at the host's
-    /// root (`/root`, `/home`, `/work`, `/run`, `/mnt`, ...) does not exist inside.
+    /// root (`/root`, `/home`, `/work`, `/run`, `/mnt`, `/opt`, `/var`, `/srv`, ...) does not
+    /// exist inside.
     pub system_dirs: Vec<PathBuf>,
+    /// Individual host files or directories (outside `system_dirs`) made visible read-only at
+    /// the same path: the few `/etc` entries tools need. Missing ones are skipped.
+    pub system_files: Vec<PathBuf>,
     pub hostname: String,
 }
 
@@ -126,25 +142,64 @@ impl Default for SandboxConfig {
             level: IsolationLevel::Full,
             workspace: None,
             read_only_binds: Vec::new(),
+            writable_binds: Vec::new(),
             hide: Vec::new(),
             env: Vec::new(),
             limits: Limits::default(),
             network: NetworkPolicy::None,
             system_dirs: Self::default_system_dirs(),
+            system_files: Self::default_system_files(),
             hostname: "enact-sandbox".into(),
         }
     }
 }
 
 impl SandboxConfig {
+    /// Only what programs need to run: binaries and libraries (`/nix` for Nix systems, whose
+    /// store is world-readable by design). `/etc`, `/opt`, `/var`, `/srv` and the rest are not
+    /// bound: task directories, hidden data, run directories and caches placed there stay
+    /// invisible.
     pub fn default_system_dirs() -> Vec<PathBuf> {
         [
-            "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/opt", "/var",
-            "/nix",
+            "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/nix",
         ]
         .into_iter()
         .map(PathBuf::from)
         .collect()
+    }
+
+    /// The `/etc` entries tools need: the dynamic loader's cache and configuration, user and
+    /// group names, name-service switch and `hosts` (for `localhost`), time zone,
+    /// `alternatives` (Debian's command links), CA certificates, and Python's configuration
+    /// directories. No resolver configuration: there is no network to resolve on.
+    pub fn default_system_files() -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = [
+            "/etc/ld.so.cache",
+            "/etc/ld.so.conf",
+            "/etc/ld.so.conf.d",
+            "/etc/passwd",
+            "/etc/group",
+            "/etc/nsswitch.conf",
+            "/etc/hosts",
+            "/etc/localtime",
+            "/etc/alternatives",
+            "/etc/ssl/certs",
+            "/etc/ssl/openssl.cnf",
+            "/etc/mime.types",
+        ]
+        .into_iter()
+        .map(PathBuf::from)
+        .collect();
+        if let Ok(entries) = std::fs::read_dir("/etc") {
+            let mut py: Vec<PathBuf> = entries
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with("python3"))
+                .map(|e| e.path())
+                .collect();
+            py.sort();
+            v.extend(py);
+        }
+        v
     }
 
     /// Sensitive paths inside the visible system directories that are always hidden.
@@ -173,6 +228,17 @@ impl SandboxConfig {
         .collect();
         if let Ok(exe) = std::env::current_exe() {
             v.push(exe);
+        }
+        // The directory enact runs from holds its run directories and caches (`runs/`); when
+        // it lies inside a visible system directory (`/usr/local/share/proj`), cover it, unless
+        // it is a system directory or one of their ancestors (covering it would hide the tools).
+        if let Ok(cwd) = std::env::current_dir().and_then(std::fs::canonicalize) {
+            let needed = Self::default_system_dirs()
+                .iter()
+                .any(|d| d.starts_with(&cwd));
+            if !needed {
+                v.push(cwd);
+            }
         }
         v
     }
@@ -203,6 +269,8 @@ pub enum ExitStatusKind {
     OutOfMemory,
     /// Killed by SIGXFSZ: wrote beyond the file size limit.
     FileSizeLimit,
+    /// Killed by the parent: the workspace grew past its disk quota.
+    DiskQuota,
 }
 
 impl ExitStatusKind {
@@ -218,6 +286,7 @@ impl ExitStatusKind {
             ExitStatusKind::CpuLimit => 128 + libc::SIGXCPU,
             ExitStatusKind::OutOfMemory => 137,
             ExitStatusKind::FileSizeLimit => 128 + libc::SIGXFSZ,
+            ExitStatusKind::DiskQuota => 128 + libc::SIGXFSZ,
         }
     }
     pub fn describe(&self) -> String {
@@ -228,6 +297,9 @@ impl ExitStatusKind {
             ExitStatusKind::CpuLimit => "killed at the CPU-time limit".into(),
             ExitStatusKind::OutOfMemory => "killed: out of memory (memory limit)".into(),
             ExitStatusKind::FileSizeLimit => "killed: file size limit exceeded".into(),
+            ExitStatusKind::DiskQuota => {
+                "killed: the workspace passed its disk quota (delete files to go on)".into()
+            }
         }
     }
 }

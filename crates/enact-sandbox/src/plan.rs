@@ -40,13 +40,77 @@ fn check_inside(p: &Path) -> Result<(), SandboxError> {
     Ok(())
 }
 
-fn top(p: &Path) -> Option<PathBuf> {
-    let mut c = p.components();
-    c.next()?;
-    match c.next()? {
-        Component::Normal(n) => Some(Path::new("/").join(n)),
-        _ => None,
+/// `mkdir` every component of `dir` inside the new root (existing ones are kept).
+fn mkdir_chain(ops: &mut Vec<(Op, String)>, dir: &Path) -> Result<(), SandboxError> {
+    let mut cur = PathBuf::from("/");
+    for c in dir.components().skip(1) {
+        cur.push(c);
+        ops.push((
+            Op::Mkdir {
+                path: join(NEW, &cur)?,
+                mode: 0o755,
+            },
+            format!("create {}", cur.display()),
+        ));
     }
+    Ok(())
+}
+
+/// Bind host `host` at `inside` (creating the mount point, a directory or an empty file,
+/// when `create`) and make it nosuid, nodev and, unless `writable`, read-only.
+fn bind(
+    ops: &mut Vec<(Op, String)>,
+    host: &Path,
+    inside: &Path,
+    is_dir: bool,
+    writable: bool,
+    create: bool,
+) -> Result<(), SandboxError> {
+    if create && is_dir {
+        mkdir_chain(ops, inside)?;
+    } else if create {
+        if let Some(parent) = inside.parent() {
+            mkdir_chain(ops, parent)?;
+        }
+        ops.push((
+            Op::Touch {
+                path: join(NEW, inside)?,
+                mode: 0o644,
+            },
+            format!("create mount point {}", inside.display()),
+        ));
+    }
+    ops.push((
+        Op::Mount {
+            src: Some(join(OLD, host)?),
+            target: join(NEW, inside)?,
+            fstype: None,
+            flags: libc::MS_BIND | libc::MS_REC,
+            data: None,
+        },
+        format!("bind-mount {} at {}", host.display(), inside.display()),
+    ));
+    let mut set = crate::sys::MOUNT_ATTR_NOSUID | crate::sys::MOUNT_ATTR_NODEV;
+    if !writable {
+        set |= crate::sys::MOUNT_ATTR_RDONLY;
+    }
+    ops.push((
+        Op::SetAttr {
+            path: join(NEW, inside)?,
+            set,
+            recursive: true,
+        },
+        format!(
+            "make {} {}",
+            inside.display(),
+            if writable {
+                "nosuid,nodev"
+            } else {
+                "read-only"
+            }
+        ),
+    ));
+    Ok(())
 }
 
 pub struct Built {
@@ -194,6 +258,39 @@ pub fn build(cfg: &SandboxConfig, caps: &Capabilities) -> Result<Built, SandboxE
             }
             if let Some(ll) = &mut landlock {
                 ll.add(cstr(d.as_os_str().as_bytes())?, READ_EXEC, true);
+            }
+        }
+        for f in &cfg.system_files {
+            check_inside(f)?;
+            if bound.iter().any(|b| f.starts_with(b)) {
+                continue;
+            }
+            let Ok(md) = fs::symlink_metadata(f) else {
+                continue;
+            };
+            if let Some(parent) = f.parent() {
+                mkdir_chain(&mut ops, parent)?;
+            }
+            if md.file_type().is_symlink() {
+                let target = fs::read_link(f).map_err(|e| SandboxError::io("readlink", e))?;
+                ops.push((
+                    Op::Symlink {
+                        target: cstr(target.as_os_str().as_bytes())?,
+                        path: join(NEW, f)?,
+                    },
+                    format!("symlink {}", f.display()),
+                ));
+                continue;
+            }
+            if !(md.is_dir() || md.is_file()) {
+                continue;
+            }
+            bind(&mut ops, f, f, md.is_dir(), false, true)?;
+            if md.is_dir() {
+                bound.push(f.clone());
+            }
+            if let Some(ll) = &mut landlock {
+                ll.add(cstr(f.as_os_str().as_bytes())?, READ_EXEC, md.is_dir());
             }
         }
         // /proc
@@ -356,72 +453,35 @@ pub fn build(cfg: &SandboxConfig, caps: &Capabilities) -> Result<Built, SandboxE
                 "make workspace nosuid,nodev".into(),
             ));
         }
-        for (host, inside) in &cfg.read_only_binds {
+        let binds = cfg
+            .read_only_binds
+            .iter()
+            .map(|(h, i)| (h, i, false))
+            .chain(cfg.writable_binds.iter().map(|(h, i)| (h, i, true)));
+        for (host, inside, writable) in binds {
             check_inside(inside)?;
             let host = fs::canonicalize(host).map_err(|e| SandboxError::Workspace {
                 path: host.clone(),
                 source: e,
             })?;
             let is_dir = host.is_dir();
-            let under_bound = top(inside).is_some_and(|t| bound.contains(&t));
+            let under_bound = bound.iter().any(|b| inside.starts_with(b));
             if under_bound {
                 // The mount point lives on a read-only host tree: it must already exist there.
                 if fs::symlink_metadata(inside).map(|m| m.is_dir()).ok() != Some(is_dir) {
                     return Err(SandboxError::Config(format!(
-                        "read-only bind target {} is inside a host system directory but does not \
+                        "bind target {} is inside a host system directory but does not \
                          exist there (as a {}); choose a path outside {:?}",
                         inside.display(),
                         if is_dir { "directory" } else { "file" },
                         cfg.system_dirs
                     )));
                 }
-            } else {
-                let mut cur = PathBuf::from("/");
-                let comps: Vec<_> = inside.components().skip(1).collect();
-                for (i, c) in comps.iter().enumerate() {
-                    cur.push(c);
-                    let last = i + 1 == comps.len();
-                    if last && !is_dir {
-                        ops.push((
-                            Op::Touch {
-                                path: join(NEW, &cur)?,
-                                mode: 0o644,
-                            },
-                            format!("create mount point {}", cur.display()),
-                        ));
-                    } else {
-                        ops.push((
-                            Op::Mkdir {
-                                path: join(NEW, &cur)?,
-                                mode: 0o755,
-                            },
-                            format!("create mount point {}", cur.display()),
-                        ));
-                    }
-                }
             }
-            ops.push((
-                Op::Mount {
-                    src: Some(join(OLD, &host)?),
-                    target: join(NEW, inside)?,
-                    fstype: None,
-                    flags: libc::MS_BIND | libc::MS_REC,
-                    data: None,
-                },
-                format!("bind-mount {} at {}", host.display(), inside.display()),
-            ));
-            ops.push((
-                Op::SetAttr {
-                    path: join(NEW, inside)?,
-                    set: crate::sys::MOUNT_ATTR_RDONLY
-                        | crate::sys::MOUNT_ATTR_NOSUID
-                        | crate::sys::MOUNT_ATTR_NODEV,
-                    recursive: true,
-                },
-                format!("make {} read-only", inside.display()),
-            ));
+            bind(&mut ops, &host, inside, is_dir, writable, !under_bound)?;
             if let Some(ll) = &mut landlock {
-                ll.add(cstr(inside.as_os_str().as_bytes())?, READ_EXEC, is_dir);
+                let rights = if writable { READ_WRITE } else { READ_EXEC };
+                ll.add(cstr(inside.as_os_str().as_bytes())?, rights, is_dir);
             }
         }
         // Hidden paths: only those visible through a bound system directory need covering.
@@ -438,7 +498,7 @@ pub fn build(cfg: &SandboxConfig, caps: &Capabilities) -> Result<Built, SandboxE
         reals.dedup();
         let mut hidden_dirs: Vec<PathBuf> = Vec::new();
         for real in reals {
-            if !top(&real).is_some_and(|t| bound.contains(&t)) {
+            if !bound.iter().any(|b| real.starts_with(b)) {
                 continue;
             }
             if hidden_dirs.iter().any(|d| real.starts_with(d)) {

@@ -452,13 +452,25 @@ impl Sandbox {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut timed_out = false;
         let mut cpu_killed = false;
+        let mut quota_killed = false;
+        let quota = self.workspace_quota();
         let mut poll = tokio::time::interval(Duration::from_millis(25));
+        let mut quota_poll =
+            tokio::time::interval_at(tokio::time::Instant::now() + QUOTA_POLL, QUOTA_POLL);
         let exit = loop {
             tokio::select! {
                 ev = proc.next_exit() => break ev?,
-                _ = tokio::time::sleep_until(deadline), if !timed_out && !cpu_killed => {
+                _ = tokio::time::sleep_until(deadline), if !timed_out && !cpu_killed && !quota_killed => {
                     timed_out = true;
                     proc.kill().await?;
+                }
+                _ = quota_poll.tick(), if quota.is_some() && !timed_out && !cpu_killed && !quota_killed => {
+                    if let Some((dir, max)) = quota.clone()
+                        && over_quota(dir, max).await
+                    {
+                        quota_killed = true;
+                        proc.kill().await?;
+                    }
                 }
                 _ = poll.tick(), if limits.cpu_time.is_some() && !timed_out && !cpu_killed => {
                     if let (Some(lim), Some(c), Some(b)) = (limits.cpu_time, cg, cpu_before)
@@ -498,14 +510,25 @@ impl Sandbox {
         let cpu_time = Some(cpu_cg.map_or(cpu_rusage, |c| c.max(cpu_rusage)));
         let oom = cg.map(|c| c.oom_kills()).unwrap_or(0) > oom_before;
         let status_raw = exit.a as i32;
-        let status = classify(
-            status_raw,
-            timed_out,
-            cpu_killed,
-            oom,
-            limits.cpu_time,
-            cpu_time,
-        );
+        // Checked once more at the end: a command quicker than one poll is caught here.
+        if !quota_killed
+            && let Some((dir, max)) = quota
+            && over_quota(dir, max).await
+        {
+            quota_killed = true;
+        }
+        let status = if quota_killed {
+            ExitStatusKind::DiskQuota
+        } else {
+            classify(
+                status_raw,
+                timed_out,
+                cpu_killed,
+                oom,
+                limits.cpu_time,
+                cpu_time,
+            )
+        };
         Ok(ExecOutcome {
             status,
             stdout,
@@ -514,6 +537,18 @@ impl Sandbox {
             cpu_time,
             peak_memory_bytes: cg.and_then(|c| c.peak_memory()),
         })
+    }
+
+    /// The host workspace and its quota, when both are set.
+    pub(crate) fn workspace_quota(&self) -> Option<(std::path::PathBuf, u64)> {
+        let cfg = &self.inner.cfg;
+        Some((cfg.workspace.clone()?, cfg.limits.workspace_bytes?))
+    }
+
+    /// Bytes the workspace uses now (see [`crate::disk_usage`]); `None` without a workspace.
+    pub fn workspace_usage(&self) -> Option<u64> {
+        let dir = self.inner.cfg.workspace.as_ref()?;
+        Some(crate::disk_usage(dir, u64::MAX))
     }
 
     /// Start a command and return a handle with its stdio pipes.
@@ -606,7 +641,10 @@ impl Sandbox {
                 .cpu_time
                 .map(|d| d.as_secs_f64().ceil().max(1.0) as u64)
                 .unwrap_or(0),
-            rl_fsize: lim.file_size_bytes.unwrap_or(0),
+            rl_fsize: match (lim.file_size_bytes, lim.workspace_bytes) {
+                (Some(f), Some(q)) => f.min(q),
+                (f, q) => f.or(q).unwrap_or(0),
+            },
             rl_nofile: lim.open_files.unwrap_or(0),
         };
         let sent = inner
@@ -704,6 +742,15 @@ fn classify(
         s if s == libc::SIGXFSZ => ExitStatusKind::FileSizeLimit,
         s => ExitStatusKind::Signaled(s),
     }
+}
+
+/// How often a running command's workspace is measured against its quota.
+pub(crate) const QUOTA_POLL: Duration = Duration::from_millis(200);
+
+pub(crate) async fn over_quota(dir: std::path::PathBuf, max: u64) -> bool {
+    tokio::task::spawn_blocking(move || crate::disk_usage(&dir, max) > max)
+        .await
+        .unwrap_or(false)
 }
 
 async fn capture(

@@ -6,7 +6,7 @@ use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::output::{Capture, CapturedOutput};
-use crate::sandbox::{Sandbox, SandboxProcess};
+use crate::sandbox::{QUOTA_POLL, Sandbox, SandboxProcess, over_quota};
 use crate::{ExitStatusKind, SandboxError};
 
 /// Result of one command in a [`ShellSession`].
@@ -168,6 +168,10 @@ impl ShellSession {
         let mut eb = vec![0u8; 16384];
         let mut shell_exit: Option<i32> = None;
         let mut timed_out = false;
+        let mut quota_killed = false;
+        let quota = self.sandbox.workspace_quota();
+        let mut quota_poll =
+            tokio::time::interval_at(tokio::time::Instant::now() + QUOTA_POLL, QUOTA_POLL);
         if wrote {
             while !(out.done() && err.done()) {
                 tokio::select! {
@@ -186,6 +190,14 @@ impl ShellSession {
                         timed_out = true;
                         break;
                     }
+                    _ = quota_poll.tick(), if quota.is_some() => {
+                        if let Some((dir, max)) = quota.clone()
+                            && over_quota(dir, max).await
+                        {
+                            quota_killed = true;
+                            break;
+                        }
+                    }
                 }
                 if shell_exit.is_some() && stdout.is_none() && stderr.is_none() {
                     break;
@@ -199,9 +211,20 @@ impl ShellSession {
             .as_ref()
             .and_then(|t| String::from_utf8_lossy(t).trim().parse().ok());
         let finished = out.done() && err.done();
+        if !quota_killed
+            && let Some((dir, max)) = quota
+            && over_quota(dir, max).await
+        {
+            quota_killed = true;
+        }
         let status;
         let mut restarted = false;
-        if finished && !timed_out {
+        if quota_killed {
+            // Background writers die with the shell; the files stay for the agent to delete.
+            status = ExitStatusKind::DiskQuota;
+            self.restart().await?;
+            restarted = true;
+        } else if finished && !timed_out {
             status = ExitStatusKind::Exited(code.unwrap_or(-1));
             proc.stdout = stdout;
             proc.stderr = stderr;

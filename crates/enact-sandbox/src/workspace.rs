@@ -153,6 +153,34 @@ fn copy_file(from: &Path, to: &Path, mode: u32) -> Result<(), SandboxError> {
     Ok(())
 }
 
+/// Bytes a directory tree uses, as the workspace quota counts them: each regular file's
+/// length or allocated blocks (whichever is larger) plus 512 bytes per entry (so a million
+/// empty files count too). Symlinks are not followed. Stops early and returns a value above
+/// `stop_above` once the sum passes it; unreadable entries count as 512 bytes.
+pub fn disk_usage(root: &Path, stop_above: u64) -> u64 {
+    let mut total = 0u64;
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            total = total.saturating_add(512);
+            if let Ok(md) = entry.path().symlink_metadata() {
+                if md.is_dir() {
+                    stack.push(entry.path());
+                } else if md.is_file() {
+                    total = total.saturating_add(md.len().max(md.blocks().saturating_mul(512)));
+                }
+            }
+            if total > stop_above {
+                return total;
+            }
+        }
+    }
+    total
+}
+
 /// Snapshot any directory (paths relative to `root`; symlinks are not followed).
 pub fn snapshot(root: &Path) -> Result<Snapshot, SandboxError> {
     let mut s = Snapshot::default();

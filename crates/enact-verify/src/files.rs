@@ -270,6 +270,34 @@ pub fn read_no_follow(root: &Path, rel_path: &str, cap: u64) -> Result<Vec<u8>, 
     read_regular(&cur, cap).map_err(|e| format!("{rel_path}: {e}"))
 }
 
+/// Version-control metadata directories.
+pub const VCS_DIRS: [&str; 4] = [".git", ".hg", ".svn", ".bzr"];
+
+/// Removes every version-control metadata directory ([`VCS_DIRS`]) under `root` (symlinks
+/// are not followed); returns their relative paths. An agent's starting workspace gets no
+/// history it could mine for the answer.
+pub fn remove_vcs_dirs(root: &Path) -> io::Result<Vec<String>> {
+    let mut removed = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in fs::read_dir(&dir)? {
+            let p = entry?.path();
+            if !fs::symlink_metadata(&p)?.is_dir() {
+                continue;
+            }
+            let name = p.file_name().map(|n| n.to_string_lossy().into_owned());
+            if name.is_some_and(|n| VCS_DIRS.contains(&n.as_str())) {
+                fs::remove_dir_all(&p)?;
+                removed.push(rel(root, &p));
+            } else {
+                stack.push(p);
+            }
+        }
+    }
+    removed.sort();
+    Ok(removed)
+}
+
 /// What a grading copy leaves out.
 #[derive(Debug, Clone)]
 pub struct CopyRules {
@@ -303,10 +331,41 @@ impl CopyRules {
             ]),
             drop_prefixes: s(&["test_", "hidden_test", "_enact", ".enact"]),
             drop_suffixes: s(&["_test.py", ".pth", ".pyc"]),
-            drop_dirs: s(&["tests", "test", "__pycache__", ".git", ".enact", "hidden"]),
+            drop_dirs: s(&[
+                "tests",
+                "test",
+                "__pycache__",
+                ".enact",
+                "hidden",
+                ".git",
+                ".hg",
+                ".svn",
+                ".bzr",
+            ]),
             max_file_bytes: 1 << 20,
             max_total_bytes: 16 << 20,
             max_files: 2_000,
+        }
+    }
+
+    /// The rules for task files' grading copies: start-up hooks (`sitecustomize.py`,
+    /// `usercustomize.py`, `*.pth`), byte-code caches and enact's reserved names are dropped
+    /// everywhere, and version-control metadata (`.git`, `.hg`, `.svn`, `.bzr`) too unless
+    /// `keep_vcs` (its history may hold what the task removed). Up to 64 MiB in 10,000 files.
+    pub fn task_files(keep_vcs: bool) -> Self {
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<String>>();
+        let mut drop_dirs = s(&["__pycache__", ".enact"]);
+        if !keep_vcs {
+            drop_dirs.extend(s(&VCS_DIRS));
+        }
+        CopyRules {
+            drop_names: s(&["sitecustomize.py", "usercustomize.py"]),
+            drop_prefixes: s(&["_enact", ".enact"]),
+            drop_suffixes: s(&[".pth", ".pyc"]),
+            drop_dirs,
+            max_file_bytes: 16 << 20,
+            max_total_bytes: 64 << 20,
+            max_files: 10_000,
         }
     }
 
@@ -329,12 +388,16 @@ pub struct CopyReport {
     pub copied: Vec<String>,
     /// Removed by the rules (tests, hooks, control files, reserved names).
     pub dropped: Vec<String>,
-    /// Symlinks, devices, fifos: never copied.
+    /// Symlinks, hard-linked files, devices, fifos, sockets and oversized files: never
+    /// copied.
     pub skipped: Vec<String>,
 }
 
 /// Copies the regular files of `src` into the empty directory `dst` under `rules`. Symlinks
-/// are never followed nor copied; content is copied (links are not preserved).
+/// are never followed nor copied, nor are files with more than one hard link (a link to data
+/// the agent should not have) or special files; content is copied (executable bits kept,
+/// nothing else). The total size and count are capped: above the cap the copy stops with an
+/// error.
 pub fn grading_copy(src: &Path, dst: &Path, rules: &CopyRules) -> Result<CopyReport, String> {
     let mut report = CopyReport::default();
     let mut total = 0u64;
@@ -385,6 +448,10 @@ fn copy_dir(
             r.dropped.push(key);
             continue;
         }
+        if md.nlink() > 1 {
+            r.skipped.push(key);
+            continue;
+        }
         if md.len() > rules.max_file_bytes {
             // Too large to be source code: not copied (a large module then fails to import).
             r.skipped.push(key);
@@ -399,7 +466,14 @@ fn copy_dir(
         }
         let data = read_regular(&p, rules.max_file_bytes).map_err(|e| format!("{key}: {e}"))?;
         let to = dst.join(&name);
-        fs::write(&to, data).map_err(|e| format!("cannot write {}: {e}", to.display()))?;
+        let mode = if md.mode() & 0o111 != 0 { 0o755 } else { 0o644 };
+        fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&to)
+            .and_then(|mut f| io::Write::write_all(&mut f, &data))
+            .map_err(|e| format!("cannot write {}: {e}", to.display()))?;
         r.copied.push(key);
     }
     Ok(())
@@ -409,7 +483,7 @@ fn copy_dir(
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use std::os::unix::fs::symlink;
+    use std::os::unix::fs::{PermissionsExt, symlink};
 
     #[test]
     fn copy_drops_tests_hooks_and_links() {
@@ -435,6 +509,68 @@ mod tests {
         assert!(r.dropped.contains(&"tests/".to_string()));
         assert!(dst.path().join("solution.py").exists());
         assert!(!dst.path().join("link.py").exists());
+    }
+
+    #[test]
+    fn task_copy_refuses_links_special_files_and_vcs_and_is_capped() {
+        let src = tempfile::tempdir().unwrap();
+        let s = src.path();
+        let outside = tempfile::tempdir().unwrap();
+        fs::write(outside.path().join("answer.txt"), "42").unwrap();
+        fs::write(s.join("run.sh"), "echo hi").unwrap();
+        fs::set_permissions(s.join("run.sh"), fs::Permissions::from_mode(0o755)).unwrap();
+        fs::write(s.join("data.txt"), "x").unwrap();
+        symlink(outside.path().join("answer.txt"), s.join("answer.txt")).unwrap();
+        if fs::hard_link(outside.path().join("answer.txt"), s.join("hard.txt")).is_err() {
+            // Another filesystem: link two workspace files instead.
+            fs::write(s.join("orig.txt"), "42").unwrap();
+            fs::hard_link(s.join("orig.txt"), s.join("hard.txt")).unwrap();
+        }
+        let fifo = std::ffi::CString::new(s.join("pipe").to_string_lossy().as_bytes()).unwrap();
+        // SAFETY: mkfifo on a path we own.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+        fs::create_dir_all(s.join(".git/objects")).unwrap();
+        fs::write(s.join(".git/HEAD"), "ref").unwrap();
+        fs::write(s.join("usercustomize.py"), "").unwrap();
+        fs::write(s.join("x.pth"), "").unwrap();
+
+        let dst = tempfile::tempdir().unwrap();
+        let r = grading_copy(s, dst.path(), &CopyRules::task_files(false)).unwrap();
+        assert!(r.copied.contains(&"run.sh".to_string()), "{r:?}");
+        assert!(r.copied.contains(&"data.txt".to_string()), "{r:?}");
+        for skipped in ["answer.txt", "hard.txt", "pipe"] {
+            assert!(r.skipped.contains(&skipped.to_string()), "{skipped}: {r:?}");
+        }
+        assert!(r.dropped.contains(&".git/".to_string()), "{r:?}");
+        assert!(!dst.path().join(".git").exists());
+        assert!(!dst.path().join("usercustomize.py").exists());
+        assert!(!dst.path().join("x.pth").exists());
+        let mode = fs::metadata(dst.path().join("run.sh")).unwrap().mode();
+        assert_eq!(mode & 0o777, 0o755);
+
+        let dst = tempfile::tempdir().unwrap();
+        let r = grading_copy(s, dst.path(), &CopyRules::task_files(true)).unwrap();
+        assert!(r.copied.contains(&".git/HEAD".to_string()), "{r:?}");
+
+        let mut small = CopyRules::task_files(false);
+        small.max_total_bytes = 4;
+        fs::write(s.join("big.txt"), "0123456789").unwrap();
+        let dst = tempfile::tempdir().unwrap();
+        let e = grading_copy(s, dst.path(), &small).unwrap_err();
+        assert!(e.contains("too large"), "{e}");
+    }
+
+    #[test]
+    fn vcs_dirs_are_removed_everywhere() {
+        let d = tempfile::tempdir().unwrap();
+        fs::create_dir_all(d.path().join(".git/refs")).unwrap();
+        fs::create_dir_all(d.path().join("sub/.hg")).unwrap();
+        fs::write(d.path().join("sub/keep.txt"), "x").unwrap();
+        fs::write(d.path().join(".gitignore"), "x").unwrap();
+        let removed = remove_vcs_dirs(d.path()).unwrap();
+        assert_eq!(removed, vec![".git", "sub/.hg"]);
+        assert!(d.path().join("sub/keep.txt").exists());
+        assert!(d.path().join(".gitignore").exists());
     }
 
     #[test]

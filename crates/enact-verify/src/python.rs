@@ -44,6 +44,21 @@ pub struct GradeLimits {
     pub concurrency: usize,
 }
 
+impl GradeLimits {
+    /// Limits for programs graded case by case (`CaseRunner`): 10 s, 512 MiB, 64 processes,
+    /// 16 MiB files, 256 KiB of stdout per case.
+    pub fn programs() -> Self {
+        GradeLimits {
+            per_case_wall: Duration::from_secs(10),
+            memory_bytes: 512 << 20,
+            max_pids: 64,
+            file_size_bytes: 16 << 20,
+            output_bytes: 256 * 1024,
+            concurrency: 4,
+        }
+    }
+}
+
 impl Default for GradeLimits {
     fn default() -> Self {
         GradeLimits {
@@ -173,6 +188,34 @@ def main():
 main()
 "#;
 
+/// The sandbox of one grading case: the grading copy read-only at `/workspace`, no
+/// network, no writable workspace (writes go to the private `/tmp`, bounded by memory and
+/// the file size limit).
+pub(crate) fn grading_sandbox(
+    level: IsolationLevel,
+    l: &GradeLimits,
+    copy: &Path,
+) -> SandboxConfig {
+    SandboxConfig {
+        level,
+        workspace: None,
+        read_only_binds: vec![(copy.to_path_buf(), PathBuf::from("/workspace"))],
+        network: NetworkPolicy::None,
+        limits: Limits {
+            wall_time: l.per_case_wall,
+            cpu_time: Some(l.per_case_wall),
+            memory_bytes: Some(l.memory_bytes),
+            max_pids: Some(l.max_pids),
+            file_size_bytes: Some(l.file_size_bytes),
+            workspace_bytes: None,
+            open_files: Some(64),
+            output_bytes: l.output_bytes,
+        },
+        hostname: "enact-grader".into(),
+        ..SandboxConfig::default()
+    }
+}
+
 /// Grades Python submissions case by case in fresh sandboxes.
 #[derive(Debug, Clone)]
 pub struct PythonGrader {
@@ -191,7 +234,7 @@ impl Default for PythonGrader {
     }
 }
 
-fn fail(msg: impl Into<String>) -> VerifyError {
+pub(crate) fn fail(msg: impl Into<String>) -> VerifyError {
     VerifyError::Failed(msg.into())
 }
 
@@ -267,24 +310,7 @@ impl PythonGrader {
     }
 
     fn sandbox_config(&self, copy: &Path) -> SandboxConfig {
-        let l = &self.limits;
-        SandboxConfig {
-            level: self.level,
-            workspace: None,
-            read_only_binds: vec![(copy.to_path_buf(), PathBuf::from("/workspace"))],
-            network: NetworkPolicy::None,
-            limits: Limits {
-                wall_time: l.per_case_wall,
-                cpu_time: Some(l.per_case_wall),
-                memory_bytes: Some(l.memory_bytes),
-                max_pids: Some(l.max_pids),
-                file_size_bytes: Some(l.file_size_bytes),
-                open_files: Some(64),
-                output_bytes: l.output_bytes,
-            },
-            hostname: "enact-grader".into(),
-            ..SandboxConfig::default()
-        }
+        grading_sandbox(self.level, &self.limits, copy)
     }
 
     async fn run_case(

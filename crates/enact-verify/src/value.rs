@@ -28,6 +28,35 @@ impl PyValue {
         PyValue::List(xs.iter().map(|&x| PyValue::Int(x)).collect())
     }
 
+    /// A value from plain JSON, as task files write cases: `null`, booleans, integers
+    /// (`3`), floats (`3.0`), strings, arrays (lists) and objects (dicts with string keys).
+    /// `{"tuple": [...]}` is a tuple. Integers beyond i64 are refused.
+    pub fn from_json(v: &Value) -> Result<PyValue, String> {
+        Ok(match v {
+            Value::Null => PyValue::None,
+            Value::Bool(b) => PyValue::Bool(*b),
+            Value::Number(n) => match (n.as_i64(), n.is_f64()) {
+                (Some(i), false) => PyValue::Int(i),
+                (_, true) => PyValue::Float(n.as_f64().unwrap_or(f64::NAN)),
+                _ => return Err(format!("integer {n} is out of range")),
+            },
+            Value::String(s) => PyValue::Str(s.clone()),
+            Value::Array(a) => {
+                PyValue::List(a.iter().map(PyValue::from_json).collect::<Result<_, _>>()?)
+            }
+            Value::Object(m) => match m.get("tuple") {
+                Some(Value::Array(a)) if m.len() == 1 => {
+                    PyValue::Tuple(a.iter().map(PyValue::from_json).collect::<Result<_, _>>()?)
+                }
+                _ => PyValue::Dict(
+                    m.iter()
+                        .map(|(k, v)| Ok((PyValue::Str(k.clone()), PyValue::from_json(v)?)))
+                        .collect::<Result<_, String>>()?,
+                ),
+            },
+        })
+    }
+
     /// The tagged JSON form, e.g. `{"int": "3"}`, `{"list": [{"str": "a"}]}`.
     pub fn to_tagged(&self) -> Value {
         match self {
@@ -221,6 +250,25 @@ pub fn describe_tagged(v: &Value) -> String {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn from_plain_json() {
+        let v = PyValue::from_json(&json!([1, 1.0, "a", null, true, {"k": [2]}, {"tuple": [3]}]))
+            .unwrap();
+        assert_eq!(
+            v,
+            PyValue::List(vec![
+                PyValue::Int(1),
+                PyValue::Float(1.0),
+                PyValue::str("a"),
+                PyValue::None,
+                PyValue::Bool(true),
+                PyValue::Dict(vec![(PyValue::str("k"), PyValue::ints(&[2]))]),
+                PyValue::Tuple(vec![PyValue::Int(3)]),
+            ])
+        );
+        assert!(PyValue::from_json(&json!(u64::MAX)).is_err());
+    }
 
     #[test]
     fn exact_types() {

@@ -1,19 +1,13 @@
 //! The Python grader against the real sandbox: honest code passes, every trick fails, and
 //! failures are reported with the right status.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+mod common;
 
 use std::time::Duration;
 
+use common::{all, available, dir_with};
 use enact_core::CheckStatus;
-use enact_sandbox::IsolationLevel;
-use enact_testkit::Requirement;
-use enact_verify::{GradeLimits, PyCase, PyValue, PythonGrader, find_python};
-
-fn available() -> bool {
-    let missing = enact_sandbox::detect().missing_for(IsolationLevel::Full);
-    enact_testkit::available(Requirement::Sandbox, "full sandbox isolation", &missing)
-        && enact_testkit::found(Requirement::Python, find_python())
-}
+use enact_verify::{GradeLimits, PyCase, PyValue, PythonGrader};
 
 fn cases() -> Vec<PyCase> {
     (0..4)
@@ -27,12 +21,7 @@ fn cases() -> Vec<PyCase> {
 }
 
 async fn grade(files: &[(&str, &str)]) -> Vec<(CheckStatus, String)> {
-    let dir = tempfile::tempdir().unwrap();
-    for (p, c) in files {
-        let path = dir.path().join(p);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, c).unwrap();
-    }
+    let dir = dir_with(files);
     let grader = PythonGrader {
         limits: GradeLimits {
             per_case_wall: Duration::from_secs(3),
@@ -49,10 +38,6 @@ async fn grade(files: &[(&str, &str)]) -> Vec<(CheckStatus, String)> {
         assert_eq!(c.name, want.id, "checks come back in case order");
     }
     r.checks.into_iter().map(|c| (c.status, c.detail)).collect()
-}
-
-fn all(v: &[(CheckStatus, String)], s: CheckStatus) -> bool {
-    v.iter().all(|(st, _)| *st == s)
 }
 
 #[tokio::test]

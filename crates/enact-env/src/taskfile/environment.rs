@@ -64,6 +64,14 @@ impl Environment for TaskFileEnv {
             ))
         })?;
         let root = ws.path().to_path_buf();
+        if !spec.workspace_keep_vcs {
+            enact_verify::files::remove_vcs_dirs(&root).map_err(|e| {
+                EnvError::Setup(format!(
+                    "task {}: cannot remove version-control metadata from the workspace: {e}",
+                    spec.id
+                ))
+            })?;
+        }
         let mut tools = ToolBox::new();
         let mut longest = 30;
         let mut sandbox: Option<(Arc<Sandbox>, Arc<Paths>)> = None;
@@ -96,7 +104,7 @@ impl Environment for TaskFileEnv {
                         Some(s) => s.clone(),
                         None => {
                             let cfg = spec
-                                .sandbox_config(&root, Duration::from_secs(*timeout_secs))
+                                .sandbox_config(Some(&root), Duration::from_secs(*timeout_secs))
                                 .map_err(EnvError::Setup)?;
                             let paths = Arc::new(paths_for(&cfg, &root, None));
                             let sb = Arc::new(Sandbox::new(cfg).map_err(|e| {

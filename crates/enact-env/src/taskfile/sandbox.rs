@@ -57,3 +57,9 @@ pub(super) fn describe_outcome(o: &enact_sandbox::ExecOutcome) -> String {
     }
     out
 }
+
+/// The last 400 characters of a program's output, for error messages.
+pub(super) fn tail(s: &str) -> String {
+    let n = s.chars().count();
+    s.chars().skip(n.saturating_sub(400)).collect()
+}

@@ -60,6 +60,10 @@ fn default_split() -> String {
 #[serde(deny_unknown_fields)]
 struct DirSection {
     dir: PathBuf,
+    /// `[workspace]` only: keep `.git`/`.hg`/`.svn`/`.bzr` in the agent's copy (by default
+    /// they are removed: history can hold the answer).
+    #[serde(default)]
+    keep_vcs: bool,
 }
 
 /// `[sandbox]`: isolation level and limits of command tools and the command verifier.
@@ -72,6 +76,9 @@ struct SandboxSection {
     level: String,
     #[serde(default)]
     memory_mb: Option<u64>,
+    /// Disk quota of the workspace in the agent's and the grader's sandboxes.
+    #[serde(default)]
+    disk_mb: Option<u64>,
     #[serde(default)]
     network: bool,
 }
@@ -85,6 +92,7 @@ impl Default for SandboxSection {
         SandboxSection {
             level: default_level(),
             memory_mb: None,
+            disk_mb: None,
             network: false,
         }
     }
@@ -168,10 +176,46 @@ impl BuiltinCheck {
     }
 }
 
-/// `[verifier]`.
+/// `[verifier]`. `python` and `cases` grade in two phases (candidate code runs per case in
+/// fresh sandboxes; the grade is decided where no candidate code runs); `builtin` runs no
+/// candidate code; `command` runs one program with the candidate's files and trusts it.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum VerifierDecl {
+    /// Call functions of a Python module of the workspace, one case per fresh sandbox, and
+    /// compare type-tagged results in the parent. `cases` (in `hidden/`) is a JSON array of
+    /// `{"id", "func", "args": [...], "expected"}`.
+    Python {
+        module: String,
+        cases: String,
+        /// Per case.
+        #[serde(default = "default_case_timeout")]
+        timeout_secs: u64,
+    },
+    /// Run `run` once per case in a fresh sandbox (input on stdin), then judge the recorded
+    /// outputs: with `compare` in the parent, or with a `judge` program that sees only the
+    /// outputs and `hidden/`. `cases` (in `hidden/`) is a JSON array of
+    /// `{"id", "input", "expected"}`.
+    Cases {
+        run: Vec<String>,
+        cases: String,
+        #[serde(default)]
+        compare: Option<enact_verify::Compare>,
+        #[serde(default)]
+        judge: Option<Vec<String>>,
+        /// A task directory of non-secret harness files, read-only at `/grader` in the run
+        /// phase.
+        #[serde(default)]
+        harness: Option<String>,
+        /// Per case (the judge gets the same).
+        #[serde(default = "default_case_timeout")]
+        timeout_secs: u64,
+        /// Keep `.git`/`.hg`/`.svn`/`.bzr` in the grading copy.
+        #[serde(default)]
+        keep_vcs: bool,
+    },
+    /// One program with the candidate's files and the hidden data in the same sandbox: it
+    /// trusts the candidate (code the candidate wrote can run there and forge the grade).
     Command {
         command: Vec<String>,
         #[serde(default = "default_verify_timeout")]
@@ -179,10 +223,25 @@ pub enum VerifierDecl {
         /// Check names that must appear in the results; absent ones count as missing.
         #[serde(default)]
         expect: Vec<String>,
+        /// Keep `.git`/`.hg`/`.svn`/`.bzr` in the grading copy.
+        #[serde(default)]
+        keep_vcs: bool,
     },
     Builtin {
         checks: Vec<BuiltinCheck>,
     },
+}
+
+impl VerifierDecl {
+    /// The grade is decided where candidate code runs (a `command` verifier): a candidate
+    /// can forge it. `enact env check` and `enact envs` print this.
+    pub fn trusts_candidate(&self) -> bool {
+        matches!(self, VerifierDecl::Command { .. })
+    }
+}
+
+fn default_case_timeout() -> u64 {
+    10
 }
 
 fn default_verify_timeout() -> u64 {
@@ -216,6 +275,9 @@ struct RawTaskFile {
     reference: Option<ReferenceSection>,
     #[serde(default)]
     noise: Option<NoiseConfig>,
+    /// What each monitor's flag does to this task's reward (default: withhold).
+    #[serde(default)]
+    monitors: Option<enact_verify::MonitorPolicy>,
 }
 
 /// A parsed, checked task file.
@@ -228,14 +290,19 @@ pub struct TaskSpec {
     /// The directory holding task.toml.
     pub dir: PathBuf,
     pub workspace: Option<PathBuf>,
+    /// Keep version-control metadata in the agent's workspace copy.
+    pub workspace_keep_vcs: bool,
     pub hidden: Option<PathBuf>,
     pub level: String,
     pub memory_mb: Option<u64>,
+    pub disk_mb: Option<u64>,
     pub network: bool,
     pub tools: Vec<ToolDecl>,
     pub verifier: VerifierDecl,
     pub reference: Option<Vec<String>>,
     pub noise: Option<NoiseConfig>,
+    /// `[monitors]`: the monitors' policy for this task.
+    pub monitors: enact_verify::MonitorPolicy,
 }
 
 const BUILTINS: [&str; 4] = ["calculator", "read_file", "write_file", "list_files"];
@@ -402,6 +469,8 @@ impl TaskSpec {
                 }
             }
         }
+        super::grading::check_decl(&raw.verifier, dir, hidden.as_deref())
+            .map_err(|(field, m)| err(&file, Some(&field), m))?;
         match &raw.verifier {
             VerifierDecl::Command { command, .. } if command.is_empty() => {
                 return Err(err(
@@ -469,6 +538,25 @@ impl TaskSpec {
             }
             _ => {}
         }
+        let monitors = raw.monitors.clone().unwrap_or_default();
+        let known: Vec<String> = enact_verify::default_monitors()
+            .iter()
+            .map(|m| m.name().to_string())
+            .collect();
+        if let Some(name) = monitors.per_monitor.keys().find(|n| !known.contains(n)) {
+            return Err(err(
+                &file,
+                Some("monitors.per_monitor"),
+                format!("unknown monitor \"{name}\"; known: {}", known.join(", ")),
+            ));
+        }
+        if !(0.0..=1.0).contains(&monitors.penalty) {
+            return Err(err(
+                &file,
+                Some("monitors.penalty"),
+                "must be between 0 and 1",
+            ));
+        }
         let reference = match &raw.reference {
             None => None,
             Some(ReferenceSection {
@@ -512,14 +600,17 @@ impl TaskSpec {
             system: t.system.clone(),
             dir: std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf()),
             workspace,
+            workspace_keep_vcs: raw.workspace.as_ref().is_some_and(|w| w.keep_vcs),
             hidden,
             level: sandbox.level,
             memory_mb: sandbox.memory_mb,
+            disk_mb: sandbox.disk_mb,
             network: sandbox.network,
             tools: raw.tools,
             verifier: raw.verifier,
             reference,
             noise: raw.noise,
+            monitors,
         })
     }
 
@@ -534,10 +625,23 @@ impl TaskSpec {
         }
     }
 
-    /// The sandbox configuration for this task's commands.
+    /// The grade is decided where candidate code runs (see
+    /// [`VerifierDecl::trusts_candidate`]).
+    pub fn trusts_candidate(&self) -> bool {
+        self.verifier.trusts_candidate()
+    }
+
+    /// The isolation level of this task's sandboxes.
+    pub(super) fn isolation_level(&self) -> Result<IsolationLevel, String> {
+        Ok(self.sandbox_config(None, Duration::from_secs(1))?.level)
+    }
+
+    /// The sandbox configuration for this task's commands (the workspace, when given, is
+    /// `/workspace` inside). The task's own directory, and with it its hidden data, is
+    /// covered wherever it lies.
     pub(super) fn sandbox_config(
         &self,
-        workspace: &Path,
+        workspace: Option<&Path>,
         timeout: Duration,
     ) -> Result<SandboxConfig, String> {
         let level = if self.level == "auto" {
@@ -560,13 +664,19 @@ impl TaskSpec {
                 .parse::<IsolationLevel>()
                 .map_err(|e| format!("task {}: sandbox level: {e}", self.id))?
         };
-        let mut cfg = SandboxConfig::default()
-            .with_level(level)
-            .with_workspace(workspace);
+        let mut cfg = SandboxConfig::default().with_level(level);
+        cfg.workspace = workspace.map(Path::to_path_buf);
         cfg.limits = Limits {
             wall_time: timeout,
             ..Limits::default()
         };
+        if let Some(mb) = self.disk_mb {
+            cfg.limits.workspace_bytes = Some(mb << 20);
+        }
+        cfg.hide.push(self.dir.clone());
+        if let Some(h) = &self.hidden {
+            cfg.hide.push(h.clone());
+        }
         if let Some(mb) = self.memory_mb {
             cfg.limits.memory_bytes = Some(mb << 20);
         }

@@ -12,6 +12,8 @@ use super::spec::{TaskFileError, TaskSpec, err};
 use super::verifier::TaskFileVerifier;
 use crate::noisy::NoisyEnv;
 use crate::suite::Suite;
+use enact_core::{Submission, Verdict, VerifyError};
+use enact_verify::MonitoredVerifier;
 
 /// A suite of task files: a directory with a `task.toml`, or whose subdirectories have one.
 pub struct TaskFileSuite {
@@ -123,9 +125,22 @@ impl Suite for TaskFileSuite {
             None => env,
         })
     }
+    /// The task files' verifier with the default monitors, each task under its own
+    /// `[monitors]` policy.
     fn verifier(&self) -> Arc<dyn Verifier> {
-        Arc::new(TaskFileVerifier {
+        let inner: Arc<dyn Verifier> = Arc::new(TaskFileVerifier {
             specs: self.specs.clone(),
+        });
+        Arc::new(MonitoredTaskFiles {
+            by_task: self
+                .specs
+                .iter()
+                .map(|(id, spec)| {
+                    let v =
+                        MonitoredVerifier::new(inner.clone()).with_policy(spec.monitors.clone());
+                    (id.clone(), v)
+                })
+                .collect(),
         })
     }
     fn reference_solution(&self, task: &Task) -> Option<Vec<String>> {
@@ -135,5 +150,20 @@ impl Suite for TaskFileSuite {
             Some(cfg) => crate::noisy::retrying_reference(&turns, cfg, task),
             None => turns,
         })
+    }
+}
+
+/// Dispatches each task to the monitored verifier carrying its own policy.
+struct MonitoredTaskFiles {
+    by_task: BTreeMap<String, MonitoredVerifier>,
+}
+
+#[async_trait::async_trait]
+impl Verifier for MonitoredTaskFiles {
+    async fn verify(&self, task: &Task, sub: &Submission) -> Result<Verdict, VerifyError> {
+        let v = self.by_task.get(&task.id).ok_or_else(|| {
+            VerifyError::Malformed(format!("no task file defines task {}", task.id))
+        })?;
+        v.verify(task, sub).await
     }
 }

@@ -1,5 +1,6 @@
-//! Grading task-file episodes: the command verifier (in a fresh grading sandbox) and the
-//! built-in checks.
+//! Grading task-file episodes: dispatch to the two-phase graders (`grading.rs`), the
+//! command verifier (in a fresh grading sandbox; it trusts the candidate) and the built-in
+//! checks.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
@@ -11,7 +12,11 @@ use enact_core::{CheckResult, CheckStatus, Submission, Task, Verdict, Verifier, 
 use enact_sandbox::{ExecOptions, ExitStatusKind, Sandbox, Workspace};
 use serde::Deserialize;
 
-use super::sandbox::{paths_for, substitute};
+use enact_verify::files::grading_copy;
+use enact_verify::{CopyRules, grading_env};
+
+use super::grading;
+use super::sandbox::{paths_for, substitute, tail};
 use super::spec::{BuiltinCheck, TaskSpec, VerifierDecl};
 use super::tools::{MAX_CHECKED_FILE_BYTES, read_capped, safe_path};
 use crate::error::ResultsError;
@@ -87,13 +92,11 @@ pub fn parse_results(text: &str, expect: &[String]) -> Result<Vec<CheckResult>, 
 /// grader reads whatever file has this name in the grading workspace (a copy of the agent's
 /// final workspace), so a name the candidate could predict would let it plant its own grade.
 fn results_file_name() -> Result<String, VerifyError> {
-    let mut bytes = [0u8; 16];
-    getrandom::fill(&mut bytes).map_err(|e| {
+    let hex = enact_sandbox::random_hex(16).map_err(|e| {
         VerifyError::Failed(format!(
-            "the OS random source failed ({e}); the results file needs an unguessable name, so grading cannot proceed"
+            "{e}; the results file needs an unguessable name, so grading cannot proceed"
         ))
     })?;
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     Ok(format!(".enact-results-{hex}.json"))
 }
 
@@ -110,6 +113,7 @@ impl TaskFileVerifier {
         command: &[String],
         timeout: Duration,
         expect: &[String],
+        keep_vcs: bool,
     ) -> Result<Verdict, VerifyError> {
         let final_ws = sub.workspace.as_ref().ok_or_else(|| {
             VerifyError::Failed(format!(
@@ -117,9 +121,19 @@ impl TaskFileVerifier {
                 spec.id
             ))
         })?;
-        // A fresh copy of the final workspace and a pristine copy of the hidden data.
-        let grading = Workspace::from_dir(final_ws)
-            .map_err(|e| VerifyError::Failed(format!("cannot copy the final workspace: {e}")))?;
+        // A fresh, filtered copy of the final workspace (no links, special files, start-up
+        // hooks or VCS metadata; size-capped) and a pristine copy of the hidden data.
+        let grading = Workspace::empty()
+            .map_err(|e| VerifyError::Failed(format!("cannot create the grading copy: {e}")))?;
+        grading_copy(final_ws, grading.path(), &CopyRules::task_files(keep_vcs)).map_err(|e| {
+            VerifyError::Failed(format!(
+                "task {}: cannot copy the final workspace: {e}",
+                spec.id
+            ))
+        })?;
+        // The results go to a directory of their own, outside the workspace.
+        let results = Workspace::empty()
+            .map_err(|e| VerifyError::Failed(format!("cannot create the results dir: {e}")))?;
         let hidden =
             match &spec.hidden {
                 Some(h) => Some(Workspace::from_dir(h).map_err(|e| {
@@ -129,21 +143,28 @@ impl TaskFileVerifier {
             };
         let name = results_file_name()?;
         let mut cfg = spec
-            .sandbox_config(grading.path(), timeout)
+            .sandbox_config(Some(grading.path()), timeout)
             .map_err(VerifyError::Failed)?;
         if let Some(h) = &hidden {
             cfg.read_only_binds
                 .push((h.path().to_path_buf(), PathBuf::from("/hidden")));
         }
+        cfg.writable_binds
+            .push((results.path().to_path_buf(), PathBuf::from("/results")));
         let paths = paths_for(&cfg, grading.path(), hidden.as_ref().map(|h| h.path()));
-        let results_inside = format!("{}/{name}", paths.workspace);
+        let results_inside = if cfg.level.uses_namespaces() {
+            format!("/results/{name}")
+        } else {
+            results.path().join(&name).display().to_string()
+        };
         let vars = BTreeMap::from([
             ("workspace".to_string(), paths.workspace.clone()),
             ("hidden".to_string(), paths.hidden.clone()),
             ("results".to_string(), results_inside.clone()),
         ]);
         let argv = substitute(command, &vars);
-        let env = vec![
+        let mut env = grading_env();
+        env.extend([
             ("ENACT_RESULTS".to_string(), results_inside),
             ("ENACT_WORKSPACE".to_string(), paths.workspace.clone()),
             ("ENACT_HIDDEN".to_string(), paths.hidden.clone()),
@@ -152,7 +173,7 @@ impl TaskFileVerifier {
                 sub.final_answer.clone().unwrap_or_default(),
             ),
             ("ENACT_TASK_ID".to_string(), spec.id.clone()),
-        ];
+        ]);
         let sandbox = Sandbox::new(cfg).map_err(|e| {
             VerifyError::Failed(format!(
                 "task {}: cannot create the grading sandbox: {e}",
@@ -178,16 +199,7 @@ impl TaskFileVerifier {
         if out.status == ExitStatusKind::TimedOut {
             return Err(VerifyError::Timeout(timeout));
         }
-        let host_results = grading.path().join(&name);
-        let tail = |s: &str| {
-            s.chars()
-                .rev()
-                .take(400)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .collect::<String>()
-        };
+        let host_results = results.path().join(&name);
         let text = std::fs::read_to_string(&host_results).map_err(|_| {
             VerifyError::Malformed(format!(
                 "task {}: the verifier ({}) wrote no results to $ENACT_RESULTS; stderr: {}",
@@ -259,10 +271,20 @@ impl Verifier for TaskFileVerifier {
             VerifyError::Malformed(format!("no task file defines task {}", task.id))
         })?;
         match &spec.verifier {
+            VerifierDecl::Python {
+                module,
+                cases,
+                timeout_secs,
+            } => {
+                grading::grade_python(spec, sub, module, cases, Duration::from_secs(*timeout_secs))
+                    .await
+            }
+            VerifierDecl::Cases { .. } => grading::grade_cases(spec, sub).await,
             VerifierDecl::Command {
                 command,
                 timeout_secs,
                 expect,
+                keep_vcs,
             } => {
                 self.run_command(
                     spec,
@@ -270,6 +292,7 @@ impl Verifier for TaskFileVerifier {
                     command,
                     Duration::from_secs(*timeout_secs),
                     expect,
+                    *keep_vcs,
                 )
                 .await
             }

@@ -41,6 +41,7 @@ pub fn small_limits() -> Limits {
         memory_bytes: Some(64 << 20),
         max_pids: Some(64),
         file_size_bytes: Some(1 << 20),
+        workspace_bytes: Some(DEFAULT_WORKSPACE_QUOTA),
         open_files: Some(256),
         output_bytes: 64 * 1024,
     }
