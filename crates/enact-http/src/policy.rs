@@ -33,6 +33,9 @@ pub(crate) struct Inner {
     model: OnceCell<Option<String>>,
     /// The LoRA adapter generation requests name (set by `WeightPublisher::publish_lora`).
     pub(crate) adapter: RwLock<Option<String>>,
+    /// The adapter replaced by the last publication: still loaded for requests built
+    /// before the switch, unloaded at the next publication.
+    pub(crate) retired_adapter: std::sync::Mutex<Option<String>>,
     /// One weight publication at a time.
     pub(crate) publish_lock: tokio::sync::Mutex<()>,
 }
@@ -128,6 +131,7 @@ impl HttpPolicy {
                 version,
                 model,
                 adapter: RwLock::new(None),
+                retired_adapter: std::sync::Mutex::new(None),
                 publish_lock: tokio::sync::Mutex::new(()),
             }),
         })

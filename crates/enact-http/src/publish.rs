@@ -52,7 +52,9 @@ pub trait WeightPublisher: Send + Sync {
     /// `name` on every server, sends later samples through it, and returns the new policy
     /// version. Publishing under the current name again replaces the adapter (vLLM: in
     /// place; SGLang: each publication is served as `NAME-vVERSION`, see
-    /// [`HttpPolicy::adapter`]); the adapter it replaces is unloaded afterwards (best effort).
+    /// [`HttpPolicy::adapter`]). The adapter replaced stays loaded until the next
+    /// publication (requests built before the switch may name it), then it is unloaded
+    /// (best effort).
     async fn publish_lora(&self, name: &str, path: &str) -> Result<u64, PublishError>;
 
     /// Replaces the served weights by the checkpoint in directory `path` (a path the
@@ -206,7 +208,19 @@ impl WeightPublisher for HttpPolicy {
             .write()
             .unwrap_or_else(|p| p.into_inner()) = Some(served.clone());
         let version = self.next_version();
-        if let Some(old) = previous.filter(|_| !replacing) {
+        // The adapter just replaced stays loaded until the next publication: requests built
+        // before the switch may still name it. The one retired before goes now.
+        let to_unload = {
+            let mut retired = self
+                .inner
+                .retired_adapter
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let older = retired.take();
+            *retired = previous.filter(|_| !replacing);
+            older.filter(|o| *o != served)
+        };
+        if let Some(old) = to_unload {
             let unload_path = match self.dialect() {
                 Dialect::Vllm => "/v1/unload_lora_adapter",
                 _ => "/unload_lora_adapter",

@@ -880,16 +880,19 @@ async fn vllm_publishes_lora_adapters_and_samples_through_them() {
     assert_eq!(s.policy_versions, vec![1, 1]);
     assert_eq!(fake.bodies("/v1/completions")[0]["model"], "policy-1");
 
-    // A new name: loaded, then the old one unloaded.
+    // A new name: loaded; the old one stays loaded for requests built before the switch.
     assert_eq!(p.publish_lora("policy-2", "/ckpt/step-2").await.unwrap(), 2);
+    assert!(fake.bodies("/v1/unload_lora_adapter").is_empty());
+    p.sample(request(vec![1])).await.unwrap();
+    assert_eq!(fake.bodies("/v1/completions")[1]["model"], "policy-2");
+    // The same name again replaces it in place; the retired policy-1 is unloaded now.
+    assert_eq!(p.publish_lora("policy-2", "/ckpt/step-3").await.unwrap(), 3);
     assert_eq!(
         fake.bodies("/v1/unload_lora_adapter"),
         vec![json!({"lora_name": "policy-1"})]
     );
-    p.sample(request(vec![1])).await.unwrap();
-    assert_eq!(fake.bodies("/v1/completions")[1]["model"], "policy-2");
-    // The same name again replaces it in place: nothing is unloaded.
-    assert_eq!(p.publish_lora("policy-2", "/ckpt/step-3").await.unwrap(), 3);
+    // Nothing is retired by an in-place replacement.
+    assert_eq!(p.publish_lora("policy-2", "/ckpt/step-4").await.unwrap(), 4);
     assert_eq!(fake.bodies("/v1/unload_lora_adapter").len(), 1);
 
     // vLLM has no full-weight reload over HTTP: refused before anything is sent.
@@ -983,27 +986,29 @@ async fn sglang_publishes_adapters_and_full_weights() {
     assert_eq!(p.adapter().as_deref(), Some("pol-v1"));
     p.sample(request(vec![5])).await.unwrap();
     assert_eq!(fake.bodies("/generate")[0]["lora_path"], "pol-v1");
-    // Same name again: SGLang refuses loaded names, so it is served under a new one and the
-    // old one unloaded only after the switch (no window where requests name a missing one).
+    // Same name again: SGLang refuses loaded names, so it is served under a new one; the
+    // old one is unloaded one publication later (requests built before the switch name it).
     assert_eq!(p.publish_lora("pol", "/ckpt/b").await.unwrap(), 2);
     assert_eq!(
         fake.bodies("/load_lora_adapter")[1],
         json!({"lora_name": "pol-v2", "lora_path": "/ckpt/b"})
     );
+    assert!(fake.bodies("/unload_lora_adapter").is_empty());
+    p.sample(request(vec![5])).await.unwrap();
+    assert_eq!(fake.bodies("/generate")[1]["lora_path"], "pol-v2");
+    assert_eq!(p.publish_lora("pol", "/ckpt/c").await.unwrap(), 3);
     assert_eq!(
         fake.bodies("/unload_lora_adapter"),
         vec![json!({"lora_name": "pol-v1"})]
     );
-    p.sample(request(vec![5])).await.unwrap();
-    assert_eq!(fake.bodies("/generate")[1]["lora_path"], "pol-v2");
 
-    assert_eq!(p.update_weights_from_disk("/ckpt/full").await.unwrap(), 3);
+    assert_eq!(p.update_weights_from_disk("/ckpt/full").await.unwrap(), 4);
     assert_eq!(
         fake.bodies("/update_weights_from_disk"),
         vec![json!({"model_path": "/ckpt/full"})]
     );
     let s = p.sample(request(vec![5])).await.unwrap();
-    assert_eq!(s.policy_versions, vec![3, 3]);
+    assert_eq!(s.policy_versions, vec![4, 4]);
 
     let err = p.update_weights_from_disk("/bad").await.unwrap_err();
     assert!(
@@ -1019,7 +1024,7 @@ async fn sglang_publishes_adapters_and_full_weights() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("shape mismatch"), "{err}");
-    assert_eq!(p.version(), 3);
+    assert_eq!(p.version(), 4);
 }
 
 #[tokio::test]
