@@ -287,8 +287,8 @@ impl Agent {
         let env_started = Instant::now();
         let submission = match catch_unwind(env.submission()).await {
             Ok(Ok(s)) => s,
-            failed => {
-                let why = match failed {
+            broken => {
+                let why = match broken {
                     Ok(Err(e)) => e.to_string(),
                     Err(panic) => format!("it crashed: {}", panic_message(panic.as_ref())),
                     Ok(Ok(_)) => String::new(),

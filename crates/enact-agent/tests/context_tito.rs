@@ -524,6 +524,29 @@ fn forty_turns_of_windowed_suffixes_equal_full_renders() {
             }
         }
     }
+    // Qwen3 without thinking: every generation prompt pre-fills an empty think block, which
+    // the template drops from turns that are no longer the last.
+    let no_think = RenderOptions {
+        add_generation_prompt: true,
+        enable_thinking: Some(false),
+    };
+    let steps = long_episode_steps(20)
+        .into_iter()
+        .map(|s| Step {
+            sampled: s.sampled.replace("<think>", "").replace("</think>", ""),
+            observe: s.observe,
+        })
+        .collect();
+    let ep = drive(
+        &JinjaTemplate::new(QWEN3, "qwen3").unwrap(),
+        &tok,
+        vec![Message::user("Part 1, please.")],
+        &tools(),
+        &no_think,
+        steps,
+    )
+    .unwrap();
+    assert!(!ep.rendered_in_full);
 }
 
 #[test]

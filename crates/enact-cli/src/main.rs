@@ -8,6 +8,7 @@ mod env_cmd;
 mod eval_cmd;
 mod model_cmd;
 mod redteam_cmd;
+mod rollout_cmd;
 mod run_cmd;
 mod sandbox_cmd;
 mod show_cmd;
@@ -66,6 +67,8 @@ enum Command {
     },
     #[command(flatten)]
     Models(model_cmd::ModelCommands),
+    /// Many episodes in flight into a crash-safe trajectory dataset (`--config rollout.toml`; rerun to resume), `status DIR`, `export DIR`.
+    Rollout(rollout_cmd::RolloutArgs),
 }
 
 /// A run stopped by Ctrl-C: exit status 130, after everything finished is written.
@@ -134,6 +137,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
             init_logging(cli.verbose, None)?;
             redteam_cmd::run(a).await
         }
+        Command::Rollout(a) => rollout_cmd::run(cli.verbose, a).await,
         Command::Envs => {
             env_cmd::print_builtin();
             Ok(())

@@ -105,6 +105,10 @@ pub enum BenchCmd {
     /// Latency of a sandboxed `/bin/true` next to plain fork+exec, `unshare -Urn` and bwrap,
     /// and how many sandboxes can be alive at once.
     Sandbox(crate::sandbox_cmd::BenchSandboxArgs),
+    /// The rollout engine against a simulated batched inference server with heavy-tailed tool
+    /// latency: generator busy fraction and episodes/s, synchronous batching vs the engine;
+    /// and the engine's CPU per tool step.
+    Rollout(crate::rollout_cmd::bench::BenchRolloutArgs),
 }
 
 #[derive(Args)]
@@ -138,6 +142,7 @@ pub async fn run(cmd: ModelCommands) -> Result<()> {
         ModelCommands::Generate(a) => cmd_generate(a),
         ModelCommands::Bench(BenchCmd::Generate(a)) => cmd_bench(a),
         ModelCommands::Bench(BenchCmd::Sandbox(a)) => crate::sandbox_cmd::bench(a).await,
+        ModelCommands::Bench(BenchCmd::Rollout(a)) => crate::rollout_cmd::bench::run(a).await,
     }
 }
 

@@ -115,6 +115,16 @@ pub struct TokenizerSetting {
 }
 
 impl TokenizerSetting {
+    /// A tokenizer path given in a configuration file; `origin` names where (for messages).
+    pub fn from_config(path: Option<PathBuf>, origin: &str) -> Self {
+        TokenizerSetting {
+            given: path.map(|p| {
+                let o = format!("{origin} tokenizer = {}", p.display());
+                (p, o)
+            }),
+        }
+    }
+
     /// The tokenizer source: a GGUF file or a model directory (a `tokenizer.json` stands for
     /// its directory). Errors name the flag or the variable, whichever gave the path.
     pub fn path(&self) -> Result<PathBuf> {
