@@ -107,6 +107,9 @@ pub struct HttpConfig {
     /// The server root, e.g. `http://127.0.0.1:8000` (a trailing `/v1` is accepted and
     /// dropped: each dialect adds its own path).
     pub base_url: String,
+    /// Further servers of the same model and dialect (scale-out): requests are spread over
+    /// `base_url` and these, see `docs/http-backends.md`.
+    pub extra_base_urls: Vec<String>,
     pub dialect: Dialect,
     /// The served model name for the `model` field; when `None` and the dialect needs one,
     /// the first id of `GET /v1/models` is used.
@@ -125,8 +128,17 @@ pub struct HttpConfig {
     pub backoff_max: Duration,
     /// Longest `Retry-After` honoured; longer requests are clamped to this.
     pub retry_after_max: Duration,
-    /// Most requests in flight at once from this policy (and its clones).
+    /// Most requests in flight at once from this policy (and its clones) to each server.
     pub max_concurrency: usize,
+    /// How long a server that refused or dropped a connection stays out of the rotation
+    /// before it is tried again (requests go to the other servers meanwhile).
+    pub endpoint_retry_after: Duration,
+    /// Episode stickiness yields to balance: a context goes back to the server that holds its
+    /// prefix unless that server has more than this many requests in flight above the least
+    /// busy one.
+    pub sticky_max_imbalance: usize,
+    /// Limit on one weight-publishing request (loading an adapter or a checkpoint).
+    pub publish_timeout: Duration,
     /// Largest response body read; a server that sends more is an error (a broken or
     /// hostile server cannot exhaust memory).
     pub max_response_bytes: usize,
@@ -149,7 +161,11 @@ impl fmt::Debug for HttpConfig {
             .field("backoff_initial", &self.backoff_initial)
             .field("backoff_max", &self.backoff_max)
             .field("retry_after_max", &self.retry_after_max)
+            .field("extra_base_urls", &self.extra_base_urls)
             .field("max_concurrency", &self.max_concurrency)
+            .field("endpoint_retry_after", &self.endpoint_retry_after)
+            .field("sticky_max_imbalance", &self.sticky_max_imbalance)
+            .field("publish_timeout", &self.publish_timeout)
             .field("max_response_bytes", &self.max_response_bytes)
             .field("context_limit", &self.context_limit)
             .field("policy_version", &self.policy_version)
@@ -161,6 +177,7 @@ impl HttpConfig {
     pub fn new(base_url: impl Into<String>, dialect: Dialect) -> Self {
         HttpConfig {
             base_url: base_url.into(),
+            extra_base_urls: Vec::new(),
             dialect,
             model: None,
             api_key: None,
@@ -171,13 +188,18 @@ impl HttpConfig {
             backoff_max: Duration::from_secs(30),
             retry_after_max: Duration::from_secs(60),
             max_concurrency: 64,
+            endpoint_retry_after: Duration::from_secs(30),
+            sticky_max_imbalance: 4,
+            publish_timeout: Duration::from_secs(600),
             max_response_bytes: 256 << 20,
             context_limit: None,
             policy_version: 0,
         }
     }
 
-    /// Parses `http[s]://HOST:PORT[/PATH][#DIALECT[:MODEL]]`. The fragment names the dialect
+    /// Parses `URL[,URL...][#DIALECT[:MODEL]]` with `URL = http[s]://HOST:PORT[/PATH]`;
+    /// several comma-separated URLs are servers of the same model behind one policy
+    /// (scale-out). The fragment names the dialect
     /// (`vllm` when absent) and optionally the model; a fragment that is not a dialect name is
     /// taken as the model name for vLLM. Examples:
     /// `http://127.0.0.1:8000/v1`, `http://127.0.0.1:8000/v1#vllm:Qwen/Qwen3-0.6B`,
@@ -201,9 +223,11 @@ impl HttpConfig {
                 }
             }
         };
-        let mut config = HttpConfig::new(url, dialect);
+        let mut urls = url.split(',').map(str::trim);
+        let mut config = HttpConfig::new(urls.next().unwrap_or_default(), dialect);
+        config.extra_base_urls = urls.map(str::to_string).collect();
         config.model = model;
-        config.root()?;
+        config.roots()?;
         Ok(config)
     }
 
@@ -218,31 +242,28 @@ impl HttpConfig {
         self
     }
 
-    /// The server root without a trailing slash or `/v1`.
+    /// The (first) server root without a trailing slash or `/v1`.
     pub fn root(&self) -> Result<String, HttpError> {
-        let bad = |why: &str| HttpError::InvalidUrl {
-            url: self.base_url.clone(),
-            why: why.to_string(),
-        };
-        let parsed = reqwest::Url::parse(self.base_url.trim()).map_err(|e| bad(&e.to_string()))?;
-        if !matches!(parsed.scheme(), "http" | "https") {
-            return Err(bad("the scheme must be http or https"));
+        server_root(&self.base_url)
+    }
+
+    /// Every server root: `base_url`'s, then `extra_base_urls`'.
+    pub fn roots(&self) -> Result<Vec<String>, HttpError> {
+        let mut roots = vec![self.root()?];
+        for url in &self.extra_base_urls {
+            let root = server_root(url)?;
+            if roots.contains(&root) {
+                return Err(HttpError::InvalidConfig(format!(
+                    "the server {root} is listed twice; list each server once"
+                )));
+            }
+            roots.push(root);
         }
-        if parsed.host_str().is_none_or(str::is_empty) {
-            return Err(bad("the URL has no host"));
-        }
-        if parsed.query().is_some() {
-            return Err(bad("the URL must not have a query string"));
-        }
-        let mut root = parsed.as_str().trim_end_matches('/').to_string();
-        if let Some(stripped) = root.strip_suffix("/v1") {
-            root = stripped.to_string();
-        }
-        Ok(root)
+        Ok(roots)
     }
 
     pub(crate) fn validate(&self) -> Result<(), HttpError> {
-        self.root()?;
+        self.roots()?;
         if self.max_attempts == 0 {
             return Err(HttpError::InvalidConfig(
                 "max_attempts must be at least 1".into(),
@@ -260,6 +281,29 @@ impl HttpConfig {
         }
         Ok(())
     }
+}
+
+/// A server root from a URL: no trailing slash or `/v1`.
+fn server_root(url: &str) -> Result<String, HttpError> {
+    let bad = |why: &str| HttpError::InvalidUrl {
+        url: url.to_string(),
+        why: why.to_string(),
+    };
+    let parsed = reqwest::Url::parse(url.trim()).map_err(|e| bad(&e.to_string()))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(bad("the scheme must be http or https"));
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(bad("the URL has no host"));
+    }
+    if parsed.query().is_some() {
+        return Err(bad("the URL must not have a query string"));
+    }
+    let mut root = parsed.as_str().trim_end_matches('/').to_string();
+    if let Some(stripped) = root.strip_suffix("/v1") {
+        root = stripped.to_string();
+    }
+    Ok(root)
 }
 
 #[cfg(test)]
@@ -294,6 +338,13 @@ mod tests {
         assert!(HttpConfig::from_spec("ftp://h").is_err());
         assert!(HttpConfig::from_spec("not a url").is_err());
         assert!(HttpConfig::from_spec("http://h:1?x=1").is_err());
+
+        let c = HttpConfig::from_spec("http://a:1/v1, http://b:2/v1#sglang").unwrap();
+        assert_eq!(c.dialect, Dialect::Sglang);
+        assert_eq!(c.roots().unwrap(), vec!["http://a:1", "http://b:2"]);
+        assert!(HttpConfig::from_spec("http://a:1,ftp://b").is_err());
+        assert!(HttpConfig::from_spec("http://a:1,http://a:1/v1").is_err());
+        assert!(HttpConfig::from_spec("http://a:1,").is_err());
 
         let mut c = HttpConfig::from_spec("http://h:1").unwrap();
         c.api_key = Some("sk-secret".into());

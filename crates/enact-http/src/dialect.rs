@@ -46,6 +46,9 @@ pub(crate) enum Output {
 /// What a request needs beyond the `SampleRequest`.
 pub(crate) struct Prepared<'a> {
     pub model: Option<&'a str>,
+    /// The published LoRA adapter requests run through (vLLM: the `model`; SGLang:
+    /// `lora_path`, which takes an adapter name).
+    pub adapter: Option<&'a str>,
     /// The decoded context (text-level dialects only).
     pub prompt_text: Option<&'a str>,
     /// Stop strings: the request's plus, for dialects without stop-token ids, the decoded
@@ -64,7 +67,7 @@ pub(crate) fn request_body(dialect: Dialect, req: &SampleRequest, prep: &Prepare
     let mut body = Map::new();
     match dialect {
         Dialect::Vllm => {
-            if let Some(m) = prep.model {
+            if let Some(m) = prep.adapter.or(prep.model) {
                 body.insert("model".into(), json!(m));
             }
             body.insert("prompt".into(), json!(req.context.as_slice()));
@@ -117,6 +120,9 @@ pub(crate) fn request_body(dialect: Dialect, req: &SampleRequest, prep: &Prepare
             sp.insert("no_stop_trim".into(), json!(true));
             body.insert("input_ids".into(), json!(req.context.as_slice()));
             body.insert("sampling_params".into(), Value::Object(sp));
+            if let Some(a) = prep.adapter {
+                body.insert("lora_path".into(), json!(a));
+            }
             body.insert("return_logprob".into(), json!(true));
             body.insert("logprob_start_len".into(), json!(-1));
             body.insert("stream".into(), json!(false));
@@ -604,6 +610,7 @@ mod tests {
     fn vllm_body_has_token_fields() {
         let prep = Prepared {
             model: Some("m"),
+            adapter: None,
             prompt_text: None,
             stop_strings: vec![],
         };
@@ -621,6 +628,7 @@ mod tests {
     fn sglang_and_llamacpp_bodies() {
         let prep = Prepared {
             model: None,
+            adapter: None,
             prompt_text: None,
             stop_strings: vec!["<|im_end|>".into()],
         };

@@ -10,21 +10,28 @@
 //! Requests are retried with exponential backoff and jitter on connection failures,
 //! timeouts, HTTP 429 (honouring `Retry-After`) and 5xx; other 4xx answers, malformed JSON
 //! and responses that do not fit the dialect are reported as [`enact_core::PolicyError`]s.
-//! A semaphore bounds the requests in flight. Nothing a server sends can panic.
+//! A semaphore per server bounds the requests in flight. Several servers of one model can
+//! stand behind one policy (least outstanding requests, sticky by context prefix, dead
+//! servers taken out and retried later), and [`WeightPublisher`] publishes new weights to
+//! them (LoRA adapters, full checkpoints). Nothing a server sends can panic.
 //!
 //! See `docs/http-backends.md` for server setup and the exact request fields.
 
 mod config;
 mod dialect;
+mod endpoints;
 mod policy;
+mod publish;
 pub mod transport;
 
 use std::sync::Arc;
 
 pub use config::{Dialect, HttpConfig, HttpError};
 pub use policy::HttpPolicy;
+pub use publish::{PublishError, WeightPublisher};
 
-/// Builds a policy from a `--model` spec (`http[s]://HOST:PORT[/v1][#DIALECT[:MODEL]]`), with
+/// Builds a policy from a `--model` spec (`URL[,URL...][#DIALECT[:MODEL]]` with
+/// `URL = http[s]://HOST:PORT[/v1]`), with
 /// the API key from `ENACT_API_KEY` or `OPENAI_API_KEY` when set.
 pub fn build_policy(
     spec: &str,

@@ -3,40 +3,56 @@
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use enact_core::{FinishReason, Policy, PolicyError, Sample, SampleRequest, Tokenizer};
 use serde_json::Value;
-use tokio::sync::{OnceCell, Semaphore};
+use tokio::sync::OnceCell;
 
 use crate::config::{Dialect, HttpConfig, HttpError};
 use crate::dialect::{self, ExactOutput, Output, Prepared, Stop, TextOutput};
+use crate::endpoints::Endpoints;
 use crate::transport::{BodyError, read_body_capped};
 
 /// A model served over HTTP. Cheap to clone: clones share the connection pool, the
 /// concurrency limit and the policy version.
 #[derive(Clone)]
 pub struct HttpPolicy {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
-struct Inner {
-    config: HttpConfig,
-    root: String,
-    client: reqwest::Client,
+pub(crate) struct Inner {
+    pub(crate) config: HttpConfig,
+    pub(crate) endpoints: Endpoints,
+    pub(crate) client: reqwest::Client,
     tokenizer: Arc<dyn Tokenizer>,
-    semaphore: Semaphore,
-    version: AtomicU64,
+    pub(crate) version: AtomicU64,
     model: OnceCell<Option<String>>,
+    /// The LoRA adapter generation requests name (set by `WeightPublisher::publish_lora`).
+    pub(crate) adapter: RwLock<Option<String>>,
+    /// The adapter replaced by the last publication: still loaded for requests built
+    /// before the switch, unloaded at the next publication.
+    pub(crate) retired_adapter: std::sync::Mutex<Option<String>>,
+    /// One weight publication at a time.
+    pub(crate) publish_lock: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for HttpPolicy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HttpPolicy")
-            .field("root", &self.inner.root)
+            .field(
+                "servers",
+                &self
+                    .inner
+                    .endpoints
+                    .list
+                    .iter()
+                    .map(|e| e.root.as_str())
+                    .collect::<Vec<_>>(),
+            )
             .field("dialect", &self.inner.config.dialect)
             .field("model", &self.inner.config.model)
             .field("token_exact", &self.inner.config.dialect.token_exact())
@@ -68,6 +84,8 @@ enum Failure {
         message: String,
         retry_after: Option<Duration>,
         timed_out: bool,
+        /// The server refused or dropped the connection: take it out of the rotation.
+        server_dead: bool,
     },
     /// Final.
     Fatal(PolicyError),
@@ -79,19 +97,24 @@ impl HttpPolicy {
     /// stop tokens with it.
     pub fn new(config: HttpConfig, tokenizer: Arc<dyn Tokenizer>) -> Result<Self, HttpError> {
         config.validate()?;
-        let root = config.root()?;
+        let roots = config.roots()?;
         let mut builder = crate::transport::client_builder()
             .connect_timeout(config.connect_timeout)
             .timeout(config.request_timeout)
             .user_agent(concat!("enact/", env!("CARGO_PKG_VERSION")));
-        if is_loopback(&root) {
+        if roots.iter().all(|r| is_loopback(r)) {
             // A local server is never reached through HTTP(S)_PROXY.
             builder = builder.no_proxy();
         }
         let client = builder
             .build()
             .map_err(|e| HttpError::Client(e.to_string()))?;
-        let semaphore = Semaphore::new(config.max_concurrency);
+        let endpoints = Endpoints::new(
+            roots,
+            config.max_concurrency,
+            config.endpoint_retry_after,
+            config.sticky_max_imbalance,
+        );
         let version = AtomicU64::new(config.policy_version);
         let model = OnceCell::new();
         if let Some(m) = &config.model {
@@ -102,12 +125,14 @@ impl HttpPolicy {
         Ok(HttpPolicy {
             inner: Arc::new(Inner {
                 config,
-                root,
+                endpoints,
                 client,
                 tokenizer,
-                semaphore,
                 version,
                 model,
+                adapter: RwLock::new(None),
+                retired_adapter: std::sync::Mutex::new(None),
+                publish_lock: tokio::sync::Mutex::new(()),
             }),
         })
     }
@@ -120,9 +145,23 @@ impl HttpPolicy {
         self.inner.config.dialect
     }
 
-    /// The server root requests go to (no trailing `/v1`).
+    /// The (first) server root requests go to (no trailing `/v1`).
     pub fn root(&self) -> &str {
-        &self.inner.root
+        self.inner
+            .endpoints
+            .list
+            .first()
+            .map_or("", |e| e.root.as_str())
+    }
+
+    /// Every server root, in configuration order.
+    pub fn roots(&self) -> Vec<&str> {
+        self.inner
+            .endpoints
+            .list
+            .iter()
+            .map(|e| e.root.as_str())
+            .collect()
     }
 
     /// Sets the policy version stamped on later samples (after the trainer pushed weights).
@@ -136,8 +175,7 @@ impl HttpPolicy {
         self.inner
             .model
             .get_or_try_init(|| async {
-                let url = format!("{}/v1/models", self.inner.root);
-                let v = self.send_with_retries(&url, None).await.map_err(|e| {
+                let v = self.send_with_retries("/v1/models", None, None).await.map_err(|e| {
                     PolicyError::Backend(format!(
                         "could not learn the served model name ({e}); name it in the spec, e.g. http://HOST:PORT/v1#{}:MODEL",
                         self.dialect()
@@ -151,7 +189,7 @@ impl HttpPolicy {
                     .and_then(Value::as_str)
                     .ok_or_else(|| {
                         PolicyError::Backend(format!(
-                            "{url} lists no model; name it in the spec, e.g. http://HOST:PORT/v1#{}:MODEL",
+                            "GET /v1/models lists no model; name it in the spec, e.g. http://HOST:PORT/v1#{}:MODEL",
                             self.dialect()
                         ))
                     })?;
@@ -174,10 +212,17 @@ impl HttpPolicy {
         capped.mul_f64(0.5 + 0.5 * frac)
     }
 
-    /// One HTTP exchange: POST `body` (or GET when `None`) and parse the JSON answer.
-    async fn attempt(&self, url: &str, body: Option<&Value>) -> Result<Value, Failure> {
+    /// One HTTP exchange with server `server`: POST `body` (or GET when `None`) and parse the
+    /// JSON answer.
+    async fn attempt(
+        &self,
+        server: usize,
+        url: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, Failure> {
         let c = &self.inner.config;
-        let _permit = self.inner.semaphore.acquire().await.map_err(|_| {
+        let endpoint = &self.inner.endpoints.list[server];
+        let _permit = endpoint.semaphore.acquire().await.map_err(|_| {
             Failure::Fatal(PolicyError::Backend("the HTTP policy was shut down".into()))
         })?;
         let mut rb = match body {
@@ -199,15 +244,17 @@ impl HttpPolicy {
             } else if e.is_connect() {
                 format!(
                     "cannot connect to {} ({e}); is the server running?",
-                    self.inner.root
+                    endpoint.root
                 )
             } else {
-                format!("transport error {stage}: {e}")
+                format!("transport error {stage} with {}: {e}", endpoint.root)
             };
             Failure::Retry {
                 message: what,
                 retry_after: None,
                 timed_out,
+                // Refused, reset or closed mid-answer: the server (or its process) is gone.
+                server_dead: !timed_out,
             }
         };
         let resp = rb
@@ -243,6 +290,7 @@ impl HttpPolicy {
                 message: format!("{url} answered HTTP {status}: {msg}"),
                 retry_after,
                 timed_out: false,
+                server_dead: false,
             });
         }
         Err(Failure::Fatal(PolicyError::Backend(format!(
@@ -250,23 +298,46 @@ impl HttpPolicy {
         ))))
     }
 
+    /// Sends to `path` on the server chosen for `context` (see `endpoints`), retrying:
+    /// a server that is gone is taken out and the request goes to another one at once
+    /// (not counted as an attempt); other failures back off.
     async fn send_with_retries(
         &self,
-        url: &str,
+        path: &str,
         body: Option<&Value>,
+        context: Option<&[u32]>,
     ) -> Result<Value, PolicyError> {
         let c = &self.inner.config;
+        let endpoints = &self.inner.endpoints;
         let mut attempt = 0u32;
+        let mut failovers = 0usize;
         loop {
             attempt += 1;
-            match self.attempt(url, body).await {
-                Ok(v) => return Ok(v),
+            let (server, in_flight) = endpoints.pick(context);
+            let url = format!("{}{path}", endpoints.list[server].root);
+            let result = self.attempt(server, &url, body).await;
+            drop(in_flight);
+            match result {
+                Ok(v) => {
+                    endpoints.answered(server, context);
+                    return Ok(v);
+                }
                 Err(Failure::Fatal(e)) => return Err(e),
                 Err(Failure::Retry {
                     message,
                     retry_after,
                     timed_out,
+                    server_dead,
                 }) => {
+                    if server_dead {
+                        endpoints.mark_down(server, &message);
+                        if endpoints.any_live() && failovers < endpoints.list.len() {
+                            failovers += 1;
+                            attempt -= 1;
+                            tracing::warn!(%message, "HTTP policy retrying on another server");
+                            continue;
+                        }
+                    }
                     if attempt >= c.max_attempts {
                         if timed_out {
                             tracing::warn!(attempt, %message, "HTTP policy gave up");
@@ -301,7 +372,7 @@ impl HttpPolicy {
             == Some(id)
     }
 
-    fn finish_exact(&self, req: &SampleRequest, out: ExactOutput) -> Sample {
+    fn finish_exact(&self, req: &SampleRequest, out: ExactOutput, version: u64) -> Sample {
         let ExactOutput {
             mut ids,
             mut logprobs,
@@ -334,10 +405,15 @@ impl HttpPolicy {
                 },
             }
         };
-        self.assemble(req, ids, logprobs, finish)
+        self.assemble(req, ids, logprobs, finish, version)
     }
 
-    fn finish_text(&self, req: &SampleRequest, out: TextOutput) -> Result<Sample, PolicyError> {
+    fn finish_text(
+        &self,
+        req: &SampleRequest,
+        out: TextOutput,
+        version: u64,
+    ) -> Result<Sample, PolicyError> {
         let TextOutput {
             text,
             logprobs: server_lps,
@@ -397,7 +473,7 @@ impl HttpPolicy {
                 }
             }
         };
-        Ok(self.assemble(req, ids, logprobs, finish))
+        Ok(self.assemble(req, ids, logprobs, finish, version))
     }
 
     fn assemble(
@@ -406,6 +482,7 @@ impl HttpPolicy {
         mut ids: Vec<u32>,
         mut logprobs: Vec<f32>,
         mut finish: FinishReason,
+        version: u64,
     ) -> Sample {
         if ids.len() > req.max_tokens {
             ids.truncate(req.max_tokens);
@@ -420,7 +497,7 @@ impl HttpPolicy {
         Sample {
             tokens: ids,
             logprobs,
-            policy_versions: vec![self.version(); n],
+            policy_versions: vec![version; n],
             finish,
         }
     }
@@ -438,8 +515,17 @@ impl Policy for HttpPolicy {
                 limit,
             });
         }
+        // The weights a request runs on are those published when it starts (servers finish
+        // running requests before swapping weights).
+        let version = self.version();
         if request.max_tokens == 0 {
-            return Ok(self.assemble(&request, Vec::new(), Vec::new(), FinishReason::Length));
+            return Ok(self.assemble(
+                &request,
+                Vec::new(),
+                Vec::new(),
+                FinishReason::Length,
+                version,
+            ));
         }
         let dialect = c.dialect;
         let model = self.model_name().await?;
@@ -463,22 +549,31 @@ impl Policy for HttpPolicy {
                 }
             }
         }
+        let adapter = self
+            .inner
+            .adapter
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let prep = Prepared {
             model: model.as_deref(),
+            adapter: adapter.as_deref(),
             prompt_text: prompt_text.as_deref(),
             stop_strings,
         };
         let body = dialect::request_body(dialect, &request, &prep);
-        let url = format!("{}{}", self.inner.root, dialect.endpoint());
-        let v = self.send_with_retries(&url, Some(&body)).await?;
+        let path = dialect.endpoint();
+        let v = self
+            .send_with_retries(path, Some(&body), Some(&request.context))
+            .await?;
         let out = dialect::parse_response(dialect, &v).map_err(|e| {
             PolicyError::Backend(format!(
-                "unexpected {dialect} response from {url}: {e}; check the dialect (#vllm, #sglang, #llamacpp, #ollama, #openai) and the server version"
+                "unexpected {dialect} response to {path}: {e}; check the dialect (#vllm, #sglang, #llamacpp, #ollama, #openai) and the server version"
             ))
         })?;
         match out {
-            Output::Exact(o) => Ok(self.finish_exact(&request, o)),
-            Output::Text(o) => self.finish_text(&request, o),
+            Output::Exact(o) => Ok(self.finish_exact(&request, o, version)),
+            Output::Text(o) => self.finish_text(&request, o, version),
         }
     }
 

@@ -1,7 +1,8 @@
 //! The HTTP backend against a fake OpenAI-compatible server on 127.0.0.1: every dialect's
 //! happy path with token ids and logprobs, the error cases (server down, 5xx, 429 with
 //! Retry-After, 400, malformed JSON, a hanging server, wrong-length logprobs), the
-//! concurrency limit, and whole agent episodes in the calc environment.
+//! concurrency limit, whole agent episodes in the calc environment, and weight publishing
+//! (LoRA adapters and full weights: paths, payloads, refusals).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -22,7 +23,7 @@ use enact_core::{
 };
 use enact_env::Suite;
 use enact_env::calc::{CalcEnv, CalcSuite, CalcVerifier};
-use enact_http::{Dialect, HttpConfig, HttpPolicy};
+use enact_http::{Dialect, HttpConfig, HttpPolicy, PublishError, WeightPublisher};
 use enact_model::{ByteTokenizer, ChatMlTemplate, HermesParser};
 use serde_json::{Value, json};
 
@@ -843,4 +844,212 @@ async fn agent_episode_with_the_server_down_records_an_error() {
         other => panic!("expected an error termination, got {other:?}"),
     }
     assert!(!ep.outcome.success);
+}
+
+// ---------------------------------------------------------------------------------------
+// Publishing weights.
+
+/// vLLM answers a successful adapter load with plain text.
+fn vllm_lora_ok() -> Reply {
+    Reply::Raw(
+        200,
+        vec![("content-type", "text/plain".into())],
+        "Success: LoRA adapter added successfully.".into(),
+    )
+}
+
+#[tokio::test]
+async fn vllm_publishes_lora_adapters_and_samples_through_them() {
+    let fake = Fake::start(|path, _, _| match path {
+        "/v1/load_lora_adapter" | "/v1/unload_lora_adapter" => vllm_lora_ok(),
+        _ => vllm_reply(&[72, EOT], -0.5, json!(EOT)),
+    })
+    .await;
+    let mut c = fast(&fake.url, Dialect::Vllm);
+    c.model = Some("base".into());
+    let p = policy(c);
+    assert_eq!(p.version(), 0);
+    assert_eq!(p.publish_lora("policy-1", "/ckpt/step-1").await.unwrap(), 1);
+    assert_eq!(p.version(), 1);
+    assert_eq!(p.adapter().as_deref(), Some("policy-1"));
+    assert_eq!(
+        fake.bodies("/v1/load_lora_adapter"),
+        vec![json!({"lora_name": "policy-1", "lora_path": "/ckpt/step-1", "load_inplace": true})]
+    );
+    let s = p.sample(request(vec![1, 2])).await.unwrap();
+    assert_eq!(s.policy_versions, vec![1, 1]);
+    assert_eq!(fake.bodies("/v1/completions")[0]["model"], "policy-1");
+
+    // A new name: loaded; the old one stays loaded for requests built before the switch.
+    assert_eq!(p.publish_lora("policy-2", "/ckpt/step-2").await.unwrap(), 2);
+    assert!(fake.bodies("/v1/unload_lora_adapter").is_empty());
+    p.sample(request(vec![1])).await.unwrap();
+    assert_eq!(fake.bodies("/v1/completions")[1]["model"], "policy-2");
+    // The same name again replaces it in place; the retired policy-1 is unloaded now.
+    assert_eq!(p.publish_lora("policy-2", "/ckpt/step-3").await.unwrap(), 3);
+    assert_eq!(
+        fake.bodies("/v1/unload_lora_adapter"),
+        vec![json!({"lora_name": "policy-1"})]
+    );
+    // Nothing is retired by an in-place replacement.
+    assert_eq!(p.publish_lora("policy-2", "/ckpt/step-4").await.unwrap(), 4);
+    assert_eq!(fake.bodies("/v1/unload_lora_adapter").len(), 1);
+
+    // vLLM has no full-weight reload over HTTP: refused before anything is sent.
+    let before = fake.requests();
+    let err = p.update_weights_from_disk("/ckpt/full").await.unwrap_err();
+    assert!(matches!(err, PublishError::Unsupported { .. }), "{err}");
+    assert!(err.to_string().contains("LoRA"), "{err}");
+    assert_eq!(fake.requests(), before);
+    assert_eq!(p.version(), 3);
+
+    // Names that cannot be adapter names are refused locally.
+    for bad in ["", "a b", "x/y"] {
+        assert!(matches!(
+            p.publish_lora(bad, "/p").await,
+            Err(PublishError::InvalidName(_))
+        ));
+    }
+}
+
+#[tokio::test]
+async fn vllm_refusals_leave_the_version_and_adapter_unchanged() {
+    // 404: the runtime LoRA endpoints are off; the error says how to turn them on.
+    let fake = Fake::start(|path, _, _| match path {
+        "/v1/load_lora_adapter" => Reply::Json(404, json!({"detail": "Not Found"})),
+        _ => vllm_reply(&[EOT], -0.5, json!(EOT)),
+    })
+    .await;
+    let mut c = fast(&fake.url, Dialect::Vllm);
+    c.model = Some("base".into());
+    let p = policy(c);
+    let err = p.publish_lora("a", "/x").await.unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        matches!(err, PublishError::Rejected { status: 404, .. }),
+        "{msg}"
+    );
+    assert!(msg.contains("VLLM_ALLOW_RUNTIME_LORA_UPDATING"), "{msg}");
+    assert_eq!(p.version(), 0);
+    assert_eq!(p.adapter(), None);
+    p.sample(request(vec![1])).await.unwrap();
+    assert_eq!(fake.bodies("/v1/completions")[0]["model"], "base");
+
+    // 400 with vLLM's error body, and a 500: refused, not retried.
+    for (code, body) in [
+        (
+            400,
+            json!({"object": "error", "message": "The lora adapter 'a' has already been loaded.", "type": "InvalidUserInput", "code": 400}),
+        ),
+        (500, json!({"error": {"message": "CUDA out of memory"}})),
+    ] {
+        let fake = Fake::start(move |_, _, _| Reply::Json(code, body.clone())).await;
+        let p = policy(fast(&fake.url, Dialect::Vllm));
+        let err = p.publish_lora("a", "/x").await.unwrap_err();
+        assert!(
+            matches!(err, PublishError::Rejected { status, .. } if status == code),
+            "{err}"
+        );
+        assert_eq!(fake.requests(), 1, "weight loads are never retried");
+        assert_eq!(p.version(), 0);
+    }
+}
+
+#[tokio::test]
+async fn sglang_publishes_adapters_and_full_weights() {
+    let fake = Fake::start(|path, body, _| match path {
+        "/load_lora_adapter" | "/unload_lora_adapter" => Reply::Json(
+            200,
+            json!({"success": true, "error_message": "", "loaded_adapters": {}}),
+        ),
+        "/update_weights_from_disk" if body["model_path"] == "/bad" => Reply::Json(
+            400,
+            json!({"success": false, "message": "Failed to get weights iterator: /bad", "num_paused_requests": 0}),
+        ),
+        "/update_weights_from_disk" if body["model_path"] == "/quiet-failure" => Reply::Json(
+            200,
+            json!({"success": false, "message": "shape mismatch"}),
+        ),
+        "/update_weights_from_disk" => Reply::Json(
+            200,
+            json!({"success": true, "message": "Succeeded to update model weights.", "num_paused_requests": 0}),
+        ),
+        _ => sglang_reply(&[65, EOT], -1.0),
+    })
+    .await;
+    let p = policy(fast(&fake.url, Dialect::Sglang));
+    assert_eq!(p.publish_lora("pol", "/ckpt/a").await.unwrap(), 1);
+    assert_eq!(
+        fake.bodies("/load_lora_adapter"),
+        vec![json!({"lora_name": "pol-v1", "lora_path": "/ckpt/a"})]
+    );
+    assert_eq!(p.adapter().as_deref(), Some("pol-v1"));
+    p.sample(request(vec![5])).await.unwrap();
+    assert_eq!(fake.bodies("/generate")[0]["lora_path"], "pol-v1");
+    // Same name again: SGLang refuses loaded names, so it is served under a new one; the
+    // old one is unloaded one publication later (requests built before the switch name it).
+    assert_eq!(p.publish_lora("pol", "/ckpt/b").await.unwrap(), 2);
+    assert_eq!(
+        fake.bodies("/load_lora_adapter")[1],
+        json!({"lora_name": "pol-v2", "lora_path": "/ckpt/b"})
+    );
+    assert!(fake.bodies("/unload_lora_adapter").is_empty());
+    p.sample(request(vec![5])).await.unwrap();
+    assert_eq!(fake.bodies("/generate")[1]["lora_path"], "pol-v2");
+    assert_eq!(p.publish_lora("pol", "/ckpt/c").await.unwrap(), 3);
+    assert_eq!(
+        fake.bodies("/unload_lora_adapter"),
+        vec![json!({"lora_name": "pol-v1"})]
+    );
+
+    assert_eq!(p.update_weights_from_disk("/ckpt/full").await.unwrap(), 4);
+    assert_eq!(
+        fake.bodies("/update_weights_from_disk"),
+        vec![json!({"model_path": "/ckpt/full"})]
+    );
+    let s = p.sample(request(vec![5])).await.unwrap();
+    assert_eq!(s.policy_versions, vec![4, 4]);
+
+    let err = p.update_weights_from_disk("/bad").await.unwrap_err();
+    assert!(
+        matches!(err, PublishError::Rejected { status: 400, .. }),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("Failed to get weights iterator"),
+        "{err}"
+    );
+    let err = p
+        .update_weights_from_disk("/quiet-failure")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("shape mismatch"), "{err}");
+    assert_eq!(p.version(), 4);
+}
+
+#[tokio::test]
+async fn publishing_goes_to_every_server_or_fails_as_a_whole() {
+    let ok = |_: &str, _: &Value, _: usize| Reply::Json(200, json!({"success": true}));
+    let (a, b) = (Fake::start(ok).await, Fake::start(ok).await);
+    let mut c = fast(&a.url, Dialect::Sglang);
+    c.extra_base_urls = vec![b.url.clone()];
+    let p = policy(c);
+    assert_eq!(p.update_weights_from_disk("/w").await.unwrap(), 1);
+    assert_eq!(a.bodies("/update_weights_from_disk").len(), 1);
+    assert_eq!(b.bodies("/update_weights_from_disk").len(), 1);
+
+    // A server that cannot be reached: an error, and the version stays.
+    let mut c = fast(&a.url, Dialect::Sglang);
+    c.extra_base_urls = vec!["http://127.0.0.1:9".into()];
+    let p = policy(c);
+    let err = p.update_weights_from_disk("/w").await.unwrap_err();
+    assert!(matches!(err, PublishError::Unreachable { .. }), "{err}");
+    assert_eq!(p.version(), 0);
+
+    // Dialects without runtime weight loading say so.
+    let p = policy(fast(&a.url, Dialect::LlamaCpp));
+    assert!(matches!(
+        p.publish_lora("x", "/p").await,
+        Err(PublishError::Unsupported { .. })
+    ));
 }
