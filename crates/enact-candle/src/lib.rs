@@ -12,6 +12,7 @@
 //!
 //! [`fetch`] installs the default model (SmolLM2-135M-Instruct) with checksum verification.
 
+pub mod batch;
 pub mod engine;
 pub mod error;
 pub mod fetch;
@@ -21,9 +22,10 @@ pub mod policy;
 pub mod quant;
 pub mod sample;
 
+pub use batch::{Batch, Finished, SeqId};
 pub use engine::{Engine, EngineOptions, GenStats};
 pub use error::{EngineError, SUPPORTED_ARCHITECTURES};
-pub use load::{ModelInfo, WeightFormat, inspect, load_model};
+pub use load::{ModelInfo, WeightFormat, WeightLayout, inspect, load_model, model_from_tensors};
 pub use model::{Arch, KvCache, ModelConfig, RopeStyle, SeqInput};
-pub use policy::{CandlePolicy, PolicyOptions};
+pub use policy::{CandlePolicy, KvOnPublish, PolicyOptions};
 pub use quant::{Kernel, WeightKind};
