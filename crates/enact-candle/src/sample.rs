@@ -258,4 +258,42 @@ mod tests {
             assert!((raw_logprob(&logits, i as u32) - (l.exp() / z).ln()).abs() < 1e-6);
         }
     }
+
+    #[test]
+    fn behaviour_logprobs_form_the_distribution_sampled_from() {
+        let logits = [3.0f32, 2.9, -5.0, -6.0, 0.0, 1.2];
+        let cases = [
+            params(1.0, 1.0, 0, 0.0),
+            params(0.7, 1.0, 0, 0.0),
+            params(1.3, 1.0, 3, 0.0),
+            params(1.0, 0.8, 0, 0.0),
+            params(0.9, 0.9, 4, 0.05),
+        ];
+        for p in &cases {
+            let total: f64 = (0..logits.len() as u32)
+                .map(|t| f64::from(sampling_logprob(&logits, p, t)).exp())
+                .sum();
+            assert!((total - 1.0).abs() < 1e-5, "{p:?}: mass {total}");
+            let mut r = Rng::new(3);
+            for _ in 0..50 {
+                let (t, lp) = sample(&logits, p, &mut r);
+                assert!(lp.is_finite());
+                assert_eq!(lp, sampling_logprob(&logits, p, t));
+            }
+        }
+        // Temperature 1 without truncation is the raw model, bit for bit; so is greedy.
+        for t in 0..logits.len() as u32 {
+            assert_eq!(
+                sampling_logprob(&logits, &cases[0], t),
+                raw_logprob(&logits, t)
+            );
+        }
+        let mut r = Rng::new(1);
+        let greedy = sample(&logits, &params(0.0, 1.0, 0, 0.0), &mut r);
+        assert_eq!(greedy, (0, raw_logprob(&logits, 0)));
+        // top-k 3 at T = 1.3: renormalised over the three largest.
+        let z: f64 = [3.0f64, 2.9, 1.2].iter().map(|l| (l / 1.3).exp()).sum();
+        let want = (2.9f64 / 1.3).exp().ln() - z.ln();
+        assert!((f64::from(sampling_logprob(&logits, &cases[2], 1)) - want).abs() < 1e-6);
+    }
 }

@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
@@ -260,6 +260,13 @@ fn greedy_tail(cached_by: &Engine, then: &Engine, ctx: &[u32], n: usize) -> Vec<
     out
 }
 
+/// Two tiny GGUF models of `arch` with different weights (seeds 42 and 43).
+fn old_and_new(dir: &Path, arch: &str) -> (PathBuf, PathBuf) {
+    let new_path = dir.join("new.gguf");
+    common::write_gguf(&new_path, arch, GgmlDType::Q8_0, 43);
+    (gguf(dir, arch, GgmlDType::Q8_0), new_path)
+}
+
 /// Runs a 20-token greedy generation, publishes `model` after its 5th token, and returns it.
 async fn generate_across_a_publish(
     policy: &CandlePolicy,
@@ -279,9 +286,7 @@ async fn generate_across_a_publish(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publish_switches_versions_mid_sequence_and_keeps_the_cache() {
     let dir = tempfile::tempdir().unwrap();
-    let old_path = gguf(dir.path(), "llama", GgmlDType::Q8_0);
-    let new_path = dir.path().join("new.gguf");
-    common::write_gguf(&new_path, "llama", GgmlDType::Q8_0, 43);
+    let (old_path, new_path) = old_and_new(dir.path(), "llama");
     let (old, new) = (engine(&old_path), engine(&new_path));
     let policy = CandlePolicy::new(engine(&old_path), PolicyOptions::default());
     let (model, _) = load_model(&new_path, WeightFormat::Native).unwrap();
@@ -312,9 +317,7 @@ async fn a_publish_switches_versions_mid_sequence_and_keeps_the_cache() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publish_with_recompute_continues_under_the_new_weights_only() {
     let dir = tempfile::tempdir().unwrap();
-    let old_path = gguf(dir.path(), "qwen2", GgmlDType::Q8_0);
-    let new_path = dir.path().join("new.gguf");
-    common::write_gguf(&new_path, "qwen2", GgmlDType::Q8_0, 43);
+    let (old_path, new_path) = old_and_new(dir.path(), "qwen2");
     let new = engine(&new_path);
     let policy = CandlePolicy::new(
         engine(&old_path),
