@@ -4,12 +4,13 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use enact_core::{FinishReason, Sample, SampleRequest, Tokenizer};
+use enact_core::{Sample, SampleRequest, Tokenizer};
 
+use crate::batch::Batch;
 use crate::error::{EngineError, Result};
-use crate::load::{ModelInfo, WeightFormat, load_model};
+use crate::load::{ModelInfo, WeightFormat, WeightLayout, load_model};
 use crate::model::{KvCache, Model, SeqInput};
-use crate::sample::{Rng, raw_logprob, sample_token};
+use crate::sample::raw_logprob;
 
 /// How to load and run a model.
 #[derive(Debug, Clone, Default)]
@@ -49,6 +50,7 @@ pub struct Engine {
     threads: usize,
     weights: WeightFormat,
     tokenizer: Option<Arc<dyn Tokenizer>>,
+    version: u64,
 }
 
 impl Engine {
@@ -81,6 +83,7 @@ impl Engine {
             threads,
             weights: options.weights,
             tokenizer: None,
+            version: 0,
         })
     }
 
@@ -135,7 +138,8 @@ impl Engine {
             .collect())
     }
 
-    /// Generates continuations of several requests in lockstep, each in its own cache.
+    /// Generates continuations of several requests together, each in its own cache (all
+    /// prompts prefilled in one pass, then decoded in one [`Batch`]).
     /// A cache whose tokens are a prefix of the request's context is reused (only the new
     /// suffix is computed); a cache that diverges is cut back to the common prefix.
     /// Afterwards each cache holds the context plus all sampled tokens but the last.
@@ -143,143 +147,64 @@ impl Engine {
         &self,
         jobs: &mut [(&mut KvCache, &SampleRequest)],
     ) -> Result<Vec<(Sample, GenStats)>> {
-        let limit = self.context_limit();
         for (_, r) in jobs.iter() {
             self.check(r)?;
         }
-        struct State {
-            rng: Rng,
-            tokens: Vec<u32>,
-            logprobs: Vec<f32>,
-            finish: Option<FinishReason>,
-            logits: Vec<f32>,
-            stats: GenStats,
-            text_len: usize,
-        }
-        let mut states: Vec<State> = Vec::with_capacity(jobs.len());
-        // Prefill: cut each cache back to its common prefix, then compute the rest together.
-        let mut suffixes = Vec::with_capacity(jobs.len());
+        let mut batch = Batch::new(usize::MAX);
+        let mut ids = Vec::with_capacity(jobs.len());
         for (cache, r) in jobs.iter_mut() {
-            let common = cache
-                .tokens()
-                .iter()
-                .zip(r.context.iter())
-                .take_while(|(a, b)| a == b)
-                .count()
-                .min(r.context.len() - 1);
-            cache.truncate(common);
-            suffixes.push(r.context[common..].to_vec());
-            states.push(State {
-                rng: r
-                    .params
-                    .seed
-                    .map(Rng::new)
-                    .unwrap_or_else(Rng::from_entropy),
-                tokens: Vec::new(),
-                logprobs: Vec::new(),
-                finish: None,
-                logits: Vec::new(),
-                stats: GenStats {
-                    prompt_tokens: r.context.len(),
-                    prefilled_tokens: r.context.len() - common,
-                    ..Default::default()
-                },
-                text_len: 0,
-            });
+            ids.push(batch.add(self, (*r).clone(), std::mem::take(*cache))?);
         }
-        let t0 = Instant::now();
-        {
-            let mut inputs: Vec<SeqInput<'_>> = jobs
-                .iter_mut()
-                .zip(&suffixes)
-                .map(|((cache, _), s)| SeqInput {
-                    cache,
-                    tokens: s,
-                    all_logits: false,
-                })
-                .collect();
-            let logits = self.forward(&mut inputs);
-            for (st, l) in states.iter_mut().zip(logits) {
-                st.logits = l;
-            }
+        let mut done = Vec::with_capacity(jobs.len());
+        while !batch.is_empty() {
+            done.extend(batch.step(self));
         }
-        let prefill = t0.elapsed();
-        for st in states.iter_mut() {
-            st.stats.prefill_time = prefill;
+        done.sort_by_key(|f| f.id);
+        let mut out = Vec::with_capacity(jobs.len());
+        for ((cache, _), f) in jobs.iter_mut().zip(done) {
+            **cache = f.cache;
+            out.push((f.sample, f.stats));
         }
-        let decode_start = Instant::now();
-        loop {
-            // Sample one token for every running sequence.
-            for (st, (_, r)) in states.iter_mut().zip(jobs.iter()) {
-                if st.finish.is_some() {
-                    continue;
-                }
-                let room = limit.saturating_sub(r.context.len());
-                if r.max_tokens == 0 || room == 0 {
-                    st.finish = Some(FinishReason::Length);
-                    continue;
-                }
-                let tok = sample_token(&st.logits, &r.params, &mut st.rng);
-                st.logprobs.push(raw_logprob(&st.logits, tok));
-                st.tokens.push(tok);
-                if let Some(sink) = &r.on_token {
-                    sink.emit(tok);
-                }
-                if r.stop_tokens.contains(&tok) {
-                    st.finish = Some(FinishReason::StopToken(tok));
-                } else if let Some(s) = self.stop_string(r, &st.tokens, &mut st.text_len) {
-                    st.finish = Some(FinishReason::StopString(s));
-                } else if st.tokens.len() >= r.max_tokens.min(room) {
-                    st.finish = Some(FinishReason::Length);
-                }
-            }
-            // Feed the new tokens of the running sequences.
-            let running: Vec<usize> = (0..states.len())
-                .filter(|&i| states[i].finish.is_none())
-                .collect();
-            if running.is_empty() {
-                break;
-            }
-            let fed: Vec<[u32; 1]> = running
-                .iter()
-                .map(|&i| [states[i].tokens.last().copied().unwrap_or(0)])
-                .collect();
-            let mut inputs: Vec<SeqInput<'_>> = Vec::with_capacity(running.len());
-            let mut k = 0;
-            for (i, (cache, _)) in jobs.iter_mut().enumerate() {
-                if running.get(k) == Some(&i) {
-                    inputs.push(SeqInput {
-                        cache,
-                        tokens: &fed[k],
-                        all_logits: false,
-                    });
-                    k += 1;
-                }
-            }
-            let logits = self.forward(&mut inputs);
-            for (&i, l) in running.iter().zip(logits) {
-                states[i].logits = l;
-            }
+        Ok(out)
+    }
+
+    /// The weight version: 0 at load, bumped by each [`Engine::publish`].
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// What weights must match to be published to this engine.
+    pub fn weight_layout(&self) -> WeightLayout {
+        WeightLayout {
+            cfg: self.model.cfg.clone(),
+            format: self.weights,
+            tied_embeddings: self.model.tied_embeddings(),
         }
-        let decode = decode_start.elapsed();
-        let version = 0;
-        Ok(states
-            .into_iter()
-            .map(|mut st| {
-                st.stats.generated_tokens = st.tokens.len();
-                st.stats.decode_time = decode;
-                let n = st.tokens.len();
-                (
-                    Sample {
-                        tokens: st.tokens,
-                        logprobs: st.logprobs,
-                        policy_versions: vec![version; n],
-                        finish: st.finish.unwrap_or(FinishReason::Length),
-                    },
-                    st.stats,
-                )
-            })
-            .collect())
+    }
+
+    /// Replaces the weights in place (same architecture and shapes) and bumps the version;
+    /// KV caches computed under the old weights stay usable as far as shapes go (whether to
+    /// keep them is the caller's choice). Returns the new version.
+    pub fn publish(&mut self, model: Model) -> Result<u64> {
+        if model.cfg != self.model.cfg {
+            return Err(EngineError::Invalid(format!(
+                "the published weights are for {:?}, but the engine runs {:?}; publish weights \
+                 of the same architecture and shapes, or load a new engine",
+                model.cfg, self.model.cfg
+            )));
+        }
+        self.model = model;
+        self.version += 1;
+        Ok(self.version)
+    }
+
+    /// Replaces the whole engine (possibly another model), keeping the version count going:
+    /// the new engine's version is this one's plus one.
+    pub fn replace(&mut self, other: Engine) -> u64 {
+        let version = self.version + 1;
+        *self = other;
+        self.version = version;
+        version
     }
 
     /// Checks that a request can run: a non-empty context within the model's limit, of ids
@@ -311,7 +236,12 @@ impl Engine {
     }
 
     /// Checks stop strings on the decoded output; `seen` is how much text was checked.
-    fn stop_string(&self, r: &SampleRequest, tokens: &[u32], seen: &mut usize) -> Option<String> {
+    pub(crate) fn stop_string(
+        &self,
+        r: &SampleRequest,
+        tokens: &[u32],
+        seen: &mut usize,
+    ) -> Option<String> {
         if r.stop_strings.is_empty() {
             return None;
         }

@@ -7,7 +7,7 @@ use std::io::Cursor;
 use std::path::{Path, PathBuf};
 
 use candle_core::quantized::{GgmlDType, gguf_file};
-use candle_core::{DType, Device};
+use candle_core::{DType, Device, Tensor};
 
 use crate::error::{EngineError, Result, SUPPORTED_ARCHITECTURES};
 use crate::model::{Arch, Layer, Model, ModelConfig, RopeStyle};
@@ -531,35 +531,72 @@ fn load_safetensors(path: &Path, format: WeightFormat) -> Result<(Model, ModelIn
         info.chat_template = v["chat_template"].as_str().map(str::to_string);
     }
 
-    let vec_of = |name: &str| -> Result<Vec<f32>> {
+    let layout = WeightLayout {
+        cfg,
+        format,
+        tied_embeddings: hf.tie_word_embeddings || !tensors.contains_key("lm_head.weight"),
+    };
+    let model = model_from_tensors(&layout, &tensors).map_err(|e| corrupt(path, e))?;
+    Ok((model, info))
+}
+
+/// What a set of weights must match to replace a running model's: its configuration, how its
+/// matrices are stored, and whether the output layer is the token embedding.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WeightLayout {
+    pub cfg: ModelConfig,
+    pub format: WeightFormat,
+    pub tied_embeddings: bool,
+}
+
+/// Builds a model from tensors named as in Hugging Face checkpoints
+/// (`model.layers.{i}.self_attn.q_proj.weight`, …), of any float dtype, stored per
+/// `layout.format` (`q8_0` quantizes; `native` and `f32` keep f32). For a GGUF llama layout
+/// (interleaved rotary pairs) the q/k rows are permuted as llama.cpp's converter does, so
+/// the new weights compute the same function in the running model's layout.
+pub fn model_from_tensors(
+    layout: &WeightLayout,
+    tensors: &HashMap<String, Tensor>,
+) -> std::result::Result<Model, String> {
+    let cfg = &layout.cfg;
+    let vec_of = |name: &str| -> std::result::Result<Vec<f32>, String> {
         let t = tensors
             .get(name)
-            .ok_or_else(|| corrupt(path, format!("tensor {name} is missing")))?;
+            .ok_or_else(|| format!("tensor {name} is missing"))?;
         t.to_dtype(DType::F32)
             .and_then(|t| t.flatten_all())
             .and_then(|t| t.to_vec1::<f32>())
-            .map_err(|e| corrupt(path, format!("tensor {name}: {e}")))
+            .map_err(|e| format!("tensor {name}: {e}"))
     };
-    let opt_vec = |name: &str| -> Result<Option<Vec<f32>>> {
+    let opt_vec = |name: &str| -> std::result::Result<Option<Vec<f32>>, String> {
         if tensors.contains_key(name) {
             vec_of(name).map(Some)
         } else {
             Ok(None)
         }
     };
-    let mat = |name: &str| -> Result<Matrix> {
+    let interleave = |v: Vec<f32>, heads: usize, cols: usize| {
+        if cfg.rope == RopeStyle::Interleaved {
+            half_to_interleaved_rows(&v, heads, cfg.head_dim, cols)
+        } else {
+            v
+        }
+    };
+    let mat = |name: &str, rope_heads: Option<usize>| -> std::result::Result<Matrix, String> {
         let t = tensors
             .get(name)
-            .ok_or_else(|| corrupt(path, format!("tensor {name} is missing")))?;
+            .ok_or_else(|| format!("tensor {name} is missing"))?;
         let dims = t.dims().to_vec();
         if dims.len() != 2 {
-            return Err(corrupt(
-                path,
-                format!("tensor {name} has shape {dims:?}, expected a matrix"),
+            return Err(format!(
+                "tensor {name} has shape {dims:?}, expected a matrix"
             ));
         }
-        let f = vec_of(name)?;
-        Ok(match format {
+        let mut f = vec_of(name)?;
+        if let Some(heads) = rope_heads {
+            f = interleave(f, heads, dims[1]);
+        }
+        Ok(match layout.format {
             WeightFormat::Q8_0 => Matrix::quantize_q8_0(dims[0], dims[1], &f),
             WeightFormat::Native | WeightFormat::F32 => Matrix::from_f32(dims[0], dims[1], f),
         })
@@ -572,43 +609,70 @@ fn load_safetensors(path: &Path, format: WeightFormat) -> Result<(Model, ModelIn
             opt_vec(&p("self_attn.k_proj.bias"))?,
             opt_vec(&p("self_attn.v_proj.bias"))?,
         ) {
-            (Some(a), Some(b), Some(c)) => Some([a, b, c].concat()),
+            (Some(a), Some(b), Some(c)) => Some(
+                [
+                    interleave(a, cfg.n_heads, 1),
+                    interleave(b, cfg.n_kv_heads, 1),
+                    c,
+                ]
+                .concat(),
+            ),
             (None, None, None) => None,
-            _ => {
-                return Err(corrupt(
-                    path,
-                    format!("layer {i} has only some q/k/v biases"),
-                ));
-            }
+            _ => return Err(format!("layer {i} has only some q/k/v biases")),
         };
         layers.push(
             Layer::new(
-                &cfg,
+                cfg,
                 vec_of(&p("input_layernorm.weight"))?,
                 [
-                    mat(&p("self_attn.q_proj.weight"))?,
-                    mat(&p("self_attn.k_proj.weight"))?,
-                    mat(&p("self_attn.v_proj.weight"))?,
+                    mat(&p("self_attn.q_proj.weight"), Some(cfg.n_heads))?,
+                    mat(&p("self_attn.k_proj.weight"), Some(cfg.n_kv_heads))?,
+                    mat(&p("self_attn.v_proj.weight"), None)?,
                 ],
                 bias,
                 opt_vec(&p("self_attn.q_norm.weight"))?,
                 opt_vec(&p("self_attn.k_norm.weight"))?,
-                mat(&p("self_attn.o_proj.weight"))?,
+                mat(&p("self_attn.o_proj.weight"), None)?,
                 vec_of(&p("post_attention_layernorm.weight"))?,
-                mat(&p("mlp.gate_proj.weight"))?,
-                mat(&p("mlp.up_proj.weight"))?,
-                mat(&p("mlp.down_proj.weight"))?,
+                mat(&p("mlp.gate_proj.weight"), None)?,
+                mat(&p("mlp.up_proj.weight"), None)?,
+                mat(&p("mlp.down_proj.weight"), None)?,
             )
-            .map_err(|e| corrupt(path, format!("layer {i}: {e}")))?,
+            .map_err(|e| format!("layer {i}: {e}"))?,
         );
     }
-    let embed = mat("model.embed_tokens.weight")?;
-    let lm_head = if tensors.contains_key("lm_head.weight") && !hf.tie_word_embeddings {
-        Some(mat("lm_head.weight")?)
-    } else {
+    let embed = mat("model.embed_tokens.weight", None)?;
+    let lm_head = if layout.tied_embeddings {
         None
+    } else {
+        Some(mat("lm_head.weight", None)?)
     };
-    let model = Model::new(cfg, embed, layers, vec_of("model.norm.weight")?, lm_head)
-        .map_err(|e| corrupt(path, e))?;
-    Ok((model, info))
+    Model::new(
+        cfg.clone(),
+        embed,
+        layers,
+        vec_of("model.norm.weight")?,
+        lm_head,
+    )
+}
+
+/// Per head, row (t, i) → (2i + t) for t in 0..2, i in 0..hd/2: Hugging Face's half-split
+/// rotary layout to GGUF llama's interleaved one.
+fn half_to_interleaved_rows(w: &[f32], heads: usize, hd: usize, cols: usize) -> Vec<f32> {
+    let half = hd / 2;
+    let mut out = w.to_vec();
+    for h in 0..heads {
+        for t in 0..2 {
+            for i in 0..half {
+                let old = (h * hd + t * half + i) * cols;
+                let new = (h * hd + 2 * i + t) * cols;
+                if let (Some(dst), Some(src)) =
+                    (out.get_mut(new..new + cols), w.get(old..old + cols))
+                {
+                    dst.copy_from_slice(src);
+                }
+            }
+        }
+    }
+    out
 }

@@ -307,6 +307,11 @@ impl Model {
         m.into_iter().collect()
     }
 
+    /// Whether the output layer is the token embedding.
+    pub fn tied_embeddings(&self) -> bool {
+        self.lm_head.is_none()
+    }
+
     /// Bytes of weights read per decoded token.
     pub fn weight_bytes(&self) -> usize {
         let head = self.lm_head.as_ref().unwrap_or(&self.embed).bytes();

@@ -1,45 +1,73 @@
 //! `CandlePolicy`: the engine behind the `Policy` seam.
 //!
-//! A worker thread owns the engine and a pool of KV caches. Requests arrive through a
-//! channel; all requests waiting when the worker is free are generated together as one batch
-//! (several sequences at once). Each request takes the idle cache sharing the longest prefix
-//! with its context, so a multi-turn episode only computes each turn's new suffix.
+//! A worker thread owns the engine, a continuous [`Batch`] and a pool of idle KV caches.
+//! Requests arrive through a channel and join the running batch at the next decode step (up
+//! to `max_batch` sequences; the rest wait in order); a finished sequence leaves at once and
+//! its cache goes to the idle pool. Each request takes the idle cache sharing the longest
+//! prefix with its context, so a multi-turn episode only computes each turn's new suffix.
+//! A request whose caller went away (the `sample` future was dropped) leaves the batch at the
+//! next step. Weight updates apply between two steps: running sequences continue under the
+//! new version, each token stamped with the version that sampled it.
 
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 
 use async_trait::async_trait;
+use candle_core::Tensor;
 use enact_core::{Policy, PolicyError, Sample, SampleRequest};
 use tokio::sync::oneshot;
 
+use crate::batch::{Batch, SeqId};
 use crate::engine::{Engine, GenStats};
 use crate::error::EngineError;
-use crate::model::KvCache;
+use crate::load::{WeightLayout, model_from_tensors};
+use crate::model::{KvCache, Model};
 
 /// Tuning of the worker.
 #[derive(Debug, Clone)]
 pub struct PolicyOptions {
-    /// Most requests generated together.
+    /// Most sequences generating at once; later requests wait for a free slot.
     pub max_batch: usize,
     /// Idle KV caches kept for prefix reuse.
     pub max_cached: usize,
+    /// Most prompt tokens computed per decode step (chunked prefill): bounds how long a
+    /// newcomer's prompt delays the tokens of the running sequences.
+    pub prefill_chunk: usize,
 }
 
 impl Default for PolicyOptions {
     fn default() -> Self {
         PolicyOptions {
-            max_batch: 8,
+            max_batch: 16,
             max_cached: 8,
+            prefill_chunk: 32,
         }
     }
 }
 
+/// What happens to KV caches computed under the old weights when new ones are published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KvOnPublish {
+    /// Keep them: running sequences continue at once, attending to keys and values of the
+    /// old weights for the tokens before the update (the usual choice for in-flight
+    /// rollouts; the difference is bounded by how far one update moves the weights). Idle
+    /// caches stay available for prefix reuse.
+    #[default]
+    Keep,
+    /// Recompute every running sequence's context and sampled tokens under the new weights
+    /// (in prefill chunks) before its next token; idle caches are dropped.
+    Recompute,
+}
+
 type Reply<T> = oneshot::Sender<Result<T, EngineError>>;
+type SampleReply = Reply<(Sample, GenStats)>;
 
 enum Job {
-    Sample(SampleRequest, Reply<(Sample, GenStats)>),
+    Sample(SampleRequest, SampleReply),
     Score(Arc<Vec<u32>>, Reply<Vec<f32>>),
+    Publish(Box<Model>, KvOnPublish, Reply<u64>),
     Reload(Box<Engine>, oneshot::Sender<u64>),
 }
 
@@ -49,6 +77,7 @@ pub struct CandlePolicy {
     version: Arc<AtomicU64>,
     context_limit: usize,
     name: String,
+    layout: Mutex<WeightLayout>,
 }
 
 fn to_policy_error(e: EngineError) -> PolicyError {
@@ -63,18 +92,27 @@ fn to_policy_error(e: EngineError) -> PolicyError {
 impl CandlePolicy {
     pub fn new(engine: Engine, options: PolicyOptions) -> CandlePolicy {
         let (tx, rx) = mpsc::channel::<Job>();
-        let version = Arc::new(AtomicU64::new(0));
+        let version = Arc::new(AtomicU64::new(engine.version()));
         let context_limit = engine.context_limit();
+        let layout = Mutex::new(engine.weight_layout());
         let name = format!(
             "candle:{} ({}, {} threads)",
             engine.info().path.display(),
             engine.weight_format().name(),
             engine.threads()
         );
-        let v = version.clone();
+        let worker = Worker {
+            batch: Batch::new(options.prefill_chunk),
+            engine,
+            version: version.clone(),
+            options,
+            idle: Vec::new(),
+            waiting: VecDeque::new(),
+            replies: HashMap::new(),
+        };
         let spawned = std::thread::Builder::new()
             .name("enact-candle-worker".into())
-            .spawn(move || worker(engine, rx, v, options));
+            .spawn(move || worker.run(rx));
         if let Err(e) = spawned {
             // The channel's receiver is gone; every request will report it.
             tracing::error!("cannot start the engine worker thread: {e}");
@@ -84,6 +122,7 @@ impl CandlePolicy {
             version,
             context_limit,
             name,
+            layout,
         }
     }
 
@@ -97,34 +136,98 @@ impl CandlePolicy {
             .map_err(|_| PolicyError::Backend("the engine worker thread has stopped".into()))
     }
 
-    /// Samples, also returning timing statistics.
-    pub async fn sample_with_stats(
+    /// Samples, also returning timing statistics. The request is queued when this is called
+    /// (not when the future is first polled), so requests join the batch in call order;
+    /// dropping the future takes the sequence out of the batch at the next step.
+    pub fn sample_with_stats(
         &self,
         request: SampleRequest,
-    ) -> Result<(Sample, GenStats), PolicyError> {
+    ) -> impl Future<Output = Result<(Sample, GenStats), PolicyError>> + Send + use<> {
         let (tx, rx) = oneshot::channel();
-        self.send(Job::Sample(request, tx))?;
-        rx.await
-            .map_err(|_| PolicyError::Backend("the engine worker dropped the request".into()))?
-            .map_err(to_policy_error)
+        let sent = self.send(Job::Sample(request, tx));
+        async move {
+            sent?;
+            answer(rx).await
+        }
     }
 
     /// Log-probability of each token given its prefix (raw model; first entry 0).
     pub async fn score(&self, tokens: Arc<Vec<u32>>) -> Result<Vec<f32>, PolicyError> {
         let (tx, rx) = oneshot::channel();
         self.send(Job::Score(tokens, tx))?;
-        rx.await
-            .map_err(|_| PolicyError::Backend("the engine worker dropped the request".into()))?
-            .map_err(to_policy_error)
+        answer(rx).await
     }
 
-    /// Swaps in new weights (e.g. after a training step); bumps and returns the version.
+    /// What published weights must match (the running model's configuration and storage).
+    pub fn weight_layout(&self) -> WeightLayout {
+        match self.layout.lock() {
+            Ok(l) => l.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Publishes new weights in process (e.g. after a training step); the future gives the
+    /// new version. They apply at the first token boundary after this call (the update is
+    /// queued at once, before the future is polled): running sequences continue under them
+    /// (partial rollouts), their KV caches kept or recomputed per `kv`.
+    pub fn publish_weights(
+        &self,
+        model: Model,
+        kv: KvOnPublish,
+    ) -> impl Future<Output = Result<u64, PolicyError>> + Send + use<> {
+        let (tx, rx) = oneshot::channel();
+        let sent = self.send(Job::Publish(Box::new(model), kv, tx));
+        async move {
+            sent?;
+            answer(rx).await
+        }
+    }
+
+    /// [`CandlePolicy::publish_weights`] from tensors named as in Hugging Face checkpoints
+    /// (see [`model_from_tensors`]); the model is built off the worker thread, so decoding
+    /// goes on meanwhile.
+    pub async fn publish_tensors(
+        &self,
+        tensors: HashMap<String, Tensor>,
+        kv: KvOnPublish,
+    ) -> Result<u64, PolicyError> {
+        let layout = self.weight_layout();
+        let model = tokio::task::spawn_blocking(move || model_from_tensors(&layout, &tensors))
+            .await
+            .map_err(|e| {
+                PolicyError::Backend(format!("building the published weights failed: {e}"))
+            })?
+            .map_err(|e| {
+                PolicyError::Backend(format!(
+                    "cannot publish the weights: {e}; publish every tensor of the running model, \
+                     named and shaped as in its Hugging Face checkpoint"
+                ))
+            })?;
+        self.publish_weights(model, kv).await
+    }
+
+    /// Swaps in a whole new engine (possibly another model) at the next token boundary;
+    /// running sequences recompute their caches under it, idle caches are dropped. Bumps
+    /// and returns the version.
     pub async fn reload(&self, engine: Engine) -> Result<u64, PolicyError> {
+        let layout = engine.weight_layout();
         let (tx, rx) = oneshot::channel();
         self.send(Job::Reload(Box::new(engine), tx))?;
-        rx.await
-            .map_err(|_| PolicyError::Backend("the engine worker dropped the request".into()))
+        let v = rx
+            .await
+            .map_err(|_| PolicyError::Backend("the engine worker dropped the request".into()))?;
+        match self.layout.lock() {
+            Ok(mut l) => *l = layout,
+            Err(poisoned) => *poisoned.into_inner() = layout,
+        }
+        Ok(v)
     }
+}
+
+async fn answer<T>(rx: oneshot::Receiver<Result<T, EngineError>>) -> Result<T, PolicyError> {
+    rx.await
+        .map_err(|_| PolicyError::Backend("the engine worker dropped the request".into()))?
+        .map_err(to_policy_error)
 }
 
 #[async_trait]
@@ -140,111 +243,135 @@ impl Policy for CandlePolicy {
     }
 }
 
-fn worker(
-    mut engine: Engine,
-    rx: mpsc::Receiver<Job>,
+/// The worker thread's state.
+struct Worker {
+    engine: Engine,
     version: Arc<AtomicU64>,
     options: PolicyOptions,
-) {
-    // Idle caches, least recently used first.
-    let mut idle: Vec<KvCache> = Vec::new();
-    let mut pending: std::collections::VecDeque<Job> = std::collections::VecDeque::new();
-    loop {
-        if pending.is_empty() {
-            match rx.recv() {
-                Ok(j) => pending.push_back(j),
-                Err(_) => return,
-            }
-        }
-        while let Ok(j) = rx.try_recv() {
-            pending.push_back(j);
-        }
-        // Take a run of sample requests from the front (up to max_batch), else one job.
-        let mut batch = Vec::new();
-        while batch.len() < options.max_batch.max(1) {
-            match pending.front() {
-                Some(Job::Sample(..)) => {
-                    if let Some(Job::Sample(r, tx)) = pending.pop_front() {
-                        // A bad request fails alone, not the batch it would join.
-                        match engine.check(&r) {
-                            Ok(()) => batch.push((r, tx)),
-                            Err(e) => {
-                                let _ = tx.send(Err(e));
-                            }
-                        }
-                    }
-                }
-                _ => break,
-            }
-        }
-        if batch.is_empty() {
-            if matches!(pending.front(), Some(Job::Sample(..))) {
-                continue;
-            }
-            match pending.pop_front() {
-                Some(Job::Score(tokens, tx)) => {
-                    let _ = tx.send(engine.score(&tokens));
-                }
-                Some(Job::Reload(e, tx)) => {
-                    engine = *e;
-                    idle.clear();
-                    let v = version.fetch_add(1, Ordering::SeqCst) + 1;
-                    let _ = tx.send(v);
-                }
-                _ => {}
-            }
-            continue;
-        }
-        // Give each request the idle cache with the longest common prefix.
-        let mut caches: Vec<KvCache> = Vec::with_capacity(batch.len());
-        for (r, _) in &batch {
-            let best = idle
-                .iter()
-                .enumerate()
-                .map(|(i, c)| {
-                    let common = c
-                        .tokens()
-                        .iter()
-                        .zip(r.context.iter())
-                        .take_while(|(a, b)| a == b)
-                        .count();
-                    (i, common)
-                })
-                .max_by_key(|&(i, common)| (common, i));
-            match best {
-                Some((i, common)) if common > 0 => caches.push(idle.remove(i)),
-                _ => caches.push(engine.new_cache()),
-            }
-        }
-        let v = version.load(Ordering::SeqCst);
-        let result = {
-            let mut jobs: Vec<(&mut KvCache, &SampleRequest)> = caches
-                .iter_mut()
-                .zip(batch.iter().map(|(r, _)| r))
-                .collect();
-            engine.generate_with(&mut jobs)
-        };
-        match result {
-            Ok(samples) => {
-                for ((mut s, stats), (_, tx)) in samples.into_iter().zip(batch) {
-                    s.policy_versions = vec![v; s.tokens.len()];
-                    let _ = tx.send(Ok((s, stats)));
+    batch: Batch,
+    /// Idle caches, least recently used first.
+    idle: Vec<KvCache>,
+    /// Checked requests waiting for a slot in the batch.
+    waiting: VecDeque<(SampleRequest, SampleReply)>,
+    replies: HashMap<SeqId, SampleReply>,
+}
+
+impl Worker {
+    fn run(mut self, rx: mpsc::Receiver<Job>) {
+        loop {
+            if self.batch.is_empty() && self.waiting.is_empty() {
+                match rx.recv() {
+                    Ok(job) => self.handle(job),
+                    Err(_) => return,
                 }
             }
-            Err(e) => {
-                let msg = e.to_string();
-                let mut first = Some(e);
-                for (_, tx) in batch {
-                    let err = first
-                        .take()
-                        .unwrap_or_else(|| EngineError::Invalid(msg.clone()));
-                    let _ = tx.send(Err(err));
+            while let Ok(job) = rx.try_recv() {
+                self.handle(job);
+            }
+            self.drop_cancelled();
+            self.admit();
+            for f in self.batch.step(&self.engine) {
+                if let Some(tx) = self.replies.remove(&f.id) {
+                    let _ = tx.send(Ok((f.sample, f.stats)));
+                }
+                self.keep_idle(f.cache);
+            }
+        }
+    }
+
+    /// Runs a job at a token boundary (between two steps).
+    fn handle(&mut self, job: Job) {
+        match job {
+            Job::Sample(r, tx) => match self.engine.check(&r) {
+                // A bad request fails alone.
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                }
+                Ok(()) => self.waiting.push_back((r, tx)),
+            },
+            Job::Score(tokens, tx) => {
+                let _ = tx.send(self.engine.score(&tokens));
+            }
+            Job::Publish(model, kv, tx) => {
+                let published = self.engine.publish(*model);
+                if published.is_ok() && kv == KvOnPublish::Recompute {
+                    self.batch.recompute(&self.engine);
+                    self.idle.clear();
+                }
+                self.version.store(self.engine.version(), Ordering::SeqCst);
+                let _ = tx.send(published);
+            }
+            Job::Reload(engine, tx) => {
+                let v = self.engine.replace(*engine);
+                self.batch.recompute(&self.engine);
+                self.idle.clear();
+                self.version.store(v, Ordering::SeqCst);
+                let _ = tx.send(v);
+            }
+        }
+    }
+
+    /// Takes out the sequences whose caller dropped the `sample` future.
+    fn drop_cancelled(&mut self) {
+        let gone: Vec<SeqId> = self
+            .replies
+            .iter()
+            .filter(|(_, tx)| tx.is_closed())
+            .map(|(&id, _)| id)
+            .collect();
+        for id in gone {
+            self.replies.remove(&id);
+            if let Some(cache) = self.batch.remove(id) {
+                self.keep_idle(cache);
+            }
+        }
+        self.waiting.retain(|(_, tx)| !tx.is_closed());
+    }
+
+    /// Moves waiting requests into free slots, each with the idle cache sharing the longest
+    /// prefix with its context.
+    fn admit(&mut self) {
+        while self.batch.len() < self.options.max_batch.max(1) {
+            let Some((r, tx)) = self.waiting.pop_front() else {
+                return;
+            };
+            let cache = self.best_idle(&r.context);
+            match self.batch.add(&self.engine, r, cache) {
+                Ok(id) => {
+                    self.replies.insert(id, tx);
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e));
                 }
             }
         }
-        idle.extend(caches);
-        while idle.len() > options.max_cached {
-            idle.remove(0);
+    }
+
+    fn best_idle(&mut self, context: &[u32]) -> KvCache {
+        let best = self
+            .idle
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let common = c
+                    .tokens()
+                    .iter()
+                    .zip(context)
+                    .take_while(|(a, b)| a == b)
+                    .count();
+                (i, common)
+            })
+            .max_by_key(|&(i, common)| (common, i));
+        match best {
+            Some((i, common)) if common > 0 => self.idle.remove(i),
+            _ => self.engine.new_cache(),
+        }
+    }
+
+    fn keep_idle(&mut self, cache: KvCache) {
+        self.idle.push(cache);
+        while self.idle.len() > self.options.max_cached {
+            self.idle.remove(0);
         }
     }
 }

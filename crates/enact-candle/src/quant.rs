@@ -282,9 +282,20 @@ impl Matrix {
         let tasks = (threads.max(1) * 4).min(rows.max(1));
         let chunk = rows.div_ceil(tasks).max(1);
         let kernel = Kernel::detect();
+        let vnni = kernel == Kernel::Avx2 && avx512_vnni();
         let run = |r0: usize, dst: &mut [f32]| {
             for (i, row_out) in dst.chunks_exact_mut(tokens).enumerate() {
                 let r = r0 + i;
+                #[cfg(target_arch = "x86_64")]
+                if vnni && let (Data::Q8_0 { qs, d }, Some(a)) = (&self.data, acts.as_ref()) {
+                    let (c, nb) = (self.cols, self.cols / QK);
+                    let (wq, wd) = (&qs[r * c..(r + 1) * c], &d[r * nb..(r + 1) * nb]);
+                    // SAFETY: `vnni` is only set when the CPU has the features the kernel
+                    // enables; the slices hold `nb` blocks per token.
+                    unsafe { avx512::dot_q8_0_tokens(wq, wd, &a.qs, &a.d, row_out) };
+                    continue;
+                }
+                let _ = vnni;
                 for (t, o) in row_out.iter_mut().enumerate() {
                     *o = self.dot_row(r, x, acts.as_ref(), t, kernel);
                 }
@@ -406,9 +417,30 @@ impl Kernel {
         match self {
             Kernel::Scalar => "scalar",
             #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 if avx512_vnni() => "avx2 + avx512-vnni (q8_0)",
+            #[cfg(target_arch = "x86_64")]
             Kernel::Avx2 => "avx2",
         }
     }
+}
+
+/// Whether Q8_0 matrix products use the AVX-512 VNNI kernel (several tokens per weight
+/// row, bit-identical to the AVX2 one). `ENACT_NO_AVX512=1` turns it off.
+fn avx512_vnni() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static DETECTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *DETECTED.get_or_init(|| {
+            std::env::var_os("ENACT_NO_AVX512").is_none()
+                && is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("avx512bw")
+                && is_x86_feature_detected!("avx512dq")
+                && is_x86_feature_detected!("avx512vl")
+                && is_x86_feature_detected!("avx512vnni")
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
 }
 
 #[inline]
@@ -494,7 +526,7 @@ mod avx2 {
 
     #[inline]
     #[target_feature(enable = "avx2,fma")]
-    fn hsum(v: __m256) -> f32 {
+    pub(super) fn hsum(v: __m256) -> f32 {
         let lo = _mm256_castps256_ps128(v);
         let hi = _mm256_extractf128_ps::<1>(v);
         let s = _mm_add_ps(lo, hi);
@@ -626,6 +658,100 @@ mod avx2 {
     }
 }
 
+/// Q8_0 rows against several tokens at once with AVX-512 VNNI: each weight block is loaded
+/// and sign-split once for all tokens, two blocks per 512-bit register. Per token the integer
+/// block sums are those of the AVX2 kernel (`dpbusd` sums the same four products per lane as
+/// `maddubs` + `madd`, which cannot saturate here), and the float work is the same: the low
+/// half of the accumulator is the AVX2 kernel's `acc0` (even blocks), the high half its `acc1`
+/// (odd blocks), an odd last block goes to `acc0`, then `hsum(acc0 + acc1)`. So results are
+/// bit-identical to the AVX2 kernel whatever the number of tokens.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::QK;
+
+    /// Tokens per pass over a weight row (their accumulators stay in registers).
+    const GROUP: usize = 4;
+
+    /// `out[t] = dot(row, token t)` for `out.len()` tokens of `xq`/`xd` (`wd.len()` blocks
+    /// each).
+    ///
+    /// # Safety
+    /// The CPU must support avx512f/bw/dq/vl/vnni, avx2 and fma.
+    #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx2,fma")]
+    pub unsafe fn dot_q8_0_tokens(wq: &[i8], wd: &[f32], xq: &[i8], xd: &[f32], out: &mut [f32]) {
+        let nb = wd.len().min(wq.len() / QK);
+        let tokens = out.len();
+        if xq.len() < tokens * nb * QK || xd.len() < tokens * nb {
+            return;
+        }
+        let mut t0 = 0;
+        while t0 < tokens {
+            let n = (tokens - t0).min(GROUP);
+            // SAFETY: checked above: tokens t0..t0+n have nb blocks each in xq and xd.
+            unsafe { group(wq, wd, xq, xd, t0, n, nb, &mut out[t0..t0 + n]) };
+            t0 += n;
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx2,fma")]
+    unsafe fn group(
+        wq: &[i8],
+        wd: &[f32],
+        xq: &[i8],
+        xd: &[f32],
+        t0: usize,
+        n: usize,
+        nb: usize,
+        out: &mut [f32],
+    ) {
+        let zero = _mm512_setzero_si512();
+        let mut acc = [_mm512_setzero_ps(); GROUP];
+        let x_at = |t: usize, b: usize| (t0 + t) * nb * QK + b * QK;
+        let s_at = |t: usize, b: usize| wd[b] * xd[(t0 + t) * nb + b];
+        let mut b = 0;
+        while b + 2 <= nb {
+            // SAFETY: blocks b and b + 1 are in bounds for the row and every token.
+            unsafe {
+                let w = _mm512_loadu_si512(wq.as_ptr().add(b * QK) as *const __m512i);
+                let aw = _mm512_abs_epi8(w);
+                let neg = _mm512_movepi8_mask(w);
+                for (t, a) in acc.iter_mut().enumerate().take(n) {
+                    let x = _mm512_loadu_si512(xq.as_ptr().add(x_at(t, b)) as *const __m512i);
+                    let sx = _mm512_mask_sub_epi8(x, neg, zero, x);
+                    let sums = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(zero, aw, sx));
+                    let scale = _mm512_insertf32x8::<1>(
+                        _mm512_set1_ps(s_at(t, b)),
+                        _mm256_set1_ps(s_at(t, b + 1)),
+                    );
+                    *a = _mm512_fmadd_ps(scale, sums, *a);
+                }
+            }
+            b += 2;
+        }
+        for (t, (a, o)) in acc.iter().zip(out.iter_mut()).enumerate().take(n) {
+            let mut acc0 = _mm512_castps512_ps256(*a);
+            let acc1 = _mm512_extractf32x8_ps::<1>(*a);
+            if b < nb {
+                // SAFETY: block b (the last) is in bounds for the row and the token.
+                unsafe {
+                    let w = _mm256_loadu_si256(wq.as_ptr().add(b * QK) as *const __m256i);
+                    let x = _mm256_loadu_si256(xq.as_ptr().add(x_at(t, b)) as *const __m256i);
+                    let aw = _mm256_sign_epi8(w, w);
+                    let sx = _mm256_sign_epi8(x, w);
+                    let sums =
+                        _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(_mm256_setzero_si256(), aw, sx));
+                    acc0 = _mm256_fmadd_ps(_mm256_set1_ps(s_at(t, b)), sums, acc0);
+                }
+            }
+            *o = super::avx2::hsum(_mm256_add_ps(acc0, acc1));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -710,5 +836,35 @@ mod tests {
         let simd = m.dot_row(0, &x, Some(&a), 0, Kernel::detect());
         let scalar = m.dot_row(0, &x, Some(&a), 0, Kernel::Scalar);
         assert!((simd - scalar).abs() < 1e-4);
+    }
+
+    #[test]
+    fn q8_0_kernels_are_bit_identical_for_any_token_count() {
+        // Odd and even block counts, extreme weights (-128, 0, 127) and 1..=9 tokens, through
+        // `matmul` (the AVX-512 VNNI path where the CPU has it) against `dot_row` (AVX2).
+        for (rows, cols) in [(5, 96), (3, 128), (7, 576)] {
+            let wf = rand_vec(rows * cols, 11);
+            let mut m = Matrix::quantize_q8_0(rows, cols, &wf);
+            if let Data::Q8_0 { qs, .. } = &mut m.data {
+                qs[0] = -128;
+                qs[1] = 127;
+                qs[2] = 0;
+                qs[cols + 5] = -128;
+            }
+            for tokens in 1..=9 {
+                let x = rand_vec(tokens * cols, 12 + tokens as u64);
+                let a = QuantActs::new(&x, tokens, cols);
+                for threads in [1, 2] {
+                    let mut out = vec![0f32; tokens * rows];
+                    m.matmul(&x, tokens, &mut out, threads);
+                    for t in 0..tokens {
+                        for r in 0..rows {
+                            let want = m.dot_row(r, &x, Some(&a), t, Kernel::detect());
+                            assert_eq!(out[t * rows + r], want, "{rows}x{cols}, {tokens} tokens");
+                        }
+                    }
+                }
+            }
+        }
     }
 }

@@ -3,49 +3,17 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use common::{PROMPT, gguf, opts, request, sampling};
+
 use std::sync::Arc;
 
 use candle_core::quantized::GgmlDType;
 use enact_candle::{
     CandlePolicy, Engine, EngineError, EngineOptions, PolicyOptions, SeqInput, WeightFormat, fetch,
 };
-use enact_core::{FinishReason, Policy, SampleRequest, SamplingParams};
+use enact_core::{FinishReason, Policy, SampleRequest};
 
 const ARCHS: [&str; 3] = ["llama", "qwen2", "qwen3"];
-
-fn opts(weights: WeightFormat, threads: usize) -> EngineOptions {
-    EngineOptions { threads, weights }
-}
-
-fn gguf(dir: &Path, arch: &str, dtype: GgmlDType) -> PathBuf {
-    let p = dir.join(format!("tiny-{arch}-{dtype:?}.gguf"));
-    common::write_gguf(&p, arch, dtype, 42);
-    p
-}
-
-fn request(ctx: &[u32], max: usize, params: SamplingParams) -> SampleRequest {
-    SampleRequest {
-        context: Arc::new(ctx.to_vec()),
-        max_tokens: max,
-        stop_tokens: vec![],
-        stop_strings: vec![],
-        params,
-        on_token: None,
-    }
-}
-
-fn sampling(t: f32, seed: u64) -> SamplingParams {
-    SamplingParams {
-        temperature: t,
-        top_p: 0.95,
-        top_k: 0,
-        min_p: 0.0,
-        seed: Some(seed),
-    }
-}
-
-const PROMPT: [u32; 12] = [3, 17, 5, 60, 22, 9, 41, 8, 33, 2, 11, 50];
 
 /// Logits of every position: one full pass, token by token, and in two chunks.
 fn check_cache_equivalence(e: &Engine) {
@@ -223,14 +191,14 @@ fn sampling_parameters_behave() {
 
 #[test]
 fn score_reproduces_sampled_logprobs_exactly() {
+    // At temperature 1 without truncation the sampling distribution is the raw model's.
     let dir = tempfile::tempdir().unwrap();
     for (arch, dtype) in [("llama", GgmlDType::Q4_1), ("qwen3", GgmlDType::Q8_0)] {
         let p = gguf(dir.path(), arch, dtype);
         let e = Engine::load(&p, &opts(WeightFormat::Native, 2)).unwrap();
-        let mut params = sampling(0.8, 3);
-        params.top_k = 20;
-        params.min_p = 0.01;
-        let s = e.generate(&request(&PROMPT, 30, params)).unwrap();
+        let s = e
+            .generate(&request(&PROMPT, 30, common::raw_sampling(3)))
+            .unwrap();
         let mut all = PROMPT.to_vec();
         all.extend(&s.tokens);
         let scored = e.score(&all).unwrap();
@@ -239,6 +207,68 @@ fn score_reproduces_sampled_logprobs_exactly() {
         // Bit-identical: same kernels, same order per token (tolerance 0).
         assert_eq!(&scored[PROMPT.len()..], &s.logprobs[..], "{arch}");
         assert!(s.logprobs.iter().all(|l| *l <= 0.0 && l.is_finite()));
+        // Greedy decoding records the raw model's logprob too.
+        let g = e.generate(&request(&PROMPT, 12, sampling(0.0, 1))).unwrap();
+        let mut all = PROMPT.to_vec();
+        all.extend(&g.tokens);
+        assert_eq!(&e.score(&all).unwrap()[PROMPT.len()..], &g.logprobs[..]);
+    }
+}
+
+/// Logits for every position of `tokens` (one pass).
+fn all_logits(e: &Engine, tokens: &[u32]) -> Vec<f32> {
+    let mut cache = e.new_cache();
+    e.forward(&mut [SeqInput {
+        cache: &mut cache,
+        tokens,
+        all_logits: true,
+    }])
+    .pop()
+    .unwrap()
+}
+
+#[test]
+fn recorded_logprobs_are_those_of_the_sampling_distribution() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = gguf(dir.path(), "llama", GgmlDType::Q8_0);
+    let e = Engine::load(&p, &opts(WeightFormat::Native, 1)).unwrap();
+    let v = e.model().cfg.vocab;
+    // top-k only: checked against an independent renormalised softmax at temperature T.
+    let mut top_k = sampling(0.8, 3);
+    top_k.top_k = 20;
+    top_k.top_p = 1.0;
+    // Every truncation at once: checked against `sampling_logprob` on the same logits.
+    let mut mixed = sampling(0.7, 4);
+    mixed.top_k = 30;
+    mixed.min_p = 0.02;
+    for params in [top_k.clone(), mixed] {
+        let s = e.generate(&request(&PROMPT, 24, params.clone())).unwrap();
+        let mut all = PROMPT.to_vec();
+        all.extend(&s.tokens);
+        let logits = all_logits(&e, &all[..all.len() - 1]);
+        for (j, (&tok, &lp)) in s.tokens.iter().zip(&s.logprobs).enumerate() {
+            let at = PROMPT.len() - 1 + j;
+            let l = &logits[at * v..(at + 1) * v];
+            assert_eq!(lp, enact_candle::sample::sampling_logprob(l, &params, tok));
+            if params.top_k == 20 {
+                let mut sorted: Vec<f32> = l.to_vec();
+                sorted.sort_by(|a, b| b.total_cmp(a));
+                let t = f64::from(params.temperature);
+                let lse = sorted[..20]
+                    .iter()
+                    .map(|&x| (f64::from(x) / t).exp())
+                    .sum::<f64>()
+                    .ln();
+                let expected = f64::from(l[tok as usize]) / t - lse;
+                assert!(
+                    (f64::from(lp) - expected).abs() < 1e-4,
+                    "{lp} vs {expected}"
+                );
+            }
+        }
+        // And it is not the raw model's, which `score` keeps returning.
+        let scored = e.score(&all).unwrap();
+        assert_ne!(&scored[PROMPT.len()..], &s.logprobs[..]);
     }
 }
 
@@ -306,12 +336,13 @@ async fn policy_serves_concurrent_requests_and_tracks_versions() {
         assert_eq!(got, reference.generate(r).unwrap());
         assert_eq!(got.policy_versions, vec![0; got.tokens.len()]);
     }
-    // Scoring through the worker.
-    let s = policy.sample(reqs[0].clone()).await.unwrap();
-    let mut all = reqs[0].context.to_vec();
+    // Scoring through the worker (raw sampling: the logprobs are the raw model's).
+    let raw = request(&PROMPT[..6], 10, common::raw_sampling(5));
+    let s = policy.sample(raw.clone()).await.unwrap();
+    let mut all = raw.context.to_vec();
     all.extend(&s.tokens);
     let scored = policy.score(Arc::new(all.clone())).await.unwrap();
-    assert_eq!(&scored[reqs[0].context.len()..], &s.logprobs[..]);
+    assert_eq!(&scored[raw.context.len()..], &s.logprobs[..]);
     // A bad request fails alone with a clear error.
     let bad = policy.sample(request(&[9999], 3, sampling(0.0, 1))).await;
     assert!(

@@ -134,6 +134,10 @@ pub struct BenchGenerateArgs {
     /// Skip llama.cpp even when it is installed.
     #[arg(long)]
     no_llama_cpp: bool,
+    /// Batch sizes (e.g. `1,4,16,32`): instead of comparing weight formats, generate that
+    /// many sequences at once and print aggregate tok/s against batch 1 in the same run.
+    #[arg(long, value_delimiter = ',')]
+    batch: Vec<usize>,
 }
 
 pub async fn run(cmd: ModelCommands) -> Result<()> {
@@ -447,6 +451,9 @@ fn cmd_bench(a: BenchGenerateArgs) -> Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
+    if !a.batch.is_empty() {
+        return bench_batches(&a, &path, &file, &prompt);
+    }
     println!(
         "enact bench generate · {file} · {} threads · {} prompt tokens, {} generated (greedy, no stop) · median of {} · kernels {}",
         threads,
@@ -476,17 +483,7 @@ fn cmd_bench(a: BenchGenerateArgs) -> Result<()> {
             .collect();
         engines.push((format!("enact {label} ({})", kinds.join(" ")), e));
     }
-    let request = SampleRequest {
-        context: Arc::new(prompt.clone()),
-        max_tokens: a.gen_tokens.max(2),
-        stop_tokens: Vec::new(),
-        stop_strings: Vec::new(),
-        params: SamplingParams {
-            temperature: 0.0,
-            ..SamplingParams::default()
-        },
-        on_token: None,
-    };
+    let request = bench_request(prompt.clone(), a.gen_tokens);
     let once = |e: &Engine, r: &SampleRequest| -> Result<GenStats> {
         let mut cache = e.new_cache();
         let (_, st) = e
@@ -556,5 +553,108 @@ fn cmd_bench(a: BenchGenerateArgs) -> Result<()> {
             g / bg.max(1e-9)
         );
     }
+    Ok(())
+}
+
+/// Greedy, no stop: every run generates exactly `gen_tokens` (at least 2) tokens.
+fn bench_request(context: Vec<u32>, gen_tokens: usize) -> SampleRequest {
+    SampleRequest {
+        context: Arc::new(context),
+        max_tokens: gen_tokens.max(2),
+        stop_tokens: Vec::new(),
+        stop_strings: Vec::new(),
+        params: SamplingParams {
+            temperature: 0.0,
+            ..SamplingParams::default()
+        },
+        on_token: None,
+    }
+}
+
+/// `bench generate --batch`: aggregate generation speed of several sequences generated
+/// together (Q8_0 weights), each batch size against batch 1 in the same run, interleaved so
+/// that load on the machine hits all alike.
+fn bench_batches(a: &BenchGenerateArgs, path: &Path, file: &str, prompt: &[u32]) -> Result<()> {
+    let mut sizes = a.batch.clone();
+    if sizes.contains(&0) {
+        bail!("--batch sizes must be at least 1");
+    }
+    sizes.push(1);
+    sizes.sort_unstable();
+    sizes.dedup();
+    let engine = Engine::load(
+        path,
+        &EngineOptions {
+            threads: a.threads,
+            weights: WeightFormat::Q8_0,
+        },
+    )?;
+    println!(
+        "enact bench generate --batch · {file} · q8_0 · {} threads · {} prompt tokens, {} generated per sequence (greedy, no stop) · median of {} · kernels {}",
+        a.threads,
+        prompt.len(),
+        a.gen_tokens.max(2),
+        a.repeats.max(1),
+        Kernel::detect().name()
+    );
+    // Sequence i's prompt is rotated by i, so no two contexts are equal.
+    let requests = |b: usize| -> Vec<SampleRequest> {
+        (0..b)
+            .map(|i| {
+                let mut ctx = prompt.to_vec();
+                ctx.rotate_left(i % prompt.len());
+                bench_request(ctx, a.gen_tokens)
+            })
+            .collect()
+    };
+    // (decode tok/s, end-to-end tok/s) of one batch.
+    let run = |b: usize| -> Result<(f64, f64)> {
+        let started = Instant::now();
+        let out: Vec<(enact_core::Sample, GenStats)> = {
+            let reqs = requests(b);
+            let mut caches: Vec<_> = reqs.iter().map(|_| engine.new_cache()).collect();
+            let mut jobs: Vec<_> = caches.iter_mut().zip(reqs.iter()).collect();
+            engine.generate_with(&mut jobs)?
+        };
+        let wall = started.elapsed().as_secs_f64().max(1e-9);
+        let generated: usize = out.iter().map(|(s, _)| s.tokens.len()).sum();
+        let decode_time = out
+            .iter()
+            .map(|(_, st)| st.decode_time.as_secs_f64())
+            .fold(0.0, f64::max)
+            .max(1e-9);
+        let decoded = generated.saturating_sub(b) as f64;
+        Ok((decoded / decode_time, generated as f64 / wall))
+    };
+    run(1)?; // warm up (page in weights, spin up threads)
+    let mut results: Vec<(Vec<f64>, Vec<f64>)> = vec![(Vec::new(), Vec::new()); sizes.len()];
+    for _ in 0..a.repeats.max(1) {
+        for (i, &b) in sizes.iter().enumerate() {
+            let (decode, total) = run(b)?;
+            results[i].0.push(decode);
+            results[i].1.push(total);
+        }
+    }
+    let rows: Vec<(usize, f64, f64)> = sizes
+        .iter()
+        .zip(results)
+        .map(|(&b, (d, t))| (b, median(d), median(t)))
+        .collect();
+    let (base_d, base_t) = (rows[0].1.max(1e-9), rows[0].2.max(1e-9));
+    println!(
+        "{:>6} {:>20} {:>10} {:>26} {:>10}",
+        "batch", "decode tok/s (all)", "vs batch 1", "end-to-end tok/s (all)", "vs batch 1"
+    );
+    for (b, d, t) in rows {
+        println!(
+            "{b:>6} {d:>20.1} {:>9.2}× {t:>26.1} {:>9.2}×",
+            d / base_d,
+            t / base_t
+        );
+    }
+    println!(
+        "decode: tokens after each sequence's first over the decode steps; end-to-end: all \
+         generated tokens over the wall time including prefill"
+    );
     Ok(())
 }

@@ -3,9 +3,12 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use candle_core::quantized::{GgmlDType, QTensor, gguf_file};
 use candle_core::{Device, Tensor};
+use enact_candle::{EngineOptions, WeightFormat};
+use enact_core::{SampleRequest, SamplingParams};
 
 pub const VOCAB: usize = 64;
 pub const D: usize = 64;
@@ -17,6 +20,52 @@ pub const LAYERS: usize = 2;
 /// Head dimension: Qwen3 uses an explicit key_length different from d/heads.
 pub fn head_dim(arch: &str) -> usize {
     if arch == "qwen3" { 32 } else { D / HEADS }
+}
+
+pub const PROMPT: [u32; 12] = [3, 17, 5, 60, 22, 9, 41, 8, 33, 2, 11, 50];
+
+pub fn opts(weights: WeightFormat, threads: usize) -> EngineOptions {
+    EngineOptions { threads, weights }
+}
+
+/// A tiny GGUF of `arch` with seed-42 weights in `dir`.
+pub fn gguf(dir: &Path, arch: &str, dtype: GgmlDType) -> PathBuf {
+    let p = dir.join(format!("tiny-{arch}-{dtype:?}.gguf"));
+    write_gguf(&p, arch, dtype, 42);
+    p
+}
+
+pub fn request(ctx: &[u32], max: usize, params: SamplingParams) -> SampleRequest {
+    SampleRequest {
+        context: Arc::new(ctx.to_vec()),
+        max_tokens: max,
+        stop_tokens: vec![],
+        stop_strings: vec![],
+        params,
+        on_token: None,
+    }
+}
+
+/// Temperature `t`, top-p 0.95, seeded.
+pub fn sampling(t: f32, seed: u64) -> SamplingParams {
+    SamplingParams {
+        temperature: t,
+        top_p: 0.95,
+        top_k: 0,
+        min_p: 0.0,
+        seed: Some(seed),
+    }
+}
+
+/// Temperature 1 without truncation: the raw model distribution.
+pub fn raw_sampling(seed: u64) -> SamplingParams {
+    SamplingParams {
+        temperature: 1.0,
+        top_p: 1.0,
+        top_k: 0,
+        min_p: 0.0,
+        seed: Some(seed),
+    }
 }
 
 struct Rng(u64);
