@@ -37,18 +37,37 @@ fn batch(vocab: usize, n: usize, prompt: usize, sampled: usize) -> Vec<TrainSamp
         .collect()
 }
 
+/// CPU seconds used by this process so far (all threads; Linux `/proc/self/stat`, assuming
+/// the usual 100 clock ticks per second). On a shared machine tokens per CPU-second is the
+/// number that does not depend on what else runs.
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
 /// Steps per second after one warm-up step; prints tokens/s.
 fn measure(label: &str, trainer: &mut Trainer, b: &[TrainSample], steps: usize) -> Res<f64> {
     trainer.step(b)?;
     let tokens: usize = b.iter().map(|s| s.sequence.tokens.len()).sum();
     let loss_tokens: usize = b.iter().map(|s| s.sequence.loss_tokens()).sum();
     let started = Instant::now();
+    let cpu0 = cpu_seconds();
     let mut last = None;
     for _ in 0..steps {
         last = Some(trainer.step(b)?);
     }
     let secs = started.elapsed().as_secs_f64();
     let tok_s = (tokens * steps) as f64 / secs;
+    if let (Some(a), Some(b)) = (cpu0, cpu_seconds()) {
+        println!(
+            "{label}: {:.1} CPU-seconds: {:.0} tok per CPU-second",
+            b - a,
+            (tokens * steps) as f64 / (b - a).max(1e-9)
+        );
+    }
     println!(
         "{label}: {steps} steps of {} sequences × {} tokens ({loss_tokens} with loss) in {secs:.2} s: \
          {tok_s:.0} tok/s ({:.0} loss tok/s), last loss {:.4}",
@@ -81,7 +100,9 @@ fn tiny_model() -> Res<Model> {
         let scale = 1.0 / (cols as f32).sqrt();
         let data = (0..rows * cols)
             .map(|_| {
-                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 ((state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
             })
             .collect();

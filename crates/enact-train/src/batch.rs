@@ -50,9 +50,9 @@ impl TrainSequence {
 
     /// The `main` branch (or the last segment).
     pub fn main_line(t: &Trajectory) -> Result<TrainSequence> {
-        let leaf = t.main_leaf().ok_or_else(|| {
-            TrainError::Invalid(format!("trajectory {} has no segments", t.id))
-        })?;
+        let leaf = t
+            .main_leaf()
+            .ok_or_else(|| TrainError::Invalid(format!("trajectory {} has no segments", t.id)))?;
         TrainSequence::from_trajectory(t, leaf)
     }
 

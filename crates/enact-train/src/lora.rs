@@ -292,8 +292,7 @@ impl Adapters {
             inference_mode: true,
         };
         let cfg_path = dir.join("adapter_config.json");
-        let text = serde_json::to_string_pretty(&cfg)
-            .map_err(|e| checkpoint_err(&cfg_path, e))?;
+        let text = serde_json::to_string_pretty(&cfg).map_err(|e| checkpoint_err(&cfg_path, e))?;
         std::fs::write(&cfg_path, text).map_err(|e| TrainError::Io {
             path: cfg_path.clone(),
             source: e,

@@ -58,7 +58,11 @@ pub fn grpo_advantages(rewards: &[f64], std_normalise: bool) -> Vec<f64> {
     }
     let mean = rewards.iter().sum::<f64>() / n as f64;
     let var = rewards.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
-    let div = if std_normalise { var.sqrt() + 1e-6 } else { 1.0 };
+    let div = if std_normalise {
+        var.sqrt() + 1e-6
+    } else {
+        1.0
+    };
     rewards.iter().map(|r| (r - mean) / div).collect()
 }
 
@@ -260,7 +264,13 @@ mod tests {
         )
         .unwrap();
         close(loss.to_scalar::<f64>().unwrap(), -2.1338545);
-        assert_eq!(stats, PpoStats { clipped: 1, capped: 1 });
+        assert_eq!(
+            stats,
+            PpoStats {
+                clipped: 1,
+                capped: 1
+            }
+        );
         // d/dlp = −w·iw·A·ρ where not clipped.
         let g = grads(&loss, &lp);
         close(g[0], -0.5525855);
@@ -272,9 +282,15 @@ mod tests {
     fn ppo_negative_advantage_below_range_is_clipped() {
         // ρ = e^{−0.5} = 0.606531 < 0.8 with A = −1: clipped to 0.8·(−1); loss = +0.8.
         let lp = var(&[-1.5]);
-        let (loss, stats) =
-            ppo_loss(lp.as_tensor(), &[-1.0], &[-1.0], &[-1.0], &[1.0], &PpoConfig::default())
-                .unwrap();
+        let (loss, stats) = ppo_loss(
+            lp.as_tensor(),
+            &[-1.0],
+            &[-1.0],
+            &[-1.0],
+            &[1.0],
+            &PpoConfig::default(),
+        )
+        .unwrap();
         close(loss.to_scalar::<f64>().unwrap(), 0.8);
         assert_eq!(stats.clipped, 1);
         close(grads(&loss, &lp)[0], 0.0);

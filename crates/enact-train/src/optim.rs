@@ -99,7 +99,11 @@ impl AdamW {
                 if t.dims() != nv.var.dims() {
                     return Err(checkpoint_err(
                         path,
-                        format!("tensor {key} has shape {:?}, expected {:?}", t.dims(), nv.var.dims()),
+                        format!(
+                            "tensor {key} has shape {:?}, expected {:?}",
+                            t.dims(),
+                            nv.var.dims()
+                        ),
                     ));
                 }
                 *slot = t.to_dtype(nv.var.dtype())?;
@@ -114,7 +118,11 @@ impl AdamW {
 pub fn grad_norm(grads: &[Tensor]) -> Result<f64> {
     let mut ss = 0f64;
     for g in grads {
-        ss += g.sqr()?.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        ss += g
+            .sqr()?
+            .sum_all()?
+            .to_dtype(DType::F64)?
+            .to_scalar::<f64>()?;
     }
     Ok(ss.sqrt())
 }

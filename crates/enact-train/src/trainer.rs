@@ -129,9 +129,15 @@ struct LossTokens {
 impl Trainer {
     /// Prepares `model` for training per `config`. `base_model` names the base in PEFT's
     /// `adapter_config.json` (a hub id or a path).
-    pub fn new(mut model: TwinModel, config: TrainConfig, base_model: impl Into<String>) -> Result<Trainer> {
+    pub fn new(
+        mut model: TwinModel,
+        config: TrainConfig,
+        base_model: impl Into<String>,
+    ) -> Result<Trainer> {
         if config.micro_batch_tokens == 0 {
-            return Err(TrainError::Invalid("micro_batch_tokens must be at least 1".into()));
+            return Err(TrainError::Invalid(
+                "micro_batch_tokens must be at least 1".into(),
+            ));
         }
         let reference = match (&config.trainable, kl_coef(&config.objective) > 0.0) {
             (Trainable::Full, true) => Some(model.frozen_copy()?),
@@ -193,7 +199,11 @@ impl Trainer {
         Ok(self.evaluate(batch, false)?.1)
     }
 
-    fn evaluate(&self, batch: &[TrainSample], backward: bool) -> Result<(Vec<Tensor>, StepMetrics)> {
+    fn evaluate(
+        &self,
+        batch: &[TrainSample],
+        backward: bool,
+    ) -> Result<(Vec<Tensor>, StepMetrics)> {
         for s in batch {
             s.sequence.check()?;
             if let Some(p) = &s.proximal_logprobs
@@ -233,7 +243,8 @@ impl Trainer {
                     lt.weight.push(weights[i][t]);
                     lt.behaviour.push(f64::from(seq.behaviour_logprobs[t]));
                     lt.advantage.push(s.advantage);
-                    lt.proximal.push(s.proximal_logprobs.as_ref().map(|p| f64::from(p[t])));
+                    lt.proximal
+                        .push(s.proximal_logprobs.as_ref().map(|p| f64::from(p[t])));
                 }
             }
             if lt.rows.is_empty() {
@@ -382,7 +393,8 @@ impl Trainer {
             Trainable::Full => dir.join(FULL_WEIGHTS_FILE),
         };
         crate::checkpoint::load_vars(&weights, &t.vars)?;
-        t.optimizer.load(&dir.join(OPTIMIZER_FILE), &t.vars, state.step)?;
+        t.optimizer
+            .load(&dir.join(OPTIMIZER_FILE), &t.vars, state.step)?;
         Ok(t)
     }
 }

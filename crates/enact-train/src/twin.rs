@@ -92,7 +92,11 @@ fn mat_tensor(v: Vec<f32>, rows: usize, cols: usize, dtype: DType) -> Result<Ten
 }
 
 /// Splits a row-stacked f32 matrix into parts of the given row counts.
-fn split_rows(m: &enact_candle::quant::Matrix, parts: &[usize], dtype: DType) -> Result<Vec<Tensor>> {
+fn split_rows(
+    m: &enact_candle::quant::Matrix,
+    parts: &[usize],
+    dtype: DType,
+) -> Result<Vec<Tensor>> {
     let all = m.to_f32();
     let mut out = Vec::with_capacity(parts.len());
     let mut at = 0;
@@ -109,6 +113,59 @@ fn split_rows(m: &enact_candle::quant::Matrix, parts: &[usize], dtype: DType) ->
         at += n;
     }
     Ok(out)
+}
+
+/// `x Wᵀ` for a frozen `W`: the backward pass gives `x` its gradient and skips the weight's
+/// (candle's matmul backward always computes both, which for a frozen base doubles the
+/// backward work and holds a weight-sized gradient per matrix).
+struct FrozenMatmul {
+    w: Tensor,
+}
+
+impl candle_core::CustomOp1 for FrozenMatmul {
+    fn name(&self) -> &'static str {
+        "frozen-matmul"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &candle_core::CpuStorage,
+        layout: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        use candle_core::CpuStorage as C;
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            candle_core::bail!("frozen-matmul needs a contiguous input")
+        };
+        let x = match storage {
+            C::F32(v) => Tensor::from_slice(&v[start..end], layout.shape(), &Device::Cpu)?,
+            C::F64(v) => Tensor::from_slice(&v[start..end], layout.shape(), &Device::Cpu)?,
+            _ => candle_core::bail!("frozen-matmul supports f32 and f64"),
+        };
+        let y = x.matmul(&self.w.t()?)?.contiguous()?;
+        let (st, l) = y.storage_and_layout();
+        let (Some((a, b)), candle_core::Storage::Cpu(c)) = (l.contiguous_offsets(), &*st) else {
+            candle_core::bail!("frozen-matmul produced a non-CPU tensor")
+        };
+        let out = match c {
+            C::F32(v) => C::F32(v[a..b].to_vec()),
+            C::F64(v) => C::F64(v[a..b].to_vec()),
+            _ => candle_core::bail!("frozen-matmul supports f32 and f64"),
+        };
+        Ok((out, y.shape().clone()))
+    }
+
+    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(grad.matmul(&self.w)?))
+    }
+}
+
+/// `x Wᵀ`; without a weight gradient when `W` is not trained.
+fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    if w.is_variable() {
+        Ok(x.matmul(&w.t()?)?)
+    } else {
+        Ok(x.contiguous()?.apply_op1(FrozenMatmul { w: w.clone() })?)
+    }
 }
 
 fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
@@ -185,7 +242,11 @@ impl TwinModel {
                     vec_tensor(&b[qd..qd + kvd], dtype)?,
                     vec_tensor(&b[qd + kvd..], dtype)?,
                 ]),
-                Some(_) => return Err(TrainError::Invalid("q/k/v biases have the wrong length".into())),
+                Some(_) => {
+                    return Err(TrainError::Invalid(
+                        "q/k/v biases have the wrong length".into(),
+                    ));
+                }
                 None => None,
             };
             layers.push(TwinLayer {
@@ -313,7 +374,7 @@ impl TwinModel {
 
     fn project(&self, x: &Tensor, layer: usize, p: Proj, use_adapters: bool) -> Result<Tensor> {
         let w = &self.layers[layer].w[p as usize];
-        let y = x.matmul(&w.t()?)?;
+        let y = linear(x, w)?;
         match self.adapters.as_ref().filter(|_| use_adapters) {
             Some(a) => a.apply(layer, p, x, y),
             None => Ok(y),
@@ -388,7 +449,9 @@ impl TwinModel {
             if let Some(w) = &layer.k_norm {
                 k = rms_norm(&k, w, eps)?;
             }
-            let q = rope(&q, &cos, &sin, cfg.rope)?.transpose(0, 1)?.contiguous()?;
+            let q = rope(&q, &cos, &sin, cfg.rope)?
+                .transpose(0, 1)?
+                .contiguous()?;
             let k = rope(&k, &cos, &sin, cfg.rope)?.transpose(0, 1)?;
             let v = v.reshape((n, nkv, hd))?.transpose(0, 1)?;
             // Query head h reads key/value head h / group (as the engine does).
@@ -404,7 +467,11 @@ impl TwinModel {
             let max = scores.max_keepdim(D::Minus1)?.detach();
             let e = scores.broadcast_sub(&max)?.exp()?;
             let p = e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?;
-            let att = p.matmul(&v)?.transpose(0, 1)?.contiguous()?.reshape((n, nh * hd))?;
+            let att = p
+                .matmul(&v)?
+                .transpose(0, 1)?
+                .contiguous()?
+                .reshape((n, nh * hd))?;
             x = (x + self.project(&att, li, Proj::O, use_adapters)?)?;
             let h = rms_norm(&x, &layer.ffn_norm, eps)?;
             let g = self.project(&h, li, Proj::Gate, use_adapters)?;
@@ -420,7 +487,7 @@ impl TwinModel {
         let idx = Tensor::from_slice(rows, rows.len(), &Device::Cpu)?;
         let h = hidden.index_select(&idx, 0)?;
         let head = self.lm_head.as_ref().unwrap_or(&self.embed);
-        log_softmax(&h.matmul(&head.t()?)?)
+        log_softmax(&linear(&h, head)?)
     }
 
     /// For each sequence, the logprob of every token given the tokens before it (the first
@@ -444,11 +511,10 @@ impl TwinModel {
         let lp = gather_targets(&lsm, &targets)?
             .to_dtype(DType::F32)?
             .to_vec1::<f32>()?;
-        let mut k = 0;
-        for (s, toks) in seqs.iter().enumerate() {
-            for i in 1..toks.len() {
-                out[s][i] = lp[k];
-                k += 1;
+        let mut next = lp.into_iter();
+        for seq in out.iter_mut() {
+            for slot in seq.iter_mut().skip(1) {
+                *slot = next.next().unwrap_or(0.0);
             }
         }
         Ok(out)

@@ -7,8 +7,8 @@ mod support;
 use candle_core::{DType, Tensor};
 use enact_train::loss::PpoConfig;
 use enact_train::{
-    AdamWConfig, Aggregation, LoraConfig, Objective, Proj, TrainConfig, TrainSample,
-    TrainSequence, Trainable, Trainer, TwinModel, grpo_advantages,
+    AdamWConfig, Aggregation, LoraConfig, Objective, Proj, TrainConfig, TrainSample, TrainSequence,
+    Trainable, Trainer, TwinModel, grpo_advantages,
 };
 use support::*;
 
@@ -39,14 +39,24 @@ fn config(trainable: Trainable, lr: f64) -> TrainConfig {
 fn batch(model: &TwinModel) -> Vec<TrainSample> {
     (0..4)
         .map(|k| {
-            let t = trajectory(&tokens(6, k), &[&tokens(8, k + 10), &tokens(5, k + 20)], &tokens(3, 99), &[]);
+            let t = trajectory(
+                &tokens(6, k),
+                &[&tokens(8, k + 10), &tokens(5, k + 20)],
+                &tokens(3, 99),
+                &[],
+            );
             TrainSample::new(on_policy(model, TrainSequence::main_line(&t).unwrap()), 1.0)
         })
         .collect()
 }
 
 fn values(t: &Tensor) -> Vec<f32> {
-    t.flatten_all().unwrap().to_dtype(DType::F32).unwrap().to_vec1::<f32>().unwrap()
+    t.flatten_all()
+        .unwrap()
+        .to_dtype(DType::F32)
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()
 }
 
 #[test]
@@ -68,7 +78,10 @@ fn lora_sft_lowers_the_loss_and_leaves_the_base_untouched() {
         eprintln!("{arch}: LoRA SFT loss {} → {}", first.loss, last.loss);
         assert!(last.loss < first.loss * 0.9, "{arch}: {first:?} → {last:?}");
         assert_eq!(last.step, 16);
-        assert!(last.logprob_mismatch_mean > 0.0, "the policy moved away from the recording");
+        assert!(
+            last.logprob_mismatch_mean > 0.0,
+            "the policy moved away from the recording"
+        );
         assert_eq!(values(&tr.model().layers[0].w[Proj::Q as usize]), base_q);
         assert_eq!(values(&tr.model().embed), base_embed);
     }
@@ -95,19 +108,32 @@ fn peft_adapter_files_have_peft_names_shapes_and_config() {
     let dir = tempfile::tempdir().unwrap();
     let model = twin(&tiny_gguf(dir.path(), "qwen3", 1), DType::F32);
     let b = batch(&model);
-    let mut tr = Trainer::new(model, config(lora(&[Proj::Q, Proj::V, Proj::Down]), 1e-2), "tiny/qwen3").unwrap();
+    let mut tr = Trainer::new(
+        model,
+        config(lora(&[Proj::Q, Proj::V, Proj::Down]), 1e-2),
+        "tiny/qwen3",
+    )
+    .unwrap();
     tr.step(&b).unwrap();
     let out = dir.path().join("ckpt");
     tr.save(&out).unwrap();
     let cfg: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("adapter_config.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(out.join("adapter_config.json")).unwrap())
+            .unwrap();
     assert_eq!(cfg["peft_type"], "LORA");
     assert_eq!(cfg["task_type"], "CAUSAL_LM");
     assert_eq!(cfg["r"], 4);
     assert_eq!(cfg["lora_alpha"], 8.0);
     assert_eq!(cfg["base_model_name_or_path"], "tiny/qwen3");
-    assert_eq!(cfg["target_modules"], serde_json::json!(["q_proj", "v_proj", "down_proj"]));
-    let t = candle_core::safetensors::load(out.join("adapter_model.safetensors"), &candle_core::Device::Cpu).unwrap();
+    assert_eq!(
+        cfg["target_modules"],
+        serde_json::json!(["q_proj", "v_proj", "down_proj"])
+    );
+    let t = candle_core::safetensors::load(
+        out.join("adapter_model.safetensors"),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
     use support::common::{D, FFN, HEADS, KV_HEADS, LAYERS, head_dim};
     let hd = head_dim("qwen3");
     assert_eq!(t.len(), LAYERS * 3 * 2);
@@ -117,7 +143,10 @@ fn peft_adapter_files_have_peft_names_shapes_and_config() {
         assert_eq!(shape(&k("self_attn.q_proj", "lora_A")), vec![4, D]);
         assert_eq!(shape(&k("self_attn.q_proj", "lora_B")), vec![HEADS * hd, 4]);
         assert_eq!(shape(&k("self_attn.v_proj", "lora_A")), vec![4, D]);
-        assert_eq!(shape(&k("self_attn.v_proj", "lora_B")), vec![KV_HEADS * hd, 4]);
+        assert_eq!(
+            shape(&k("self_attn.v_proj", "lora_B")),
+            vec![KV_HEADS * hd, 4]
+        );
         assert_eq!(shape(&k("mlp.down_proj", "lora_A")), vec![4, FFN]);
         assert_eq!(shape(&k("mlp.down_proj", "lora_B")), vec![D, 4]);
     }
@@ -135,7 +164,12 @@ fn gguf_llama_adapter_means_the_same_on_the_hugging_face_model() {
     let st_path = support::common::write_safetensors(&dir.path().join("st"), "llama", false, 6);
     let mut hf = twin(&st_path, DType::F32);
     let b = batch(&gguf);
-    let mut tr = Trainer::new(gguf, config(lora(&[Proj::Q, Proj::K, Proj::O]), 2e-2), "tiny").unwrap();
+    let mut tr = Trainer::new(
+        gguf,
+        config(lora(&[Proj::Q, Proj::K, Proj::O]), 2e-2),
+        "tiny",
+    )
+    .unwrap();
     for _ in 0..5 {
         tr.step(&b).unwrap();
     }
@@ -159,7 +193,10 @@ fn gguf_llama_adapter_means_the_same_on_the_hugging_face_model() {
     let tuned_hf = hf.score(&refs, true).unwrap();
     for k in 0..3 {
         assert!(max_abs_diff(&base_gguf[k], &base_hf[k]) < 1e-4);
-        assert!(max_abs_diff(&tuned_gguf[k], &base_gguf[k]) > 1e-3, "the adapter changes the model");
+        assert!(
+            max_abs_diff(&tuned_gguf[k], &base_gguf[k]) > 1e-3,
+            "the adapter changes the model"
+        );
         let d = max_abs_diff(&tuned_gguf[k], &tuned_hf[k]);
         assert!(d < 1e-4, "adapter differs between layouts by {d}");
     }
@@ -169,7 +206,12 @@ fn same_vars(a: &Trainer, b: &Trainer) {
     assert_eq!(a.vars().len(), b.vars().len());
     for (x, y) in a.vars().iter().zip(b.vars()) {
         assert_eq!(x.name, y.name);
-        assert_eq!(values(x.var.as_tensor()), values(y.var.as_tensor()), "{}", x.name);
+        assert_eq!(
+            values(x.var.as_tensor()),
+            values(y.var.as_tensor()),
+            "{}",
+            x.name
+        );
     }
 }
 
@@ -207,7 +249,11 @@ fn resume_continues_exactly_like_an_uninterrupted_run() {
 fn micro_batch_split_does_not_change_the_update() {
     let dir = tempfile::tempdir().unwrap();
     let path = tiny_gguf(dir.path(), "qwen3", 3);
-    for agg in [Aggregation::SequenceMean, Aggregation::TokenMean, Aggregation::ConstantNorm(32)] {
+    for agg in [
+        Aggregation::SequenceMean,
+        Aggregation::TokenMean,
+        Aggregation::ConstantNorm(32),
+    ] {
         let mut trainers: Vec<Trainer> = [20usize, 10_000]
             .into_iter()
             .map(|mb| {
@@ -222,7 +268,12 @@ fn micro_batch_split_does_not_change_the_update() {
         let b = batch(trainers[0].model());
         let m0 = trainers[0].step(&b).unwrap();
         let m1 = trainers[1].step(&b).unwrap();
-        assert!((m0.loss - m1.loss).abs() < 1e-5, "{agg:?}: {} vs {}", m0.loss, m1.loss);
+        assert!(
+            (m0.loss - m1.loss).abs() < 1e-5,
+            "{agg:?}: {} vs {}",
+            m0.loss,
+            m1.loss
+        );
         assert!((m0.grad_norm - m1.grad_norm).abs() < 1e-5 * m1.grad_norm.max(1.0));
         for (x, y) in trainers[0].vars().iter().zip(trainers[1].vars()) {
             let d = max_abs_diff(&values(x.var.as_tensor()), &values(y.var.as_tensor()));
@@ -235,10 +286,24 @@ fn micro_batch_split_does_not_change_the_update() {
 fn forced_and_observation_tokens_carry_no_loss() {
     let dir = tempfile::tempdir().unwrap();
     let model = twin(&tiny_gguf(dir.path(), "qwen2", 4), DType::F64);
-    let (p, s1, s2, obs, forced) = (tokens(4, 1), tokens(5, 2), tokens(3, 3), tokens(4, 4), tokens(2, 5));
-    let with_forced = TrainSequence::main_line(&trajectory(&p, &[&s1, &s2], &obs, &forced)).unwrap();
+    let (p, s1, s2, obs, forced) = (
+        tokens(4, 1),
+        tokens(5, 2),
+        tokens(3, 3),
+        tokens(4, 4),
+        tokens(2, 5),
+    );
+    let with_forced =
+        TrainSequence::main_line(&trajectory(&p, &[&s1, &s2], &obs, &forced)).unwrap();
     // prompt 4, sampled 5, observation 4, sampled 3, forced 2.
-    let mask: Vec<bool> = [vec![false; 4], vec![true; 5], vec![false; 4], vec![true; 3], vec![false; 2]].concat();
+    let mask: Vec<bool> = [
+        vec![false; 4],
+        vec![true; 5],
+        vec![false; 4],
+        vec![true; 3],
+        vec![false; 2],
+    ]
+    .concat();
     assert_eq!(with_forced.loss_mask, mask);
     let without = TrainSequence::main_line(&trajectory(&p, &[&s1, &s2], &obs, &[])).unwrap();
     let cfg = TrainConfig {
@@ -247,8 +312,18 @@ fn forced_and_observation_tokens_carry_no_loss() {
     };
     let tr = Trainer::new(model, cfg, "tiny").unwrap();
     // The loss is the mean negative logprob of the sampled tokens only.
-    let lp = tr.model().score(&[&with_forced.tokens], true).unwrap().remove(0);
-    let want: f64 = -mask.iter().zip(&lp).filter(|(m, _)| **m).map(|(_, l)| f64::from(*l)).sum::<f64>() / 8.0;
+    let lp = tr
+        .model()
+        .score(&[&with_forced.tokens], true)
+        .unwrap()
+        .remove(0);
+    let want: f64 = -mask
+        .iter()
+        .zip(&lp)
+        .filter(|(m, _)| **m)
+        .map(|(_, l)| f64::from(*l))
+        .sum::<f64>()
+        / 8.0;
     let (g_forced, m) = tr.gradients(&[TrainSample::new(with_forced, 0.0)]).unwrap();
     assert_eq!(m.loss_tokens, 8);
     assert!((m.loss - want).abs() < 1e-6, "{} vs {want}", m.loss);
@@ -308,7 +383,10 @@ fn grpo_step_reports_kl_entropy_and_mismatch() {
     let m0 = tr.step(&group).unwrap();
     eprintln!("{m0:?}");
     assert_eq!(m0.kl, Some(0.0), "LoRA starts at the reference");
-    assert!(m0.logprob_mismatch_max < 1e-4, "engine and twin agree: {m0:?}");
+    assert!(
+        m0.logprob_mismatch_max < 1e-4,
+        "engine and twin agree: {m0:?}"
+    );
     assert_eq!(m0.loss_tokens, 4 * 7);
     assert_eq!(m0.tokens, 4 * 14);
     assert!(m0.entropy > 0.0 && m0.grad_norm > 0.0);

@@ -47,7 +47,12 @@ fn twin_logprobs_equal_engine_score_for_every_architecture_and_format() {
     let dir = tempfile::tempdir().unwrap();
     for arch in ARCHS {
         check_parity(&tiny_gguf(dir.path(), arch, 5), &format!("{arch} gguf"));
-        let st = support::common::write_safetensors(&dir.path().join(format!("st-{arch}")), arch, false, 5);
+        let st = support::common::write_safetensors(
+            &dir.path().join(format!("st-{arch}")),
+            arch,
+            false,
+            5,
+        );
         check_parity(&st, &format!("{arch} safetensors"));
     }
     // Quantized files are dequantized to f32 on both sides.
@@ -79,11 +84,16 @@ fn set_entry(var: &candle_core::Var, i: usize, value: f64) {
     let t = var.as_tensor();
     let mut v = t.flatten_all().unwrap().to_vec1::<f64>().unwrap();
     v[i] = value;
-    var.set(&Tensor::from_vec(v, t.dims(), t.device()).unwrap()).unwrap();
+    var.set(&Tensor::from_vec(v, t.dims(), t.device()).unwrap())
+        .unwrap();
 }
 
 fn entry(var: &candle_core::Var, i: usize) -> f64 {
-    var.as_tensor().flatten_all().unwrap().to_vec1::<f64>().unwrap()[i]
+    var.as_tensor()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f64>()
+        .unwrap()[i]
 }
 
 /// Central differences on a few entries of every trainable tensor.
@@ -172,8 +182,12 @@ fn lora_ppo_kl_gradients_match_finite_differences_in_f64() {
             if nv.name.ends_with("lora_B.weight") {
                 let dims = nv.var.dims().to_vec();
                 let n: usize = dims.iter().product();
-                let v: Vec<f64> = (0..n).map(|i| (((i * 31 + k * 7) % 17) as f64 - 8.0) * 0.01).collect();
-                nv.var.set(&Tensor::from_vec(v, dims, &candle_core::Device::Cpu).unwrap()).unwrap();
+                let v: Vec<f64> = (0..n)
+                    .map(|i| (((i * 31 + k * 7) % 17) as f64 - 8.0) * 0.01)
+                    .collect();
+                nv.var
+                    .set(&Tensor::from_vec(v, dims, &candle_core::Device::Cpu).unwrap())
+                    .unwrap();
             }
         }
         // Fixed proximal logprobs (the ratio must move under perturbation) and behaviour

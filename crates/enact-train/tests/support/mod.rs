@@ -2,6 +2,7 @@
 //! trajectories.
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
 
+#[allow(clippy::panic)]
 #[path = "../../../enact-candle/tests/common/mod.rs"]
 pub mod common;
 
@@ -28,12 +29,19 @@ pub fn twin(path: &Path, dtype: DType) -> TwinModel {
 /// Deterministic token ids in the tiny vocabulary.
 pub fn tokens(n: usize, seed: u32) -> Vec<u32> {
     (0..n as u32)
-        .map(|i| (i.wrapping_mul(7).wrapping_add(seed.wrapping_mul(13)) + i * i) % common::VOCAB as u32)
+        .map(|i| {
+            (i.wrapping_mul(7).wrapping_add(seed.wrapping_mul(13)) + i * i) % common::VOCAB as u32
+        })
         .collect()
 }
 
 /// prompt → sampled (logprobs given) → optional observation → sampled → forced.
-pub fn trajectory(prompt: &[u32], sampled: &[&[u32]], observation: &[u32], forced: &[u32]) -> Trajectory {
+pub fn trajectory(
+    prompt: &[u32],
+    sampled: &[&[u32]],
+    observation: &[u32],
+    forced: &[u32],
+) -> Trajectory {
     let mut t = Trajectory::new("t", "task", "tiny");
     let mut at = t
         .push_tokens(None, SegmentKind::Prompt, prompt.to_vec(), 0, None)
@@ -41,11 +49,23 @@ pub fn trajectory(prompt: &[u32], sampled: &[&[u32]], observation: &[u32], force
     for (k, s) in sampled.iter().enumerate() {
         if k > 0 && !observation.is_empty() {
             at = t
-                .push_tokens(Some(at), SegmentKind::Observation, observation.to_vec(), k as u32, None)
+                .push_tokens(
+                    Some(at),
+                    SegmentKind::Observation,
+                    observation.to_vec(),
+                    k as u32,
+                    None,
+                )
                 .unwrap();
         }
         at = t
-            .push_sampled(Some(at), s.to_vec(), vec![-1.0; s.len()], vec![3; s.len()], k as u32 + 1)
+            .push_sampled(
+                Some(at),
+                s.to_vec(),
+                vec![-1.0; s.len()],
+                vec![3; s.len()],
+                k as u32 + 1,
+            )
             .unwrap();
     }
     if !forced.is_empty() {
@@ -71,5 +91,8 @@ pub fn on_policy(model: &TwinModel, mut seq: TrainSequence) -> TrainSequence {
 
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
