@@ -544,6 +544,10 @@ impl Model {
     pub fn lm_head(&self) -> Option<&Matrix> {
         self.lm_head.as_ref()
     }
+    /// Rotary inverse frequencies (`head_dim / 2` of them).
+    pub fn rope_inv_freq(&self) -> &[f32] {
+        &self.inv_freq
+    }
 }
 
 /// Read access to one block's weights (matrices are `out × in`, rows in the file's layout:

@@ -93,4 +93,26 @@ impl TrainSample {
             proximal_logprobs: None,
         }
     }
+
+    /// A GRPO group: the main line of each trajectory (all answers to one task) with
+    /// group-normalised advantages from the rewards ([`crate::grpo_advantages`]).
+    pub fn grpo_group(
+        trajectories: &[Trajectory],
+        rewards: &[f64],
+        std_normalise: bool,
+    ) -> Result<Vec<TrainSample>> {
+        if trajectories.len() != rewards.len() {
+            return Err(TrainError::Invalid(format!(
+                "{} trajectories but {} rewards; give one reward per trajectory",
+                trajectories.len(),
+                rewards.len()
+            )));
+        }
+        let advantages = crate::loss::grpo_advantages(rewards, std_normalise);
+        trajectories
+            .iter()
+            .zip(advantages)
+            .map(|(t, a)| Ok(TrainSample::new(TrainSequence::main_line(t)?, a)))
+            .collect()
+    }
 }

@@ -55,7 +55,7 @@ impl Default for TrainConfig {
             aggregation: Aggregation::TokenMean,
             optimizer: AdamWConfig::default(),
             max_grad_norm: 1.0,
-            micro_batch_tokens: 1024,
+            micro_batch_tokens: 512,
         }
     }
 }

@@ -154,7 +154,12 @@ impl candle_core::CustomOp1 for FrozenMatmul {
         Ok((out, y.shape().clone()))
     }
 
-    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+    fn bwd(
+        &self,
+        _arg: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
         Ok(Some(grad.matmul(&self.w)?))
     }
 }
@@ -264,11 +269,8 @@ impl TwinModel {
             .lm_head()
             .map(|h| mat_tensor(h.to_f32(), h.rows, h.cols, dtype))
             .transpose()?;
-        let hd = cfg.head_dim;
-        // Same f32 arithmetic as the engine, so rotary angles agree bit for bit.
-        let inv_freq = (0..hd / 2)
-            .map(|i| 1.0 / cfg.rope_base.powf(2.0 * i as f32 / hd as f32))
-            .collect();
+        // The engine's own frequencies, so rotary angles agree bit for bit.
+        let inv_freq = model.rope_inv_freq().to_vec();
         Ok(TwinModel {
             cfg,
             dtype,

@@ -357,20 +357,22 @@ fn grpo_step_reports_kl_entropy_and_mismatch() {
     )
     .unwrap();
     let rewards = [1.0, 0.0, 0.0, 1.0];
-    let adv = grpo_advantages(&rewards, true);
-    let group: Vec<TrainSample> = (0..4)
-        .map(|k| {
-            let t = trajectory(&tokens(6, 0), &[&tokens(7, k + 1)], &[], &tokens(1, 9));
-            let mut seq = TrainSequence::main_line(&t).unwrap();
-            let lp = engine.score(&seq.tokens).unwrap();
-            for (i, m) in seq.loss_mask.iter().enumerate() {
-                if *m {
-                    seq.behaviour_logprobs[i] = lp[i];
-                }
-            }
-            TrainSample::new(seq, adv[k as usize])
-        })
+    let trajectories: Vec<_> = (0..4)
+        .map(|k| trajectory(&tokens(6, 0), &[&tokens(7, k + 1)], &[], &tokens(1, 9)))
         .collect();
+    let mut group = TrainSample::grpo_group(&trajectories, &rewards, true).unwrap();
+    let adv = grpo_advantages(&rewards, true);
+    for (s, a) in group.iter_mut().zip(&adv) {
+        assert_eq!(s.advantage, *a);
+        let seq = &mut s.sequence;
+        let lp = engine.score(&seq.tokens).unwrap();
+        for (i, m) in seq.loss_mask.iter().enumerate() {
+            if *m {
+                seq.behaviour_logprobs[i] = lp[i];
+            }
+        }
+    }
+    assert!(TrainSample::grpo_group(&trajectories, &rewards[..3], true).is_err());
     let cfg = TrainConfig {
         objective: Objective::Ppo(PpoConfig {
             kl_coef: 0.05,
