@@ -531,3 +531,61 @@ impl Model {
         out
     }
 }
+
+/// Read access to the weights, for the differentiable twin in `enact-train`.
+impl Model {
+    /// Token embedding, `vocab × d_model`.
+    pub fn embed(&self) -> &Matrix {
+        &self.embed
+    }
+    pub fn layers(&self) -> &[Layer] {
+        &self.layers
+    }
+    /// Final RMSNorm weight.
+    pub fn output_norm(&self) -> &[f32] {
+        &self.norm
+    }
+    /// Separate output layer; `None` when it is tied to the embedding.
+    pub fn lm_head(&self) -> Option<&Matrix> {
+        self.lm_head.as_ref()
+    }
+    /// Rotary inverse frequencies (`head_dim / 2` of them).
+    pub fn rope_inv_freq(&self) -> &[f32] {
+        &self.inv_freq
+    }
+}
+
+/// Read access to one block's weights (matrices are `out × in`, rows in the file's layout:
+/// GGUF llama q/k rows are permuted for interleaved rotary pairs).
+impl Layer {
+    pub fn attn_norm(&self) -> &[f32] {
+        &self.attn_norm
+    }
+    /// q, k and v stacked by rows (`q_dim + 2 kv_dim` rows).
+    pub fn wqkv(&self) -> &Matrix {
+        &self.wqkv
+    }
+    /// q, k and v biases concatenated (Qwen2).
+    pub fn bqkv(&self) -> Option<&[f32]> {
+        self.bqkv.as_deref()
+    }
+    pub fn q_norm(&self) -> Option<&[f32]> {
+        self.q_norm.as_deref()
+    }
+    pub fn k_norm(&self) -> Option<&[f32]> {
+        self.k_norm.as_deref()
+    }
+    pub fn wo(&self) -> &Matrix {
+        &self.wo
+    }
+    pub fn ffn_norm(&self) -> &[f32] {
+        &self.ffn_norm
+    }
+    /// gate and up stacked by rows (`2 ffn` rows).
+    pub fn w_gate_up(&self) -> &Matrix {
+        &self.w_gate_up
+    }
+    pub fn w_down(&self) -> &Matrix {
+        &self.w_down
+    }
+}
