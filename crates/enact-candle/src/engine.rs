@@ -186,6 +186,20 @@ impl Engine {
     /// KV caches computed under the old weights stay usable as far as shapes go (whether to
     /// keep them is the caller's choice). Returns the new version.
     pub fn publish(&mut self, model: Model) -> Result<u64> {
+        let next = self.version + 1;
+        self.publish_as(model, next)
+    }
+
+    /// [`Engine::publish`] under a version chosen by the caller (a trainer numbering
+    /// versions by its optimizer steps, also across a resume); it must be newer than the
+    /// running one, since tokens are stamped with versions and staleness is their difference.
+    pub fn publish_as(&mut self, model: Model, version: u64) -> Result<u64> {
+        if version <= self.version {
+            return Err(EngineError::Invalid(format!(
+                "cannot publish weights as version {version}: the engine already runs version {}; versions only go up",
+                self.version
+            )));
+        }
         if model.cfg != self.model.cfg {
             return Err(EngineError::Invalid(format!(
                 "the published weights are for {:?}, but the engine runs {:?}; publish weights \
@@ -194,7 +208,7 @@ impl Engine {
             )));
         }
         self.model = model;
-        self.version += 1;
+        self.version = version;
         Ok(self.version)
     }
 

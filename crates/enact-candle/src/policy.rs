@@ -56,6 +56,11 @@ pub enum KvOnPublish {
     /// caches stay available for prefix reuse.
     #[default]
     Keep,
+    /// Running sequences continue with their caches (as `Keep`), but idle caches are
+    /// dropped: a sequence that starts after the update computes its whole context under
+    /// the new weights instead of reusing a prefix computed under the old ones (a trainer's
+    /// choice: new episodes are then exactly on-policy).
+    KeepRunning,
     /// Recompute every running sequence's context and sampled tokens under the new weights
     /// (in prefill chunks) before its next token; idle caches are dropped.
     Recompute,
@@ -67,7 +72,8 @@ type SampleReply = Reply<(Sample, GenStats)>;
 enum Job {
     Sample(SampleRequest, SampleReply),
     Score(Arc<Vec<u32>>, Reply<Vec<f32>>),
-    Publish(Box<Model>, KvOnPublish, Reply<u64>),
+    /// New weights, under the given version (`None`: the next one).
+    Publish(Box<Model>, KvOnPublish, Option<u64>, Reply<u64>),
     Reload(Box<Engine>, oneshot::Sender<u64>),
 }
 
@@ -175,8 +181,19 @@ impl CandlePolicy {
         model: Model,
         kv: KvOnPublish,
     ) -> impl Future<Output = Result<u64, PolicyError>> + Send + use<> {
+        self.publish_weights_as(model, kv, None)
+    }
+
+    /// [`CandlePolicy::publish_weights`] under a chosen version (newer than the running one;
+    /// `None`: the next), e.g. a trainer's step count, which stays meaningful across a resume.
+    pub fn publish_weights_as(
+        &self,
+        model: Model,
+        kv: KvOnPublish,
+        version: Option<u64>,
+    ) -> impl Future<Output = Result<u64, PolicyError>> + Send + use<> {
         let (tx, rx) = oneshot::channel();
-        let sent = self.send(Job::Publish(Box::new(model), kv, tx));
+        let sent = self.send(Job::Publish(Box::new(model), kv, version, tx));
         async move {
             sent?;
             answer(rx).await
@@ -191,6 +208,17 @@ impl CandlePolicy {
         tensors: HashMap<String, Tensor>,
         kv: KvOnPublish,
     ) -> Result<u64, PolicyError> {
+        self.publish_tensors_as(tensors, kv, None).await
+    }
+
+    /// [`CandlePolicy::publish_tensors`] under a chosen version (see
+    /// [`CandlePolicy::publish_weights_as`]).
+    pub async fn publish_tensors_as(
+        &self,
+        tensors: HashMap<String, Tensor>,
+        kv: KvOnPublish,
+        version: Option<u64>,
+    ) -> Result<u64, PolicyError> {
         let layout = self.weight_layout();
         let model = tokio::task::spawn_blocking(move || model_from_tensors(&layout, &tensors))
             .await
@@ -203,7 +231,7 @@ impl CandlePolicy {
                      named and shaped as in its Hugging Face checkpoint"
                 ))
             })?;
-        self.publish_weights(model, kv).await
+        self.publish_weights_as(model, kv, version).await
     }
 
     /// Swaps in a whole new engine (possibly another model) at the next token boundary;
@@ -292,11 +320,20 @@ impl Worker {
             Job::Score(tokens, tx) => {
                 let _ = tx.send(self.engine.score(&tokens));
             }
-            Job::Publish(model, kv, tx) => {
-                let published = self.engine.publish(*model);
-                if published.is_ok() && kv == KvOnPublish::Recompute {
-                    self.batch.recompute(&self.engine);
-                    self.idle.clear();
+            Job::Publish(model, kv, version, tx) => {
+                let published = match version {
+                    Some(v) => self.engine.publish_as(*model, v),
+                    None => self.engine.publish(*model),
+                };
+                if published.is_ok() {
+                    match kv {
+                        KvOnPublish::Keep => {}
+                        KvOnPublish::KeepRunning => self.idle.clear(),
+                        KvOnPublish::Recompute => {
+                            self.batch.recompute(&self.engine);
+                            self.idle.clear();
+                        }
+                    }
                 }
                 self.version.store(self.engine.version(), Ordering::SeqCst);
                 let _ = tx.send(published);

@@ -13,6 +13,7 @@ mod run_cmd;
 mod sandbox_cmd;
 mod show_cmd;
 mod template_cmd;
+mod train_cmd;
 // shared pieces
 mod episode;
 mod live;
@@ -69,6 +70,8 @@ enum Command {
     Models(model_cmd::ModelCommands),
     /// Many episodes in flight into a crash-safe trajectory dataset (`--config rollout.toml`; rerun to resume), `status DIR`, `export DIR`.
     Rollout(rollout_cmd::RolloutArgs),
+    /// The closed loop: SFT warm start, then GRPO with the rollout engine beside the trainer, held-out evaluation, plot (`--config train.toml`; rerun to resume).
+    Train(train_cmd::TrainArgs),
 }
 
 /// A run stopped by Ctrl-C: exit status 130, after everything finished is written.
@@ -138,6 +141,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
             redteam_cmd::run(a).await
         }
         Command::Rollout(a) => rollout_cmd::run(cli.verbose, a).await,
+        Command::Train(a) => train_cmd::run(cli.verbose, a).await,
         Command::Envs => {
             env_cmd::print_builtin();
             Ok(())

@@ -218,7 +218,7 @@ impl AgentFactory {
     }
 }
 /// Whether `--model` names a file or directory rather than a keyword.
-fn looks_like_path(s: &str) -> bool {
+pub fn looks_like_path(s: &str) -> bool {
     s.contains('/') || s.ends_with(".gguf") || s.ends_with(".safetensors") || Path::new(s).exists()
 }
 

@@ -452,7 +452,7 @@ fn cmd_bench(a: BenchGenerateArgs) -> Result<()> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     if !a.batch.is_empty() {
-        return bench_batches(&a, &path, &file, &prompt);
+        return bench_batches(&a, threads, &path, &file, &prompt);
     }
     println!(
         "enact bench generate · {file} · {} threads · {} prompt tokens, {} generated (greedy, no stop) · median of {} · kernels {}",
@@ -574,7 +574,13 @@ fn bench_request(context: Vec<u32>, gen_tokens: usize) -> SampleRequest {
 /// `bench generate --batch`: aggregate generation speed of several sequences generated
 /// together (Q8_0 weights), each batch size against batch 1 in the same run, interleaved so
 /// that load on the machine hits all alike.
-fn bench_batches(a: &BenchGenerateArgs, path: &Path, file: &str, prompt: &[u32]) -> Result<()> {
+fn bench_batches(
+    a: &BenchGenerateArgs,
+    threads: usize,
+    path: &Path,
+    file: &str,
+    prompt: &[u32],
+) -> Result<()> {
     let mut sizes = a.batch.clone();
     if sizes.contains(&0) {
         bail!("--batch sizes must be at least 1");
@@ -585,13 +591,13 @@ fn bench_batches(a: &BenchGenerateArgs, path: &Path, file: &str, prompt: &[u32])
     let engine = Engine::load(
         path,
         &EngineOptions {
-            threads: a.threads,
+            threads,
             weights: WeightFormat::Q8_0,
         },
     )?;
     println!(
         "enact bench generate --batch · {file} · q8_0 · {} threads · {} prompt tokens, {} generated per sequence (greedy, no stop) · median of {} · kernels {}",
-        a.threads,
+        threads,
         prompt.len(),
         a.gen_tokens.max(2),
         a.repeats.max(1),

@@ -132,6 +132,40 @@ impl From<TrajectoryError> for EpisodeFormatError {
 }
 
 impl Episode {
+    /// An episode that never ran (its environment or agent could not be made): no tokens,
+    /// no reward, `Termination::Error(why)`, the error recorded under `source`.
+    pub fn failed(task: &Task, episode_id: &str, source: &str, why: String) -> Episode {
+        let mut trajectory = Trajectory::new(episode_id, "none");
+        trajectory.token_exact = false;
+        Episode {
+            task: task.clone(),
+            messages: Vec::new(),
+            tools: Vec::new(),
+            trajectory,
+            verdict: None,
+            outcome: EpisodeOutcome {
+                reward: 0.0,
+                reward_components: BTreeMap::new(),
+                progress: 0.0,
+                success: false,
+                termination: Termination::Error(why.clone()),
+                turns: 0,
+                tool_calls: 0,
+                tool_errors: 0,
+                flags: Vec::new(),
+                errors: vec![EpisodeError {
+                    source: source.into(),
+                    message: why,
+                    turn: 0,
+                    recovered: false,
+                }],
+                timings: Timings::default(),
+                tokens: TokenCounts::default(),
+                final_answer: None,
+            },
+        }
+    }
+
     /// The episode's id (its trajectory's).
     pub fn id(&self) -> &str {
         &self.trajectory.id

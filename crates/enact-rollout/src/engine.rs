@@ -18,9 +18,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use enact_agent::Agent;
 use enact_core::{
-    Action, EnvError, Environment, Episode, EpisodeError, EpisodeOutcome, Policy, PolicyError,
-    Reset, Sample, SampleRequest, SegmentKind, StepOutcome, Submission, Task, Termination,
-    TokenSink, Trajectory, Verdict, Verifier, VerifyError,
+    Action, EnvError, Environment, Episode, Policy, PolicyError, Reset, Sample, SampleRequest,
+    SegmentKind, StepOutcome, Submission, Task, Termination, TokenSink, Verdict, Verifier,
+    VerifyError,
 };
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -627,37 +627,8 @@ pub fn stable_hash(s: &str) -> u64 {
     })
 }
 
-/// An episode that could not run at all (the factory failed, its task crashed).
 fn failed_episode(task: &Task, episode_id: &str, why: String) -> Episode {
-    let mut trajectory = Trajectory::new(episode_id, "none");
-    trajectory.token_exact = false;
-    Episode {
-        task: task.clone(),
-        messages: Vec::new(),
-        tools: Vec::new(),
-        trajectory,
-        verdict: None,
-        outcome: EpisodeOutcome {
-            reward: 0.0,
-            reward_components: Default::default(),
-            progress: 0.0,
-            success: false,
-            termination: Termination::Error(why.clone()),
-            turns: 0,
-            tool_calls: 0,
-            tool_errors: 0,
-            flags: Vec::new(),
-            errors: vec![EpisodeError {
-                source: "rollout".into(),
-                message: why,
-                turn: 0,
-                recovered: false,
-            }],
-            timings: Default::default(),
-            tokens: Default::default(),
-            final_answer: None,
-        },
-    }
+    Episode::failed(task, episode_id, "rollout", why)
 }
 
 /// The policy as one episode sees it: reports waits and tokens, bounds each request.

@@ -178,6 +178,29 @@ impl Trainer {
     pub fn config(&self) -> &TrainConfig {
         &self.config
     }
+    /// Switches the loss (e.g. an SFT warm start, then GRPO), keeping weights and optimizer
+    /// state. A KL term in full training needs the reference taken when the trainer was
+    /// made: create it with that objective, switch to SFT for the warm start, then back.
+    pub fn set_objective(&mut self, objective: Objective) -> Result<()> {
+        if kl_coef(&objective) > 0.0
+            && matches!(self.config.trainable, Trainable::Full)
+            && self.reference.is_none()
+        {
+            return Err(TrainError::Invalid(
+                "a KL term in full training needs the initial weights as reference: create the                  trainer with the KL objective (then switch objectives), or set kl_coef = 0"
+                    .into(),
+            ));
+        }
+        self.config.objective = objective;
+        Ok(())
+    }
+
+    /// Sets the learning rate of the following steps (moments and step count are kept).
+    pub fn set_learning_rate(&mut self, lr: f64) {
+        self.config.optimizer.lr = lr;
+        self.optimizer.config.lr = lr;
+    }
+
     /// Optimizer steps taken.
     pub fn step_count(&self) -> u64 {
         self.optimizer.step

@@ -5,6 +5,7 @@
 //! restart per sequence and attention is block-diagonal causal, so a packed forward equals
 //! separate forwards.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::{D, DType, Device, Tensor, Var};
@@ -12,7 +13,7 @@ use enact_candle::model::Model;
 use enact_candle::{ModelConfig, RopeStyle, WeightFormat};
 
 use crate::error::{Result, TrainError};
-use crate::lora::{Adapters, Proj};
+use crate::lora::{Adapters, Proj, rows_to_hf};
 
 /// One block's weights (matrices `out × in`, rows in the file's layout).
 pub struct TwinLayer {
@@ -333,6 +334,62 @@ impl TwinModel {
             });
         }
         Ok(vars)
+    }
+
+    /// Every weight by Hugging Face name and row layout, in f32, with the LoRA adapters
+    /// merged in (`W + scale · B A`): what `enact_candle::model_from_tensors` (and so
+    /// `CandlePolicy::publish_tensors`) takes to run the trained policy. A tied head is
+    /// omitted, as in Hugging Face checkpoints.
+    pub fn merged_hf_tensors(&self) -> Result<HashMap<String, Tensor>> {
+        let interleaved = self.cfg.rope == RopeStyle::Interleaved;
+        let (nh, nkv) = (self.cfg.n_heads, self.cfg.n_kv_heads);
+        let f32 = |t: &Tensor| -> Result<Tensor> { Ok(t.detach().to_dtype(DType::F32)?) };
+        let mut out = HashMap::new();
+        out.insert("model.embed_tokens.weight".to_string(), f32(&self.embed)?);
+        for (i, l) in self.layers.iter().enumerate() {
+            let n = |s: &str| layer_weight_name(i, s);
+            out.insert(n("input_layernorm.weight"), f32(&l.attn_norm)?);
+            for (&p, w) in Proj::ALL.iter().zip(l.w.iter()) {
+                let mut w = f32(w)?;
+                if let Some(pair) = self
+                    .adapters
+                    .as_ref()
+                    .and_then(|a| a.pairs.get(&(i, p)).map(|pair| (pair, a.scale)))
+                {
+                    let (pair, scale) = pair;
+                    let delta = pair.b.as_tensor().matmul(pair.a.as_tensor())?;
+                    w = (w + (f32(&delta)? * scale)?)?;
+                }
+                let rope_rows = match p {
+                    Proj::Q if interleaved => Some(nh),
+                    Proj::K if interleaved => Some(nkv),
+                    _ => None,
+                };
+                out.insert(
+                    n(&format!("{}.weight", p.hf_module())),
+                    rows_to_hf(&w, rope_rows)?,
+                );
+            }
+            if let Some(b) = l.bias.as_ref() {
+                for (p, t) in [Proj::Q, Proj::K, Proj::V].iter().zip(b.iter()) {
+                    // As the loaders: biases keep their order (no architecture combines
+                    // them with interleaved rotary rows).
+                    out.insert(n(&format!("{}.bias", p.hf_module())), f32(t)?);
+                }
+            }
+            if let Some(t) = l.q_norm.as_ref() {
+                out.insert(n("self_attn.q_norm.weight"), f32(t)?);
+            }
+            if let Some(t) = l.k_norm.as_ref() {
+                out.insert(n("self_attn.k_norm.weight"), f32(t)?);
+            }
+            out.insert(n("post_attention_layernorm.weight"), f32(&l.ffn_norm)?);
+        }
+        out.insert("model.norm.weight".to_string(), f32(&self.norm)?);
+        if let Some(h) = self.lm_head.as_ref() {
+            out.insert("lm_head.weight".to_string(), f32(h)?);
+        }
+        Ok(out)
     }
 
     /// A frozen deep copy of the current weights without adapters (a KL reference).

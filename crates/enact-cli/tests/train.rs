@@ -1,0 +1,423 @@
+//! `enact train` through the binary on a tiny random chat model (byte-level tokenizer, ChatML
+//! template, llama weights written as GGUF here) and task files whose reward is whether the
+//! answer contains an `a`: a warm start on the reference solutions, GRPO steps with the rollout
+//! engine beside the trainer, held-out evaluation, the plot; then `kill -9` in the middle of
+//! RL and the same command again, which must finish without losing or repeating a step or an
+//! episode.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use candle_core::quantized::{GgmlDType, QTensor, gguf_file};
+use candle_core::{Device, Tensor};
+
+const D: usize = 32;
+const HEADS: usize = 4;
+const KV_HEADS: usize = 2;
+const FFN: usize = 64;
+const LAYERS: usize = 2;
+/// `<|endoftext|>`, `<|im_start|>`, `<|im_end|>`, 256 bytes, one merge.
+const VOCAB: usize = 3 + 256 + 1;
+const IM_END: usize = 2;
+
+/// GPT-2's printable stand-in for a byte.
+fn byte_char(b: u8) -> char {
+    let printable = |b: u8| (b'!'..=b'~').contains(&b) || (0xA1..=0xAC).contains(&b) || b >= 0xAE;
+    if printable(b) {
+        return b as char;
+    }
+    let mut n = 0u32;
+    for x in 0..=255u8 {
+        if x == b {
+            break;
+        }
+        if !printable(x) {
+            n += 1;
+        }
+    }
+    char::from_u32(256 + n).unwrap()
+}
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> f32 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((self.0 >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
+    }
+    fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
+        (0..n).map(|_| self.next() * scale).collect()
+    }
+}
+
+/// A tiny llama with SmolLM2's chat template and a byte-level tokenizer. Its replies are
+/// short and often contain `a`: residual dimension 0 is held at 1 (embedding column 0 is 1,
+/// the blocks never write it), and the head reads it for `<|im_end|>` and `a` only, so
+/// those two are likelier than the rest whatever the context.
+fn tiny_chat_model(path: &Path) {
+    use gguf_file::Value;
+    let s = |v: &str| Value::String(v.into());
+    let mut tokens: Vec<String> = vec![
+        "<|endoftext|>".into(),
+        "<|im_start|>".into(),
+        "<|im_end|>".into(),
+    ];
+    let mut types = vec![3i32, 3, 3];
+    for b in 0..=255u8 {
+        tokens.push(byte_char(b).to_string());
+        types.push(1);
+    }
+    tokens.push("aa".into());
+    types.push(1);
+    assert_eq!(tokens.len(), VOCAB);
+    let template = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
+    let hd = D / HEADS;
+    let meta: Vec<(String, Value)> = vec![
+        ("general.architecture".into(), s("llama")),
+        ("general.name".into(), s("tiny-chat")),
+        ("llama.block_count".into(), Value::U32(LAYERS as u32)),
+        ("llama.embedding_length".into(), Value::U32(D as u32)),
+        ("llama.feed_forward_length".into(), Value::U32(FFN as u32)),
+        (
+            "llama.attention.head_count".into(),
+            Value::U32(HEADS as u32),
+        ),
+        (
+            "llama.attention.head_count_kv".into(),
+            Value::U32(KV_HEADS as u32),
+        ),
+        ("llama.context_length".into(), Value::U32(4096)),
+        ("llama.rope.freq_base".into(), Value::F32(10000.0)),
+        (
+            "llama.attention.layer_norm_rms_epsilon".into(),
+            Value::F32(1e-5),
+        ),
+        ("tokenizer.ggml.model".into(), s("gpt2")),
+        ("tokenizer.ggml.pre".into(), s("smollm")),
+        (
+            "tokenizer.ggml.tokens".into(),
+            Value::Array(tokens.iter().map(|t| s(t)).collect()),
+        ),
+        (
+            "tokenizer.ggml.token_type".into(),
+            Value::Array(types.into_iter().map(Value::I32).collect()),
+        ),
+        ("tokenizer.ggml.merges".into(), Value::Array(vec![s("a a")])),
+        ("tokenizer.ggml.bos_token_id".into(), Value::U32(1)),
+        (
+            "tokenizer.ggml.eos_token_id".into(),
+            Value::U32(IM_END as u32),
+        ),
+        ("tokenizer.ggml.add_bos_token".into(), Value::Bool(false)),
+        ("tokenizer.chat_template".into(), s(template)),
+    ];
+    let mut r = Rng(7);
+    let mut weights: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
+    let mut embed = r.vec(VOCAB * D, 1.0);
+    for t in 0..VOCAB {
+        embed[t * D] = 1.0;
+    }
+    weights.push(("token_embd.weight".into(), vec![VOCAB, D], embed));
+    let (qd, kvd) = (HEADS * hd, KV_HEADS * hd);
+    for i in 0..LAYERS {
+        let n = |x: &str| format!("blk.{i}.{x}");
+        weights.push((n("attn_norm.weight"), vec![D], vec![1.0; D]));
+        weights.push((n("attn_q.weight"), vec![qd, D], r.vec(qd * D, 0.3)));
+        weights.push((n("attn_k.weight"), vec![kvd, D], r.vec(kvd * D, 0.3)));
+        weights.push((n("attn_v.weight"), vec![kvd, D], r.vec(kvd * D, 0.3)));
+        let mut o = r.vec(D * qd, 0.3);
+        o[..qd].fill(0.0); // row 0: the blocks never write residual dimension 0
+        weights.push((n("attn_output.weight"), vec![D, qd], o));
+        weights.push((n("ffn_norm.weight"), vec![D], vec![1.0; D]));
+        weights.push((n("ffn_gate.weight"), vec![FFN, D], r.vec(FFN * D, 0.3)));
+        weights.push((n("ffn_up.weight"), vec![FFN, D], r.vec(FFN * D, 0.3)));
+        let mut down = r.vec(D * FFN, 0.3);
+        down[..FFN].fill(0.0);
+        weights.push((n("ffn_down.weight"), vec![D, FFN], down));
+    }
+    weights.push(("output_norm.weight".into(), vec![D], vec![1.0; D]));
+    let mut head = r.vec(VOCAB * D, 0.05);
+    for t in 0..VOCAB {
+        head[t * D] = 0.0;
+    }
+    head[IM_END * D] = 3.0;
+    head[(3 + usize::from(b'a')) * D] = 2.5;
+    weights.push(("output.weight".into(), vec![VOCAB, D], head));
+
+    let mut qs = Vec::new();
+    for (name, shape, data) in weights {
+        let t = Tensor::from_vec(data, shape, &Device::Cpu).unwrap();
+        qs.push((name, QTensor::quantize(&t, GgmlDType::F32).unwrap()));
+    }
+    let mut f = std::fs::File::create(path).unwrap();
+    let meta_refs: Vec<(&str, &Value)> = meta.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let t_refs: Vec<(&str, &QTensor)> = qs.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    gguf_file::write(&mut f, &meta_refs, &t_refs).unwrap();
+}
+
+/// Task files: `train` tasks and `test` tasks, each rewarded when the answer contains `a`.
+fn say_a_tasks(dir: &Path, train: usize, test: usize) {
+    for (split, n) in [("train", train), ("test", test)] {
+        for i in 0..n {
+            let d = dir.join(format!("say-a-{split}-{i}"));
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(
+                d.join("task.toml"),
+                format!(
+                    r#"[task]
+id = "say-a-{split}-{i}"
+split = "{split}"
+prompt = "Reply with a word that has the letter a in it ({i})."
+
+[verifier]
+kind = "builtin"
+checks = [{{ type = "answer_contains", value = "a" }}]
+
+[reference]
+turns = ["banana"]
+"#
+                ),
+            )
+            .unwrap();
+        }
+    }
+}
+
+fn setup(dir: &Path, rl_steps: u64) -> PathBuf {
+    tiny_chat_model(&dir.join("tiny.gguf"));
+    say_a_tasks(&dir.join("tasks"), 8, 3);
+    let config = dir.join("train.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"env = "tasks:{tasks}"
+model = "tiny.gguf"
+threads = 1
+# the engine samples with the same f32 weights the trainer differentiates
+weights = "f32"
+output = "out"
+seed = 3
+
+[trainable]
+mode = "lora"
+r = 4
+alpha = 8
+
+[warm_start]
+tasks = 4
+epochs = 1
+batch = 2
+lr = 1e-2
+
+[rl]
+steps = {rl_steps}
+tasks_per_step = 1
+group_size = 4
+concurrency = 4
+lr = 1e-2
+
+[eval]
+tasks = 3
+every = 2
+
+[agent]
+max_turns = 1
+max_tokens_per_turn = 12
+"#,
+            tasks = dir.join("tasks").display()
+        ),
+    )
+    .unwrap();
+    config
+}
+
+fn train(config: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_enact"));
+    c.args(["train", "--config"]).arg(config);
+    c.env_remove("ENACT_THREADS").env_remove("ENACT_WEIGHTS");
+    c
+}
+
+fn rows(out: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn state(out: &Path) -> Option<serde_json::Value> {
+    let text = std::fs::read_to_string(out.join("state.json")).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// Every RL step exactly once, in order; every trained episode once and stored once.
+fn check_complete(out: &Path, rl_steps: u64) {
+    let st = state(out).unwrap();
+    assert_eq!(st["phase"], "done", "{st}");
+    assert_eq!(st["rl_steps"], rl_steps);
+    let rows = rows(out);
+    let rl: Vec<u64> = rows
+        .iter()
+        .filter(|r| r["phase"] == "rl")
+        .map(|r| r["rl_step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(rl, (1..=rl_steps).collect::<Vec<_>>(), "RL steps: {rl:?}");
+    let warm = rows.iter().filter(|r| r["phase"] == "warm_start").count();
+    assert_eq!(warm, 2, "two warm-start steps (4 tasks, 2 per step)");
+    let evals: Vec<&str> = rows
+        .iter()
+        .filter_map(|r| r["eval"]["label"].as_str())
+        .collect();
+    assert_eq!(evals.first(), Some(&"before"));
+    assert!(evals.contains(&"warm_start"), "{evals:?}");
+    assert_eq!(evals.last(), Some(&"final"), "{evals:?}");
+    // Steps only go up; the optimizer step is the policy version.
+    let steps: Vec<u64> = rows.iter().map(|r| r["step"].as_u64().unwrap()).collect();
+    assert!(steps.windows(2).all(|w| w[0] <= w[1]), "{steps:?}");
+    assert_eq!(st["step"], *steps.last().unwrap());
+    // Each step trains on tasks_per_step × group_size episodes, none twice.
+    let consumed: Vec<String> = st["consumed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(consumed.len() as u64, rl_steps * 4);
+    assert_eq!(
+        consumed.iter().collect::<HashSet<_>>().len(),
+        consumed.len()
+    );
+    let stored: Vec<String> = std::fs::read_to_string(out.join("episodes.jsonl"))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["episode_id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    let unique: HashSet<&String> = stored.iter().collect();
+    assert_eq!(unique.len(), stored.len(), "an episode was stored twice");
+    assert!(
+        consumed.iter().all(|c| unique.contains(c)),
+        "trained on an episode not in the store"
+    );
+    // The checkpoint of the last step: PEFT adapter files.
+    let ckpt = out.join(st["checkpoint"].as_str().unwrap());
+    for f in [
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "optimizer.safetensors",
+    ] {
+        assert!(ckpt.join(f).exists(), "{f} missing in {}", ckpt.display());
+    }
+    let svg = std::fs::read_to_string(out.join("plot.svg")).unwrap();
+    assert!(svg.contains("held-out success") && svg.trim_end().ends_with("</svg>"));
+}
+
+#[test]
+fn trains_end_to_end_with_warm_start_grpo_and_held_out_evaluation() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = setup(dir.path(), 4);
+    let out = train(&config).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let o = dir.path().join("out");
+    check_complete(&o, 4);
+    assert!(stdout.contains("held-out success"), "{stdout}");
+    // Some RL step had a signal (rewards differ within a group) and took an optimizer step
+    // whose behaviour logprobs came from the engine: the mismatch is reported and small.
+    let trained: Vec<serde_json::Value> = rows(&o)
+        .into_iter()
+        .filter(|r| r["phase"] == "rl" && r["train"].is_object())
+        .collect();
+    assert!(
+        !trained.is_empty(),
+        "no RL step had a reward signal; stderr:\n{stderr}"
+    );
+    // Episodes sampled entirely by the weights being trained (staleness 0): the trainer's
+    // logprobs equal the sampler's. Staler ones differ by what the updates changed.
+    let fresh: Vec<&serde_json::Value> =
+        trained.iter().filter(|r| r["staleness_max"] == 0).collect();
+    assert!(!fresh.is_empty(), "no RL step trained on fresh episodes");
+    for r in fresh {
+        let mismatch = r["train"]["logprob_mismatch_mean"].as_f64().unwrap();
+        assert!(
+            mismatch < 0.05,
+            "recomputed logprobs differ from the sampler's by {mismatch}"
+        );
+        assert!(r["train"]["loss_tokens"].as_u64().unwrap() > 0);
+    }
+    // Rerunning a finished run changes nothing.
+    let again = train(&config).output().unwrap();
+    assert!(again.status.success());
+    check_complete(&o, 4);
+}
+
+#[test]
+fn kill_9_in_the_middle_then_the_same_command_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let steps = 6;
+    let config = setup(dir.path(), steps);
+    let out = dir.path().join("out");
+    let mut child = train(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        if let Some(st) = state(&out)
+            && st["rl_steps"].as_u64().unwrap_or(0) >= 2
+        {
+            break;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("enact train ended ({status}) before it could be killed");
+        }
+        assert!(Instant::now() < deadline, "no RL step within 300 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let st = state(&out).unwrap();
+    assert_ne!(st["phase"], "done", "killed too late to test a resume");
+
+    let resumed = train(&config).output().unwrap();
+    let stderr = String::from_utf8_lossy(&resumed.stderr);
+    assert!(resumed.status.success(), "{stderr}");
+    assert!(stderr.contains("resuming"), "{stderr}");
+    check_complete(&out, steps);
+}
+
+#[test]
+fn bad_configurations_are_refused_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = setup(dir.path(), 1);
+    let text = std::fs::read_to_string(&config).unwrap();
+    for (from, to, says) in [
+        ("group_size = 4", "group_size = 1", "group_size = 1"),
+        ("mode = \"lora\"", "mode = \"qlora\"", "use lora or full"),
+        ("[agent]", "bogus = 1\n[agent]", "bogus"),
+        (
+            "model = \"tiny.gguf\"",
+            "model = \"http://127.0.0.1:9\"",
+            "embedded engine",
+        ),
+    ] {
+        std::fs::write(&config, text.replace(from, to)).unwrap();
+        let out = train(&config).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{to} was accepted");
+        assert!(stderr.contains(says), "{to}: {stderr}");
+        let _ = std::fs::remove_dir_all(dir.path().join("out"));
+    }
+}
