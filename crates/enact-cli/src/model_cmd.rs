@@ -110,6 +110,9 @@ pub enum BenchCmd {
     /// latency: generator busy fraction and episodes/s, synchronous batching vs the engine;
     /// and the engine's CPU per tool step.
     Rollout(crate::rollout_cmd::bench::BenchRolloutArgs),
+    /// Training tokens/s of the embedded trainer (full training of a tiny model, LoRA on the
+    /// default model), next to PyTorch on the same shapes when torch is importable.
+    Train(crate::train_cmd::bench::BenchTrainArgs),
 }
 
 #[derive(Args)]
@@ -148,6 +151,7 @@ pub async fn run(cmd: ModelCommands) -> Result<()> {
         ModelCommands::Bench(BenchCmd::Generate(a)) => cmd_bench(a),
         ModelCommands::Bench(BenchCmd::Sandbox(a)) => crate::sandbox_cmd::bench(a).await,
         ModelCommands::Bench(BenchCmd::Rollout(a)) => crate::rollout_cmd::bench::run(a).await,
+        ModelCommands::Bench(BenchCmd::Train(a)) => crate::train_cmd::bench::run(a).await,
     }
 }
 

@@ -168,7 +168,7 @@ pub async fn run(verbose: u8, args: RolloutArgs) -> Result<()> {
                 );
             }
             let (_, records) = TrajectoryStore::open(&store, FsyncPolicy::Always)?;
-            export(&dir, &records)
+            export(&dir, &records, true)
         }
         (None, Some(config)) => rollout(verbose, &config).await,
         (None, None) => bail!(
@@ -349,7 +349,7 @@ async fn rollout(verbose: u8, config_path: &Path) -> Result<()> {
         return Err(e.into());
     }
     let summary = summary?;
-    export(&out, &records)?;
+    export(&out, &records, true)?;
     let solved = records.iter().filter(|r| r.episode.outcome.success).count();
     println!(
         "rollout {} · model {} · {} episodes stored ({} new, {} resumed), {} solved, {} errors, {} regenerated, {} dropped as stale{}",
@@ -372,12 +372,14 @@ async fn rollout(verbose: u8, config_path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Writes `dataset.jsonl` and `dataset.parquet` (training rows) from stored episodes.
-fn export(dir: &Path, records: &[RolloutRecord]) -> Result<()> {
+/// Writes `dataset.jsonl` and `dataset.parquet` (training rows with GRPO advantages per
+/// task group) from stored episodes.
+pub fn export(dir: &Path, records: &[RolloutRecord], std_normalise: bool) -> Result<()> {
     let mut rows = records
         .iter()
         .map(training_row)
         .collect::<Result<Vec<_>, _>>()?;
+    enact_rollout::with_group_advantages(&mut rows, std_normalise);
     // Grouped, in a stable order whatever the finishing order was.
     rows.sort_by(|a, b| (&a.task_id, a.sample_index).cmp(&(&b.task_id, b.sample_index)));
     enact_rollout::write_jsonl(&dir.join("dataset.jsonl"), &rows)?;

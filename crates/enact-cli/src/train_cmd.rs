@@ -11,6 +11,7 @@
 //! checkpoint it names, the crash-safe `episodes.jsonl`): `kill -9`, then the same command
 //! continues from the last step. Design: docs/training.md ("The closed loop").
 
+pub mod bench;
 mod plot;
 
 use std::collections::{HashMap, HashSet};
@@ -300,6 +301,9 @@ pub struct EvalPoint {
     pub sampled_tokens: u64,
     /// Episodes that ended in an error of the policy or environment.
     pub errors: usize,
+    /// The episodes, relative to the output directory (`enact show` reads it).
+    #[serde(default)]
+    pub file: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -365,13 +369,14 @@ fn write_json_durable<T: Serialize>(path: &Path, value: &T) -> Result<()> {
 pub async fn run(verbose: u8, args: TrainArgs) -> Result<()> {
     let file = read_config(&args.config)?;
     check_config(&file)?;
-    let out = file.output.clone();
-    std::fs::create_dir_all(&out).with_context(|| {
+    std::fs::create_dir_all(&file.output).with_context(|| {
         format!(
             "cannot create the output directory {}; check permissions",
-            out.display()
+            file.output.display()
         )
     })?;
+    // Shown and used without `..` parts (the configuration keeps the path as resolved).
+    let out = std::fs::canonicalize(&file.output).unwrap_or_else(|_| file.output.clone());
     // A resume must use the same configuration: episode ids and steps mean what they meant.
     let resolved = toml::to_string_pretty(&file).context("cannot serialise the configuration")?;
     let config_copy = out.join("config.toml");
@@ -537,6 +542,7 @@ fn rl_objective(rl: &RlSection) -> Objective {
         clip_high: rl.clip_high,
         importance_cap: rl.importance_cap,
         kl_coef: rl.kl_coef,
+        temperature: f64::from(rl.temperature),
     })
 }
 
@@ -713,7 +719,13 @@ impl Loop {
                 .filter(|r| r.step == step)
                 .and_then(|r| r.eval.as_mut())
             {
-                Some(e) => e.label = "final".into(),
+                Some(e) => {
+                    let file = format!("eval/step-{step:05}-final.jsonl");
+                    std::fs::rename(self.out.join(&e.file), self.out.join(&file))
+                        .with_context(|| format!("cannot rename {} to {file}", e.file))?;
+                    e.label = "final".into();
+                    e.file = file;
+                }
                 None => self.evaluate(state, "final").await?,
             }
             state.phase = Phase::Done;
@@ -726,6 +738,12 @@ impl Loop {
         self.bar.finish_and_clear();
         state.elapsed_s = self.elapsed();
         self.write_outputs(state)?;
+        // The RL episodes as a dataset for external trainers (docs/training.md).
+        let store = self.out.join(STORE);
+        if store.exists() {
+            let (_, records) = TrajectoryStore::open(&store, FsyncPolicy::Always)?;
+            crate::rollout_cmd::export(&self.out, &records, self.file.rl.std_normalise)?;
+        }
         if state.phase == Phase::Done {
             print_summary(&self.file, state, &self.out);
         } else {
@@ -871,10 +889,8 @@ impl Loop {
             text.push_str(&serde_json::to_string(e)?);
             text.push('\n');
         }
-        std::fs::write(
-            dir.join(format!("step-{:05}-{label}.jsonl", state.step)),
-            text,
-        )?;
+        let file = format!("eval/step-{:05}-{label}.jsonl", state.step);
+        std::fs::write(self.out.join(&file), text)?;
         let n = episodes.len().max(1) as f64;
         let solved = episodes.iter().filter(|e| e.outcome.success).count();
         let point = EvalPoint {
@@ -898,6 +914,7 @@ impl Loop {
                 .iter()
                 .filter(|e| matches!(e.outcome.termination, Termination::Error(_)))
                 .count(),
+            file,
         };
         self.say(format!(
             "held-out {} ({} tasks of the {} split) at step {}: success {}/{} ({:.0}%), progress {:.2}, reward {:.3}",
@@ -1127,7 +1144,7 @@ impl Loop {
                     self.rl_step(state, batch, &publisher).await?;
                     if rl.steps > state.rl_steps
                         && self.file.eval.every > 0
-                        && state.rl_steps % self.file.eval.every == 0
+                        && state.rl_steps.is_multiple_of(self.file.eval.every)
                     {
                         self.evaluate(state, "rl").await?;
                     }
@@ -1350,8 +1367,55 @@ fn print_summary(file: &TrainFile, state: &LoopState, out: &Path) {
             last.progress - first.progress
         );
     }
+    if let Some(last) = evals.last() {
+        println!(
+            "held-out episodes: enact show {}",
+            out.join(&last.file).display()
+        );
+    }
+    println!("plot: {}", out.join("plot.svg").display());
     println!(
-        "wrote {} (metrics.jsonl, plot.svg, checkpoints/ with PEFT adapters, episodes.jsonl, eval/)",
+        "wrote {} (metrics.jsonl, plot.svg, checkpoints/ with PEFT adapters, episodes.jsonl and dataset.parquet of the RL episodes, eval/)",
         out.display()
     );
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn the_shipped_configuration_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/train-calc.toml");
+        let f = read_config(&path).unwrap();
+        check_config(&f).unwrap();
+        assert_eq!((f.env.as_str(), f.model.as_str()), ("calc", "default"));
+        assert!(f.output.is_absolute() && f.output.ends_with("runs/train-calc"));
+        assert!(matches!(trainable(&f).unwrap(), Trainable::Lora(_)));
+        assert!(f.warm_start.is_some() && f.rl.steps > 0 && f.eval.tasks > 0);
+        assert_eq!(f.eval.split, "test");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_errors_that_say_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.toml");
+        let base = "env = \"calc\"\noutput = \"o\"\n[rl]\nsteps = 1\n";
+        for (extra, says) in [
+            ("lr = 1\n", ""),
+            ("tasks_per_step = 0\n", "at least 1"),
+            ("aggregation = \"mean\"\n", "sequence_mean"),
+            ("bogus = 1\n", "bogus"),
+        ] {
+            std::fs::write(&path, format!("{base}{extra}")).unwrap();
+            let r = read_config(&path).and_then(|f| check_config(&f));
+            if says.is_empty() {
+                r.unwrap();
+            } else {
+                let e = format!("{:#}", r.unwrap_err());
+                assert!(e.contains(says), "{extra}: {e}");
+            }
+        }
+    }
 }

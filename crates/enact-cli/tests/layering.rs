@@ -71,12 +71,13 @@ fn the_layering_rules_hold() {
             "{name} depends on enact-testkit outside [dev-dependencies]; it is for tests only"
         );
     }
-    // Implementations never use the agent loop, except the red-team harness (and the CLI).
+    // Implementations never use the agent loop, except the episode runners: the red-team
+    // harness, the rollout engine (and the CLI).
     for (name, d) in &deps {
         if d.contains("enact-agent") {
             assert!(
-                ["enact-redteam", "enact-cli"].contains(&name.as_str()),
-                "{name} depends on enact-agent; only the red-team harness and the CLI run episodes"
+                ["enact-redteam", "enact-rollout", "enact-cli"].contains(&name.as_str()),
+                "{name} depends on enact-agent; only the red-team harness, the rollout engine and the CLI run episodes"
             );
         }
     }

@@ -1,6 +1,7 @@
-//! `scripts/setup` explains itself: with `cargo` and `enact` stubbed (no build, no download),
-//! it links `enact` onto PATH, runs the reference solution and the model on the same task, and
-//! ends with what it did, both run directories, what the numbers mean and what to try next.
+//! `scripts/setup` explains itself: with `cargo` and `enact` stubbed (no build, no download,
+//! no training), it links `enact` onto PATH, runs the main job (`enact train` on the shipped
+//! configuration) and ends with what it did, the run directory, what the numbers mean and
+//! what to try next.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -14,24 +15,24 @@ fn script(path: &Path, body: &str) {
 }
 
 #[test]
-fn setup_links_enact_runs_reference_and_model_and_says_what_next() {
+fn setup_links_enact_trains_and_says_what_next() {
     let tmp = tempfile::tempdir().unwrap();
     let (stubs, target, home) = (
         tmp.path().join("stubs"),
         tmp.path().join("target"),
         tmp.path().join("home"),
     );
-    for d in [&stubs, &target.join("release"), &home] {
+    for d in [&stubs, &target.join("debug"), &home] {
         std::fs::create_dir_all(d).unwrap();
     }
     script(&stubs.join("cargo"), "exit 0");
     let calls = tmp.path().join("calls.txt");
     script(
-        &target.join("release/enact"),
+        &target.join("debug/enact"),
         &format!(
             r#"echo "$*" >> {calls}
 case "$1" in
-  run) model=$(echo "$*" | sed 's/.*--model \([a-z]*\).*/\1/'); echo "task calc-test-0-0 · reward 1.000"; echo "wrote runs/run-$model";;
+  train) echo "held-out success (10 unseen tasks of the test split, greedy):"; echo "wrote runs/train-calc (metrics.jsonl, plot.svg)";;
 esac"#,
             calls = calls.display()
         ),
@@ -44,8 +45,6 @@ esac"#,
     );
     let out = Command::new("bash")
         .arg(repo.join("scripts/setup"))
-        .arg("--threads")
-        .arg("1")
         .env("PATH", &path)
         .env("HOME", &home)
         .env("CARGO_TARGET_DIR", &target)
@@ -58,31 +57,28 @@ esac"#,
     let calls = std::fs::read_to_string(&calls).unwrap();
     let calls: Vec<&str> = calls.lines().collect();
     assert_eq!(calls[0], "model fetch", "{calls:?}");
-    assert!(
-        calls[1].starts_with("run --env calc --model scripted"),
+    assert_eq!(
+        calls[1], "train --config configs/train-calc.toml",
         "{calls:?}"
     );
-    assert!(
-        calls[2].starts_with("run --env calc --model default") && calls[2].ends_with("--threads 1"),
-        "{calls:?}"
-    );
+    assert_eq!(calls.len(), 2, "{calls:?}");
 
     // `enact` by name: ~/.local/bin is not on this PATH, so setup says how to add it.
     let link = home.join(".local/bin/enact");
     assert_eq!(
         std::fs::read_link(&link).unwrap(),
-        target.join("release/enact").canonicalize().unwrap()
+        target.join("debug/enact").canonicalize().unwrap()
     );
     assert!(stdout.contains("is not on your PATH"), "{stdout}");
 
     for expected in [
         "What this did:",
-        "reference solution: runs/run-scripted",
-        "default model:      runs/run-default",
+        "trained the default model on calc: runs/train-calc",
+        "held-out success",
         "What the numbers mean",
-        "Expect reward 0.000 from the default model",
-        "enact show runs/run-default",
-        "enact eval --model default",
+        "plot.svg",
+        "enact show runs/train-calc/eval/",
+        "enact run --env calc --model scripted",
         "enact envs",
     ] {
         assert!(

@@ -221,6 +221,8 @@ tasks_per_step = 1
 group_size = 4
 concurrency = 4
 lr = 1e-2
+# tempered sampling: the trainer takes logprobs at the same temperature
+temperature = 0.8
 
 [eval]
 tasks = 3
@@ -318,6 +320,11 @@ fn check_complete(out: &Path, rl_steps: u64) {
     ] {
         assert!(ckpt.join(f).exists(), "{f} missing in {}", ckpt.display());
     }
+    // The dataset of the RL episodes, with advantages, for external trainers.
+    let dataset = std::fs::read_to_string(out.join("dataset.jsonl")).unwrap();
+    assert_eq!(dataset.lines().count(), stored.len());
+    assert!(dataset.contains("\"advantage\""));
+    assert!(out.join("dataset.parquet").exists());
     let svg = std::fs::read_to_string(out.join("plot.svg")).unwrap();
     assert!(svg.contains("held-out success") && svg.trim_end().ends_with("</svg>"));
 }
@@ -420,4 +427,32 @@ fn bad_configurations_are_refused_with_the_reason() {
         assert!(stderr.contains(says), "{to}: {stderr}");
         let _ = std::fs::remove_dir_all(dir.path().join("out"));
     }
+}
+
+#[test]
+fn bench_train_prints_tokens_per_second_per_workload() {
+    let out = Command::new(env!("CARGO_BIN_EXE_enact"))
+        .args([
+            "bench",
+            "train",
+            "--model",
+            "none",
+            "--no-torch",
+            "--steps",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let row = stdout
+        .lines()
+        .find(|l| l.starts_with("full training, tiny Qwen2"))
+        .unwrap_or_else(|| panic!("no full-training row in\n{stdout}"));
+    let rate: f64 = row.split_whitespace().nth(6).unwrap().parse().unwrap();
+    assert!(rate > 0.0, "{row}");
 }

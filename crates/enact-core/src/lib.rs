@@ -11,6 +11,7 @@
 //! Invariant: text is derived from tokens, never the other way round. A trajectory stores
 //! the exact token ids the model saw and produced; messages are a readable view of them.
 
+pub mod advantage;
 pub mod env;
 pub mod episode;
 pub mod message;

@@ -18,6 +18,7 @@
 //! | `staleness` | int64 | policy version at finish − oldest token version |
 //! | `min_policy_version`, `max_policy_version` | int64 | oldest / newest token version |
 //! | `stale` | bool | beyond the staleness bound, kept for re-weighting |
+//! | `advantage` | double | GRPO advantage of the episode within its task's group ([`with_group_advantages`]; 0 until computed) |
 //!
 //! Parquet is written with the `parquet` crate's low-level column writer (no arrow),
 //! uncompressed, one row group per file, lists in the standard three-level LIST layout.
@@ -64,6 +65,27 @@ pub struct TrainingRow {
     pub min_policy_version: u64,
     pub max_policy_version: u64,
     pub stale: bool,
+    /// Group-normalised advantage (GRPO) among the rows of the same task.
+    #[serde(default)]
+    pub advantage: f64,
+}
+
+/// Sets each row's advantage from the rewards of the rows with the same `task_id` (its
+/// group), as the trainer does: `r − mean`, divided by the group's sample standard
+/// deviation when `std_normalise`.
+pub fn with_group_advantages(rows: &mut [TrainingRow], std_normalise: bool) {
+    let mut groups: std::collections::BTreeMap<&str, Vec<usize>> = Default::default();
+    for (i, r) in rows.iter().enumerate() {
+        groups.entry(r.task_id.as_str()).or_default().push(i);
+    }
+    let groups: Vec<Vec<usize>> = groups.into_values().collect();
+    for members in groups {
+        let rewards: Vec<f64> = members.iter().map(|&i| rows[i].reward).collect();
+        let adv = enact_core::advantage::grpo_advantages(&rewards, std_normalise);
+        for (&i, a) in members.iter().zip(adv) {
+            rows[i].advantage = a;
+        }
+    }
 }
 
 fn clamp_i64(v: u64) -> i64 {
@@ -100,6 +122,7 @@ pub fn training_row(record: &RolloutRecord) -> Result<TrainingRow, ExportError> 
         min_policy_version: record.min_policy_version,
         max_policy_version: record.max_policy_version,
         stale: record.stale,
+        advantage: 0.0,
     };
     let mut in_prompt = true;
     for seg in path {
@@ -174,6 +197,7 @@ message rollout_episode {
   required int64 min_policy_version;
   required int64 max_policy_version;
   required boolean stale;
+  required double advantage;
 }
 ";
 
@@ -305,9 +329,15 @@ pub fn write_parquet(path: &Path, rows: &[TrainingRow]) -> Result<(), ExportErro
                     .write_batch(&ints(|r| r.min_policy_version), None, None)
                     .map_err(pq)?;
             }
-            _ => {
+            13 => {
                 col.typed::<Int64Type>()
                     .write_batch(&ints(|r| r.max_policy_version), None, None)
+                    .map_err(pq)?;
+            }
+            _ => {
+                let v: Vec<f64> = rows.iter().map(|r| r.advantage).collect();
+                col.typed::<DoubleType>()
+                    .write_batch(&v, None, None)
                     .map_err(pq)?;
             }
         }

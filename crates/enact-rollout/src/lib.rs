@@ -27,6 +27,8 @@ pub use engine::{
     Cancel, EpisodeFactory, EpisodeParts, EpisodeSlot, Publisher, Rollout, RolloutConfig,
     RolloutError, RolloutRecord, RolloutSummary, StalePolicy, episode_id, stable_hash,
 };
-pub use export::{ExportError, TrainingRow, training_row, write_jsonl, write_parquet};
+pub use export::{
+    ExportError, TrainingRow, training_row, with_group_advantages, write_jsonl, write_parquet,
+};
 pub use status::{EpisodeStatus, StatusBoard, StatusSnapshot, Waiting, read_status};
 pub use store::{FsyncPolicy, LogFile, StoreError, TrajectoryStore};

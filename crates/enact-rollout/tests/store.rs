@@ -185,11 +185,23 @@ async fn parquet_export_reads_back_with_pyarrow() {
         .map(|o| o.status.success())
         .unwrap_or(false);
     if !available {
-        eprintln!("skipped: pyarrow is not installed (pip install pyarrow)");
+        // CI installs pyarrow (.ci/run), so there this is a failure.
+        enact_testkit::skip(
+            enact_testkit::Requirement::Python,
+            "pyarrow is not installed (pip install pyarrow)",
+        );
         return;
     }
     let records = some_records(4).await;
     let mut rows: Vec<_> = records.iter().map(|r| training_row(r).unwrap()).collect();
+    // Two groups of two with different rewards: non-zero advantages must round-trip.
+    for (i, r) in rows.iter_mut().enumerate() {
+        r.task_id = format!("task-{}", i / 2);
+        r.reward = (i % 2) as f64;
+    }
+    enact_rollout::with_group_advantages(&mut rows, true);
+    assert!(rows.iter().all(|r| r.advantage.abs() > 0.5), "{rows:?}");
+    assert!((rows[0].advantage + rows[1].advantage).abs() < 1e-9);
     // An episode that failed before its prompt: empty lists must round-trip too.
     rows[3].prompt_ids.clear();
     rows[3].response_ids.clear();
@@ -213,6 +225,7 @@ for got, want in zip(table, rows):
             assert all(abs(a - b) < 1e-6 for a, b in zip(g, v)) and len(g) == len(v), k
         else:
             assert g == v, (k, g, v)
+assert "advantage" in pq.read_schema(sys.argv[1]).names
 print("ok", len(table))
 "#;
     let out = std::process::Command::new("python3")

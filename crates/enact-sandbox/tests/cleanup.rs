@@ -31,7 +31,10 @@ async fn finish_cleanup_leaves_no_cgroup_directory_behind() {
     }
     let caps = detect();
     if !(caps.cgroup.memory_usable() || caps.cgroup.pids_usable()) {
-        eprintln!("SKIP finish_cleanup: no writable cgroup hierarchy");
+        enact_testkit::skip(
+            enact_testkit::Requirement::Sandbox,
+            "no writable cgroup hierarchy for finish_cleanup",
+        );
         return;
     }
     assert!(own_cgroup_dirs(&caps).is_empty());

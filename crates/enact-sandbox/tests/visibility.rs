@@ -90,7 +90,7 @@ async fn python_and_basic_tools_work_with_the_minimal_root() {
         return;
     }
     if !Path::new("/usr/bin/python3").exists() {
-        eprintln!("SKIP: no /usr/bin/python3");
+        enact_testkit::skip(enact_testkit::Requirement::Python, "no /usr/bin/python3");
         return;
     }
     let ws = tempfile::tempdir().unwrap();

@@ -10,6 +10,7 @@
 //!   checkpoints that resume exactly.
 
 pub mod batch;
+pub mod bench;
 pub mod checkpoint;
 pub mod error;
 pub mod lora;

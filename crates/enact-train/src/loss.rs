@@ -48,23 +48,7 @@ pub fn token_weights(masks: &[Vec<bool>], agg: Aggregation) -> Vec<Vec<f64>> {
         .collect()
 }
 
-/// Group-normalised advantages (GRPO): `r − mean(r)`, divided by the sample standard
-/// deviation (n − 1, as TRL) plus 1e-6 when `std_normalise` (Dr. GRPO turns it off).
-/// A group of one has advantage 0.
-pub fn grpo_advantages(rewards: &[f64], std_normalise: bool) -> Vec<f64> {
-    let n = rewards.len();
-    if n < 2 {
-        return vec![0.0; n];
-    }
-    let mean = rewards.iter().sum::<f64>() / n as f64;
-    let var = rewards.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
-    let div = if std_normalise {
-        var.sqrt() + 1e-6
-    } else {
-        1.0
-    };
-    rewards.iter().map(|r| (r - mean) / div).collect()
-}
+pub use enact_core::advantage::grpo_advantages;
 
 /// Decoupled PPO-clip settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -77,6 +61,15 @@ pub struct PpoConfig {
     pub importance_cap: f64,
     /// Coefficient of the k3 KL to the reference (0 = no reference pass).
     pub kl_coef: f64,
+    /// Sampling temperature of the episodes: logits are divided by it before the softmax,
+    /// so the policy's logprobs are those of the distribution the sampler drew from (its
+    /// recorded behaviour logprobs are of the tempered distribution too).
+    #[serde(default = "one")]
+    pub temperature: f64,
+}
+
+fn one() -> f64 {
+    1.0
 }
 
 impl Default for PpoConfig {
@@ -86,6 +79,7 @@ impl Default for PpoConfig {
             clip_high: 0.2,
             importance_cap: 2.0,
             kl_coef: 0.0,
+            temperature: 1.0,
         }
     }
 }

@@ -108,6 +108,14 @@ const STATE_FILE: &str = "trainer_state.json";
 const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 const FULL_WEIGHTS_FILE: &str = "model.safetensors";
 
+/// The temperature the objective's logprobs are taken at (SFT: the model's own, 1).
+fn temperature(objective: &Objective) -> f64 {
+    match objective {
+        Objective::Ppo(p) => p.temperature,
+        Objective::Sft => 1.0,
+    }
+}
+
 fn kl_coef(objective: &Objective) -> f64 {
     match objective {
         Objective::Ppo(p) => p.kl_coef,
@@ -274,7 +282,11 @@ impl Trainer {
                 continue;
             }
             let hidden = self.model.hidden(&packed, true)?;
-            let lsm = self.model.log_probs_rows(&hidden, &lt.rows)?;
+            let lsm = self.model.log_probs_rows_at(
+                &hidden,
+                &lt.rows,
+                temperature(&self.config.objective),
+            )?;
             let lp = gather_targets(&lsm, &lt.targets)?;
             let now = lp.detach().to_dtype(DType::F64)?.to_vec1::<f64>()?;
             ent_sum += entropy(&lsm)?.iter().sum::<f64>();
@@ -339,7 +351,8 @@ impl Trainer {
             None => (&self.model, false),
         };
         let hidden = model.hidden(packed, use_adapters)?;
-        let lsm = model.log_probs_rows(&hidden, &lt.rows)?;
+        let lsm =
+            model.log_probs_rows_at(&hidden, &lt.rows, temperature(&self.config.objective))?;
         Ok(gather_targets(&lsm, &lt.targets)?
             .detach()
             .to_dtype(DType::F64)?

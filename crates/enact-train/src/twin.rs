@@ -543,10 +543,25 @@ impl TwinModel {
 
     /// Log-softmax rows for the given hidden rows, `[rows.len(), vocab]`.
     pub fn log_probs_rows(&self, hidden: &Tensor, rows: &[u32]) -> Result<Tensor> {
+        self.log_probs_rows_at(hidden, rows, 1.0)
+    }
+
+    /// [`TwinModel::log_probs_rows`] of the distribution at `temperature` (logits / T).
+    pub fn log_probs_rows_at(
+        &self,
+        hidden: &Tensor,
+        rows: &[u32],
+        temperature: f64,
+    ) -> Result<Tensor> {
         let idx = Tensor::from_slice(rows, rows.len(), &Device::Cpu)?;
         let h = hidden.index_select(&idx, 0)?;
         let head = self.lm_head.as_ref().unwrap_or(&self.embed);
-        log_softmax(&linear(&h, head)?)
+        let logits = linear(&h, head)?;
+        if temperature == 1.0 || temperature <= 0.0 {
+            log_softmax(&logits)
+        } else {
+            log_softmax(&(logits / temperature)?)
+        }
     }
 
     /// For each sequence, the logprob of every token given the tokens before it (the first

@@ -42,7 +42,7 @@ pub fn trajectory(
     observation: &[u32],
     forced: &[u32],
 ) -> Trajectory {
-    let mut t = Trajectory::new("t", "task", "tiny");
+    let mut t = Trajectory::new("t", "tiny");
     let mut at = t
         .push_tokens(None, SegmentKind::Prompt, prompt.to_vec(), 0, None)
         .unwrap();
