@@ -273,7 +273,8 @@ pub struct MetricsRow {
     pub success: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<f64>,
-    /// Staleness of the trained episodes: mean and max.
+    /// Staleness of the trained episodes at training time (this step − the oldest policy
+    /// version among their tokens): mean and max.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub staleness_mean: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -283,6 +284,10 @@ pub struct MetricsRow {
     pub groups: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flat_groups: Option<usize>,
+    /// Episodes left out because the trainer had moved more than `rl.max_staleness` steps
+    /// past the oldest policy that sampled them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub too_stale: Option<usize>,
     /// Held-out evaluation: what it measured after (`before`, `warm_start`, `rl`, `final`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eval: Option<EvalPoint>,
@@ -1215,15 +1220,30 @@ impl Loop {
                 errors.first().copied().unwrap_or_default()
             );
         }
+        // Staleness where it matters: the policy being trained (this step) against the
+        // oldest policy that sampled a token of the episode. Episodes beyond the bound
+        // (they waited for their group while the trainer moved on) are not trained on.
+        let now = self.trainer()?.step_count();
+        let bound = self.file.rl.max_staleness;
+        let staleness = |r: &RolloutRecord| now.saturating_sub(r.min_policy_version);
         let mut samples = Vec::new();
         let mut flat = 0;
+        let mut too_stale = 0;
+        let mut trained: Vec<&RolloutRecord> = Vec::new();
         for group in &batch {
-            let rewards: Vec<f64> = group.iter().map(|r| r.episode.outcome.reward).collect();
-            let trajectories: Vec<_> = group.iter().map(|r| r.episode.trajectory.clone()).collect();
+            let fresh: Vec<&RolloutRecord> =
+                group.iter().filter(|r| staleness(r) <= bound).collect();
+            too_stale += group.len() - fresh.len();
+            if fresh.len() < 2 {
+                continue;
+            }
+            let rewards: Vec<f64> = fresh.iter().map(|r| r.episode.outcome.reward).collect();
+            let trajectories: Vec<_> = fresh.iter().map(|r| r.episode.trajectory.clone()).collect();
             if rewards.iter().all(|&r| (r - rewards[0]).abs() < 1e-12) {
                 flat += 1;
                 continue;
             }
+            trained.extend(fresh.iter().copied());
             samples.extend(TrainSample::grpo_group(
                 &trajectories,
                 &rewards,
@@ -1254,10 +1274,13 @@ impl Loop {
                     .sum::<f64>()
                     / n,
             ),
-            staleness_mean: Some(episodes.iter().map(|r| r.staleness as f64).sum::<f64>() / n),
-            staleness_max: episodes.iter().map(|r| r.staleness).max(),
+            staleness_mean: (!trained.is_empty()).then(|| {
+                trained.iter().map(|r| staleness(r) as f64).sum::<f64>() / trained.len() as f64
+            }),
+            staleness_max: trained.iter().map(|r| staleness(r)).max(),
             groups: Some(batch.len()),
             flat_groups: Some(flat),
+            too_stale: Some(too_stale),
             ..MetricsRow::default()
         };
         self.bar.set_message(format!(

@@ -350,6 +350,10 @@ fn trains_end_to_end_with_warm_start_grpo_and_held_out_evaluation() {
         !trained.is_empty(),
         "no RL step had a reward signal; stderr:\n{stderr}"
     );
+    // The staleness bound (max_staleness = 1) holds where it matters: at training time.
+    for r in &trained {
+        assert!(r["staleness_max"].as_u64().unwrap() <= 1, "{r}");
+    }
     // Episodes sampled entirely by the weights being trained (staleness 0): the trainer's
     // logprobs equal the sampler's. Staler ones differ by what the updates changed.
     let fresh: Vec<&serde_json::Value> =
