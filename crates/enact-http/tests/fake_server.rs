@@ -901,7 +901,11 @@ async fn vllm_publishes_lora_adapters_and_samples_through_them() {
     assert!(matches!(err, PublishError::Unsupported { .. }), "{err}");
     assert!(err.to_string().contains("LoRA"), "{err}");
     assert_eq!(fake.requests(), before);
-    assert_eq!(p.version(), 3);
+    assert_eq!(
+        p.version(),
+        4,
+        "a refused publication leaves the version alone"
+    );
 
     // Names that cannot be adapter names are refused locally.
     for bad in ["", "a b", "x/y"] {

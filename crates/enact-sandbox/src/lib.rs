@@ -84,8 +84,9 @@ pub struct Limits {
     pub file_size_bytes: Option<u64>,
     /// Disk quota of the workspace (bytes of content plus a per-entry charge). The parent
     /// measures the host directory while a command runs and kills the command once the
-    /// workspace passes it (status [`ExitStatusKind::DiskQuota`]); RLIMIT_FSIZE is capped at
-    /// it so no single write can overshoot by more than one poll interval.
+    /// workspace passes it (status [`ExitStatusKind::DiskQuota`]), measuring every few
+    /// milliseconds while it grows; RLIMIT_FSIZE is capped at it so no single file can
+    /// overshoot it.
     pub workspace_bytes: Option<u64>,
     /// RLIMIT_NOFILE.
     pub open_files: Option<u64>,

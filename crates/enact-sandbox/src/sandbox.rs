@@ -455,8 +455,11 @@ impl Sandbox {
         let mut quota_killed = false;
         let quota = self.workspace_quota();
         let mut poll = tokio::time::interval(Duration::from_millis(25));
-        let mut quota_poll =
-            tokio::time::interval_at(tokio::time::Instant::now() + QUOTA_POLL, QUOTA_POLL);
+        // Adaptive: measured every QUOTA_POLL_FAST while the workspace grows (a fast writer
+        // is stopped within a few milliseconds of passing the quota), backing off to
+        // QUOTA_POLL while it does not (a large, quiet workspace is not walked 200 times a
+        // second).
+        let mut quota_watch = QuotaWatch::new(quota.clone());
         let exit = loop {
             tokio::select! {
                 ev = proc.next_exit() => break ev?,
@@ -464,10 +467,8 @@ impl Sandbox {
                     timed_out = true;
                     proc.kill().await?;
                 }
-                _ = quota_poll.tick(), if quota.is_some() && !timed_out && !cpu_killed && !quota_killed => {
-                    if let Some((dir, max)) = quota.clone()
-                        && over_quota(dir, max).await
-                    {
+                over = quota_watch.over(), if quota.is_some() && !timed_out && !cpu_killed && !quota_killed => {
+                    if over {
                         quota_killed = true;
                         proc.kill().await?;
                     }
@@ -744,13 +745,62 @@ fn classify(
     }
 }
 
-/// How often a running command's workspace is measured against its quota.
+/// How often a running command's workspace is measured against its quota while it does
+/// not grow, and while it grows.
 pub(crate) const QUOTA_POLL: Duration = Duration::from_millis(200);
+pub(crate) const QUOTA_POLL_FAST: Duration = Duration::from_millis(5);
+
+/// Measures a running command's workspace against its quota, adaptively: every
+/// QUOTA_POLL_FAST while it grows (a fast writer is stopped within milliseconds of passing
+/// the quota), backing off to QUOTA_POLL while it does not (a large, quiet workspace is not
+/// walked hundreds of times a second).
+pub(crate) struct QuotaWatch {
+    quota: Option<(std::path::PathBuf, u64)>,
+    every: Duration,
+    last: u64,
+    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl QuotaWatch {
+    pub(crate) fn new(quota: Option<(std::path::PathBuf, u64)>) -> QuotaWatch {
+        QuotaWatch {
+            quota,
+            every: QUOTA_POLL_FAST,
+            last: 0,
+            sleep: Box::pin(tokio::time::sleep(QUOTA_POLL_FAST)),
+        }
+    }
+
+    /// Waits for the next measurement; whether the workspace is past its quota. Never
+    /// resolves without a quota. Cancel-safe (a dropped call measures at the next one).
+    pub(crate) async fn over(&mut self) -> bool {
+        let Some((dir, max)) = self.quota.clone() else {
+            return std::future::pending().await;
+        };
+        self.sleep.as_mut().await;
+        let used = workspace_usage(dir, max).await;
+        self.every = if used > self.last {
+            QUOTA_POLL_FAST
+        } else {
+            (self.every * 2).min(QUOTA_POLL)
+        };
+        self.last = used;
+        self.sleep
+            .as_mut()
+            .reset(tokio::time::Instant::now() + self.every);
+        used > max
+    }
+}
+
+/// The workspace's usage (the walk stops once past `max`).
+pub(crate) async fn workspace_usage(dir: std::path::PathBuf, max: u64) -> u64 {
+    tokio::task::spawn_blocking(move || crate::disk_usage(&dir, max))
+        .await
+        .unwrap_or(0)
+}
 
 pub(crate) async fn over_quota(dir: std::path::PathBuf, max: u64) -> bool {
-    tokio::task::spawn_blocking(move || crate::disk_usage(&dir, max) > max)
-        .await
-        .unwrap_or(false)
+    workspace_usage(dir, max).await > max
 }
 
 async fn capture(

@@ -6,7 +6,7 @@ use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::output::{Capture, CapturedOutput};
-use crate::sandbox::{QUOTA_POLL, Sandbox, SandboxProcess, over_quota};
+use crate::sandbox::{QuotaWatch, Sandbox, SandboxProcess, over_quota};
 use crate::{ExitStatusKind, SandboxError};
 
 /// Result of one command in a [`ShellSession`].
@@ -170,8 +170,7 @@ impl ShellSession {
         let mut timed_out = false;
         let mut quota_killed = false;
         let quota = self.sandbox.workspace_quota();
-        let mut quota_poll =
-            tokio::time::interval_at(tokio::time::Instant::now() + QUOTA_POLL, QUOTA_POLL);
+        let mut quota_watch = QuotaWatch::new(quota.clone());
         if wrote {
             while !(out.done() && err.done()) {
                 tokio::select! {
@@ -190,10 +189,8 @@ impl ShellSession {
                         timed_out = true;
                         break;
                     }
-                    _ = quota_poll.tick(), if quota.is_some() => {
-                        if let Some((dir, max)) = quota.clone()
-                            && over_quota(dir, max).await
-                        {
+                    over = quota_watch.over(), if quota.is_some() => {
+                        if over {
                             quota_killed = true;
                             break;
                         }
