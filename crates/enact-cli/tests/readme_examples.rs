@@ -61,9 +61,17 @@ fn words(cmd: &str) -> Vec<String> {
 /// naming them work and their run directories land in a temporary place.
 fn workdir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    for d in ["examples", "configs"] {
-        std::os::unix::fs::symlink(root().join(d).canonicalize().unwrap(), dir.path().join(d))
-            .unwrap();
+    std::os::unix::fs::symlink(
+        root().join("examples").canonicalize().unwrap(),
+        dir.path().join("examples"),
+    )
+    .unwrap();
+    // Copied, not linked: their outputs (`../runs/…`) must land here, not in the repository.
+    let configs = dir.path().join("configs");
+    std::fs::create_dir(&configs).unwrap();
+    for entry in std::fs::read_dir(root().join("configs")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), configs.join(entry.file_name())).unwrap();
     }
     dir
 }
@@ -112,6 +120,7 @@ fn the_quick_self_contained_readme_commands_succeed() {
             "enact envs" => &[],
             "enact env check examples/tasks" => &[],
             "enact eval --env search --model scripted -n 20" => &[],
+            "enact rollout --config configs/rollout-calc.toml" => &[],
             "enact run --env code --model scripted" => &[
                 (sandbox, Requirement::Sandbox),
                 (python, Requirement::Python),
