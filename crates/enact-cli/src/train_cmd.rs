@@ -781,20 +781,34 @@ impl Loop {
         Ok(())
     }
 
-    /// Publishes the trainer's weights to the engine as version `step`.
-    async fn publish(&mut self, step: u64) -> Result<()> {
-        let trainer = self
+    /// Runs `work` on the trainer off the async threads (a step, a merge or a save is
+    /// seconds of CPU) and puts the trainer back.
+    async fn off_thread<R: Send + 'static>(
+        &mut self,
+        what: &str,
+        work: impl FnOnce(&mut Trainer) -> R + Send + 'static,
+    ) -> Result<R> {
+        let mut trainer = self
             .trainer
             .take()
             .context("the trainer was lost in a failed step; rerun the command to resume")?;
-        let (trainer, tensors) = tokio::task::spawn_blocking(move || {
-            let t = trainer.model().merged_hf_tensors();
-            (trainer, t)
+        let (trainer, out) = tokio::task::spawn_blocking(move || {
+            let out = work(&mut trainer);
+            (trainer, out)
         })
         .await
-        .context("merging the trained weights crashed")?;
+        .with_context(|| format!("{what} crashed"))?;
         self.trainer = Some(trainer);
-        let tensors = tensors?;
+        Ok(out)
+    }
+
+    /// Publishes the trainer's weights to the engine as version `step`.
+    async fn publish(&mut self, step: u64) -> Result<()> {
+        let tensors = self
+            .off_thread("merging the trained weights", |t| {
+                t.model().merged_hf_tensors()
+            })
+            .await??;
         self.parts
             .policy
             .publish_tensors_as(tensors, KvOnPublish::KeepRunning, Some(step))
@@ -803,21 +817,11 @@ impl Loop {
         Ok(())
     }
 
-    /// One optimizer step off the async threads, then a checkpoint; returns the metrics.
+    /// One optimizer step off the async threads; returns the metrics.
     async fn step(&mut self, samples: Vec<TrainSample>) -> Result<StepMetrics> {
-        let trainer = self
-            .trainer
-            .take()
-            .context("the trainer was lost in a failed step; rerun the command to resume")?;
-        let (trainer, metrics) = tokio::task::spawn_blocking(move || {
-            let mut trainer = trainer;
-            let m = trainer.step(&samples);
-            (trainer, m)
-        })
-        .await
-        .context("the training step crashed")?;
-        self.trainer = Some(trainer);
-        Ok(metrics?)
+        Ok(self
+            .off_thread("the training step", move |t| t.step(&samples))
+            .await??)
     }
 
     /// Saves a checkpoint of the current step, records it in the state (durably), and
@@ -830,18 +834,10 @@ impl Loop {
             std::fs::remove_dir_all(&dir)
                 .with_context(|| format!("cannot replace {}", dir.display()))?;
         }
-        let trainer = self
-            .trainer
-            .take()
-            .context("the trainer was lost in a failed step; rerun the command to resume")?;
         let save_dir = dir.clone();
-        let (trainer, saved) = tokio::task::spawn_blocking(move || {
-            let r = trainer.save(&save_dir);
-            (trainer, r)
-        })
-        .await
-        .context("saving the checkpoint crashed")?;
-        self.trainer = Some(trainer);
+        let saved = self
+            .off_thread("saving the checkpoint", move |t| t.save(&save_dir))
+            .await?;
         saved.with_context(|| format!("cannot save the checkpoint {}", dir.display()))?;
         let previous = state.checkpoint.replace(name.clone());
         state.step = step;
@@ -896,29 +892,25 @@ impl Loop {
         }
         let file = format!("eval/step-{:05}-{label}.jsonl", state.step);
         std::fs::write(self.out.join(&file), text)?;
-        let n = episodes.len().max(1) as f64;
-        let solved = episodes.iter().filter(|e| e.outcome.success).count();
+        let summary = crate::metrics::Summary::of(&episodes);
         let point = EvalPoint {
             label: label.to_string(),
             split: ev.split.clone(),
             tasks: episodes.len(),
-            solved,
-            success: solved as f64 / n,
-            progress: episodes.iter().map(|e| e.outcome.progress).sum::<f64>() / n,
-            reward: episodes.iter().map(|e| e.outcome.reward).sum::<f64>() / n,
-            mean_turns: episodes
-                .iter()
-                .map(|e| f64::from(e.outcome.turns))
-                .sum::<f64>()
-                / n,
+            solved: episodes.iter().filter(|e| e.outcome.success).count(),
+            success: summary.success_rate,
+            progress: summary.mean_progress,
+            reward: summary.mean_reward,
+            mean_turns: summary.mean_turns,
             sampled_tokens: episodes
                 .iter()
                 .map(|e| e.outcome.tokens.sampled as u64)
                 .sum(),
-            errors: episodes
+            errors: summary
+                .terminations
                 .iter()
-                .filter(|e| matches!(e.outcome.termination, Termination::Error(_)))
-                .count(),
+                .find(|t| t.reason == "error")
+                .map_or(0, |t| t.count),
             file,
         };
         self.say(format!(
@@ -933,15 +925,8 @@ impl Loop {
             point.progress,
             point.reward
         ));
-        if point.errors == point.tasks {
-            let why = episodes
-                .iter()
-                .find_map(|e| match &e.outcome.termination {
-                    Termination::Error(m) => Some(m.clone()),
-                    _ => None,
-                })
-                .unwrap_or_default();
-            bail!("every held-out episode failed with an error, e.g.: {why}");
+        if let Some(why) = summary.all_failed() {
+            bail!("held-out evaluation: {why}");
         }
         state.rows.push(MetricsRow {
             phase: "eval".into(),
