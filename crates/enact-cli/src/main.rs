@@ -8,6 +8,7 @@ mod env_cmd;
 mod eval_cmd;
 mod model_cmd;
 mod redteam_cmd;
+mod resumable;
 mod rollout_cmd;
 mod run_cmd;
 mod sandbox_cmd;

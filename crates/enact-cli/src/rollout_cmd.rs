@@ -181,19 +181,8 @@ const STORE: &str = "episodes.jsonl";
 
 /// Reads `rollout.toml`; relative paths in it are taken relative to its directory.
 pub fn read_config(path: &Path) -> Result<RolloutFile> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read the rollout configuration {}", path.display()))?;
-    let mut file: RolloutFile = toml::from_str(&text).with_context(|| {
-        format!(
-            "{} is not a valid rollout configuration (see docs/rollout.md)",
-            path.display()
-        )
-    })?;
-    // Canonical, so that the same file named differently (`./rollout.toml`, an absolute
-    // path, another working directory) resolves to the same run.
-    let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
-    let base = std::fs::canonicalize(parent.unwrap_or(Path::new(".")))
-        .with_context(|| format!("cannot resolve the directory of {}", path.display()))?;
+    let (mut file, base): (RolloutFile, _) =
+        crate::resumable::read_toml(path, "rollout", "docs/rollout.md")?;
     file.output = base.join(&file.output);
     file.script = file.script.map(|s| base.join(s));
     Ok(file)
@@ -204,53 +193,17 @@ async fn rollout(verbose: u8, config_path: &Path) -> Result<()> {
     if file.tasks == 0 || file.group_size == 0 || file.concurrency == 0 {
         bail!("tasks, group_size and concurrency must each be at least 1");
     }
-    let out = file.output.clone();
-    std::fs::create_dir_all(&out).with_context(|| {
-        format!(
-            "cannot create the output directory {}; check permissions",
-            out.display()
-        )
-    })?;
-    // The same output directory must only ever be resumed with the same configuration:
-    // otherwise episode ids would mean different things.
     let resolved = toml::to_string_pretty(&file).context("cannot serialise the configuration")?;
-    let config_copy = out.join("config.toml");
-    match std::fs::read_to_string(&config_copy) {
-        Ok(previous) if previous != resolved => bail!(
-            "{} holds a rollout with a different configuration (see {}); use a new output directory, or the same configuration to resume",
-            out.display(),
-            config_copy.display()
-        ),
-        Ok(_) => {}
-        Err(_) => std::fs::write(&config_copy, &resolved)
-            .with_context(|| format!("cannot write {}", config_copy.display()))?,
-    }
-    // A resumed run keeps the previous run's log beside its own.
-    let log = out.join("log.txt");
-    if log.exists() {
-        let kept = out.join(format!(
-            "log.{}.txt",
-            chrono::Utc::now().format("%Y%m%d-%H%M%S")
-        ));
-        std::fs::rename(&log, &kept)
-            .with_context(|| format!("cannot keep the previous log as {}", kept.display()))?;
-    }
-    crate::init_logging(verbose, Some(&log))?;
+    let out = crate::resumable::open_output(&file.output, &resolved, "a rollout", verbose)?;
 
     let suite = crate::env_cmd::resolve_suite(&file.env, file.noise.as_deref()).await?;
-    let weights = match file.weights.as_deref() {
-        None => None,
-        Some(w) => Some(enact_candle::WeightFormat::parse(w).with_context(|| {
-            format!("weights = {w:?} in the configuration is not a weight format: use q8_0 (the default), native or f32")
-        })?),
-    };
     let model_args = model::ModelArgs {
         model: file.model.clone(),
         script: file.script.clone(),
-        engine: crate::settings::EngineSettings {
-            threads: file.threads,
-            weights,
-        },
+        engine: crate::settings::EngineSettings::from_config(
+            file.threads,
+            file.weights.as_deref(),
+        )?,
         tokenizer: crate::settings::TokenizerSetting::from_config(
             file.tokenizer.clone(),
             "the configuration's",

@@ -46,6 +46,20 @@ pub struct EngineSettings {
 }
 
 impl EngineSettings {
+    /// The settings given by a configuration file's `threads` and `weights` keys.
+    pub fn from_config(threads: Option<usize>, weights: Option<&str>) -> Result<Self> {
+        let weights = match weights {
+            None => None,
+            Some(w) => match WeightFormat::parse(w) {
+                Some(f) => Some(f),
+                None => bail!(
+                    "weights = {w:?} in the configuration is not a weight format: use q8_0 (the default), native or f32"
+                ),
+            },
+        };
+        Ok(EngineSettings { threads, weights })
+    }
+
     /// The engine options, defaults filled in (all cores, Q8_0).
     pub fn options(&self) -> EngineOptions {
         EngineOptions {

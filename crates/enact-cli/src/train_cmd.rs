@@ -374,37 +374,8 @@ fn write_json_durable<T: Serialize>(path: &Path, value: &T) -> Result<()> {
 pub async fn run(verbose: u8, args: TrainArgs) -> Result<()> {
     let file = read_config(&args.config)?;
     check_config(&file)?;
-    std::fs::create_dir_all(&file.output).with_context(|| {
-        format!(
-            "cannot create the output directory {}; check permissions",
-            file.output.display()
-        )
-    })?;
-    // Shown and used without `..` parts (the configuration keeps the path as resolved).
-    let out = std::fs::canonicalize(&file.output).unwrap_or_else(|_| file.output.clone());
-    // A resume must use the same configuration: episode ids and steps mean what they meant.
     let resolved = toml::to_string_pretty(&file).context("cannot serialise the configuration")?;
-    let config_copy = out.join("config.toml");
-    match std::fs::read_to_string(&config_copy) {
-        Ok(previous) if previous != resolved => bail!(
-            "{} holds a training run with a different configuration (see {}); use a new output directory, or the same configuration to resume",
-            out.display(),
-            config_copy.display()
-        ),
-        Ok(_) => {}
-        Err(_) => std::fs::write(&config_copy, &resolved)
-            .with_context(|| format!("cannot write {}", config_copy.display()))?,
-    }
-    let log = out.join("log.txt");
-    if log.exists() {
-        let kept = out.join(format!(
-            "log.{}.txt",
-            chrono::Utc::now().format("%Y%m%d-%H%M%S")
-        ));
-        std::fs::rename(&log, &kept)
-            .with_context(|| format!("cannot keep the previous log as {}", kept.display()))?;
-    }
-    crate::init_logging(verbose, Some(&log))?;
+    let out = crate::resumable::open_output(&file.output, &resolved, "a training run", verbose)?;
 
     let state_path = out.join(STATE);
     let mut state = if state_path.exists() {
@@ -453,17 +424,8 @@ pub async fn run(verbose: u8, args: TrainArgs) -> Result<()> {
 
 /// Reads `train.toml`; relative paths in it are taken relative to its directory.
 pub fn read_config(path: &Path) -> Result<TrainFile> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read the training configuration {}", path.display()))?;
-    let mut file: TrainFile = toml::from_str(&text).with_context(|| {
-        format!(
-            "{} is not a valid training configuration (see docs/training.md)",
-            path.display()
-        )
-    })?;
-    let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
-    let base = std::fs::canonicalize(parent.unwrap_or(Path::new(".")))
-        .with_context(|| format!("cannot resolve the directory of {}", path.display()))?;
+    let (mut file, base): (TrainFile, _) =
+        crate::resumable::read_toml(path, "training", "docs/training.md")?;
     file.output = base.join(&file.output);
     let is_url = file.model.starts_with("http://") || file.model.starts_with("https://");
     if !is_url && model::looks_like_path(&file.model) {
@@ -596,18 +558,8 @@ impl Loop {
             );
         }
         let path = model::resolve_model_path(&spec)?;
-        let weights = match file.weights.as_deref() {
-            None => None,
-            Some(w) => Some(enact_candle::WeightFormat::parse(w).with_context(|| {
-                format!(
-                    "weights = {w:?} is not a weight format: use q8_0 (the default), native or f32"
-                )
-            })?),
-        };
-        let engine = crate::settings::EngineSettings {
-            threads: file.threads,
-            weights,
-        };
+        let engine =
+            crate::settings::EngineSettings::from_config(file.threads, file.weights.as_deref())?;
         let embedded = model::embedded(&path, &engine.options())?;
         let suite = crate::env_cmd::resolve_suite(&file.env, None).await?;
         let twin = {
