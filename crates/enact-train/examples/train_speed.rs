@@ -9,10 +9,10 @@ use std::time::Instant;
 
 use candle_core::DType;
 use enact_candle::{Engine, EngineOptions, WeightFormat};
-use enact_train::bench::{random_model, synthetic_batch, time_steps, tiny_config};
-use enact_train::{
-    LoraConfig, Objective, Proj, TrainConfig, TrainSample, Trainable, Trainer, TwinModel,
+use enact_train::bench::{
+    full_sft_config, lora_sft_config, random_model, synthetic_batch, time_steps, tiny_config,
 };
+use enact_train::{TrainSample, Trainer, TwinModel};
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
@@ -36,12 +36,7 @@ fn main() -> Res<()> {
 
     let tiny = TwinModel::from_engine_model(&random_model(&tiny_config(), 1)?, DType::F32)?;
     let b = synthetic_batch(tiny.cfg.vocab, 4, 64, 192);
-    let cfg = TrainConfig {
-        trainable: Trainable::Full,
-        objective: Objective::Sft,
-        ..TrainConfig::default()
-    };
-    let mut tr = Trainer::new(tiny, cfg, "tiny")?;
+    let mut tr = Trainer::new(tiny, full_sft_config(), "tiny")?;
     report("tiny (~4M params) full training", &mut tr, &b, steps)?;
 
     let Some(path) = model_path else {
@@ -56,17 +51,7 @@ fn main() -> Res<()> {
         started.elapsed().as_secs_f64()
     );
     let b = synthetic_batch(twin.cfg.vocab, 4, 64, 192);
-    let cfg = TrainConfig {
-        trainable: Trainable::Lora(LoraConfig {
-            r: 8,
-            alpha: 16.0,
-            targets: Proj::ALL.to_vec(),
-            seed: 0,
-        }),
-        objective: Objective::Sft,
-        ..TrainConfig::default()
-    };
-    let mut tr = Trainer::new(twin, cfg, path.display().to_string())?;
+    let mut tr = Trainer::new(twin, lora_sft_config(), path.display().to_string())?;
     let train = report("LoRA r=8 on q,k,v,o,gate,up,down", &mut tr, &b, steps)?;
 
     let engine = Engine::load(

@@ -9,7 +9,8 @@ use enact_candle::{Arch, ModelConfig, RopeStyle};
 
 use crate::batch::{TrainSample, TrainSequence};
 use crate::error::{Result, TrainError};
-use crate::trainer::Trainer;
+use crate::lora::{LoraConfig, Proj};
+use crate::trainer::{Objective, TrainConfig, Trainable, Trainer};
 
 /// The tiny model the full-training benchmark uses: Qwen2-shaped (q/k/v biases, tied head),
 /// 4 blocks of width 256, vocabulary 2048 (about 4M parameters).
@@ -27,6 +28,29 @@ pub fn tiny_config() -> ModelConfig {
         rope_base: 10_000.0,
         rms_eps: 1e-6,
         rope: RopeStyle::Half,
+    }
+}
+
+/// Full training with SFT: the tiny model's workload.
+pub fn full_sft_config() -> TrainConfig {
+    TrainConfig {
+        trainable: Trainable::Full,
+        objective: Objective::Sft,
+        ..TrainConfig::default()
+    }
+}
+
+/// LoRA r = 8, alpha 16 on all seven projections, SFT: the real model's workload.
+pub fn lora_sft_config() -> TrainConfig {
+    TrainConfig {
+        trainable: Trainable::Lora(LoraConfig {
+            r: 8,
+            alpha: 16.0,
+            targets: Proj::ALL.to_vec(),
+            seed: 0,
+        }),
+        objective: Objective::Sft,
+        ..TrainConfig::default()
     }
 }
 

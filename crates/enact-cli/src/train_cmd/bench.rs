@@ -15,8 +15,11 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use enact_train::bench::{Throughput, random_model, synthetic_batch, time_steps, tiny_config};
-use enact_train::{LoraConfig, Objective, Proj, TrainConfig, Trainable, Trainer, TwinModel};
+use enact_train::bench::{
+    Throughput, full_sft_config, lora_sft_config, random_model, synthetic_batch, time_steps,
+    tiny_config,
+};
+use enact_train::{Trainer, TwinModel};
 
 use crate::model::{self, ModelSpec};
 
@@ -156,12 +159,7 @@ pub async fn run(a: BenchTrainArgs) -> Result<()> {
         let twin =
             TwinModel::from_engine_model(&random_model(&tiny_cfg, 1)?, candle_core::DType::F32)?;
         let batch = synthetic_batch(twin.cfg.vocab, SEQUENCES, PROMPT, SAMPLED);
-        let cfg = TrainConfig {
-            trainable: Trainable::Full,
-            objective: Objective::Sft,
-            ..TrainConfig::default()
-        };
-        let mut trainer = Trainer::new(twin, cfg, "tiny")?;
+        let mut trainer = Trainer::new(twin, full_sft_config(), "tiny")?;
         Ok(time_steps(&mut trainer, &batch, steps)?)
     })
     .await
@@ -186,17 +184,8 @@ pub async fn run(a: BenchTrainArgs) -> Result<()> {
                     let twin = TwinModel::load(&path, candle_core::DType::F32)?;
                     let cfg = twin.cfg.clone();
                     let batch = synthetic_batch(twin.cfg.vocab, SEQUENCES, PROMPT, SAMPLED);
-                    let config = TrainConfig {
-                        trainable: Trainable::Lora(LoraConfig {
-                            r: 8,
-                            alpha: 16.0,
-                            targets: Proj::ALL.to_vec(),
-                            seed: 0,
-                        }),
-                        objective: Objective::Sft,
-                        ..TrainConfig::default()
-                    };
-                    let mut trainer = Trainer::new(twin, config, path.display().to_string())?;
+                    let mut trainer =
+                        Trainer::new(twin, lora_sft_config(), path.display().to_string())?;
                     Ok((time_steps(&mut trainer, &batch, steps)?, cfg))
                 },
             )
