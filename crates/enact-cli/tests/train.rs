@@ -15,6 +15,11 @@ use std::time::{Duration, Instant};
 use candle_core::quantized::{GgmlDType, QTensor, gguf_file};
 use candle_core::{Device, Tensor};
 
+#[allow(clippy::panic)]
+#[path = "../../enact-candle/tests/common/mod.rs"]
+mod common;
+use common::Rng;
+
 const D: usize = 32;
 const HEADS: usize = 4;
 const KV_HEADS: usize = 2;
@@ -40,20 +45,6 @@ fn byte_char(b: u8) -> char {
         }
     }
     char::from_u32(256 + n).unwrap()
-}
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> f32 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((self.0 >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
-    }
-    fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
-        (0..n).map(|_| self.next() * scale).collect()
-    }
 }
 
 /// A tiny llama with SmolLM2's chat template and a byte-level tokenizer. Its replies are

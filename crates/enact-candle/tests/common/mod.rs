@@ -68,16 +68,17 @@ pub fn raw_sampling(seed: u64) -> SamplingParams {
     }
 }
 
-struct Rng(u64);
+/// Reproducible weights in [-1, 1) (an LCG; also used by enact-cli's tiny chat model).
+pub struct Rng(pub u64);
 impl Rng {
-    fn next(&mut self) -> f32 {
+    pub fn next(&mut self) -> f32 {
         self.0 = self
             .0
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
         ((self.0 >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
     }
-    fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
+    pub fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
         (0..n).map(|_| self.next() * scale).collect()
     }
 }
