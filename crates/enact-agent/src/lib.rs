@@ -710,6 +710,7 @@ impl Agent {
                 thinking: run.thinking_tokens,
             },
             final_answer: run.final_answer,
+            per_turn: Vec::new(),
         };
         Episode {
             task: task.clone(),

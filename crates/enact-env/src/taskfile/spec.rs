@@ -622,6 +622,7 @@ impl TaskSpec {
             hidden: None,
             split: Some(split.to_string()),
             metadata: Default::default(),
+            thinking: None,
         }
     }
 
