@@ -47,8 +47,13 @@ pub struct AgentConfig {
     pub render: RenderOptions,
     /// How much the agent may think (a task's own mode overrides it for its episode).
     pub thinking: ThinkingMode,
-    /// How the model writes thoughts and what is inserted to steer them (from the model's
-    /// template: `enact_model::thinking_style`).
+    /// Replaces the style's stop-thinking text (inserted when a thought reaches its budget).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stop_thinking_text: Option<String>,
+    /// How the model writes thoughts and what is inserted to steer them: read off the
+    /// model's template (`enact_model::thinking_style`) by whoever builds the agent, never
+    /// from a configuration file.
+    #[serde(skip)]
     pub thinking_style: ThinkingStyle,
 }
 
@@ -63,6 +68,7 @@ impl Default for AgentConfig {
             sampling: SamplingParams::default(),
             render: RenderOptions::default(),
             thinking: ThinkingMode::Free,
+            stop_thinking_text: None,
             thinking_style: ThinkingStyle::prompted(),
         }
     }
@@ -580,6 +586,15 @@ impl Agent {
         options
     }
 
+    /// The thinking style in force (the configured stop text over the model's).
+    fn style(&self) -> ThinkingStyle {
+        let mut style = self.config.thinking_style.clone();
+        if let Some(t) = &self.config.stop_thinking_text {
+            style.stop_text = t.clone();
+        }
+        style
+    }
+
     /// The backend the decision routes to, and its name when routing.
     fn route(&self, decision: &TurnDecision) -> (&Arc<dyn Policy>, Option<String>) {
         match &self.router {
@@ -686,7 +701,7 @@ impl Agent {
             ..Default::default()
         });
         let start = run.context.len();
-        let style = &self.config.thinking_style;
+        let style = self.style();
         let mut sampled = 0usize;
         let mut thinking = None;
         let mut finish = None;
@@ -739,7 +754,7 @@ impl Agent {
         max_tokens: usize,
         deadline: Deadline,
     ) -> Result<(Thought, Option<FinishReason>), End> {
-        let style = self.config.thinking_style.clone();
+        let style = self.style();
         // Leave room for an answer within the turn's token limit.
         let reserve = (max_tokens / 4).min(64);
         let turn_cap = max_tokens.saturating_sub(reserve);

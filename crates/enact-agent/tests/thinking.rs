@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 use enact_agent::{Agent, AgentConfig, Router};
 use enact_core::{
-    DefaultController, Episode, Policy, SegmentKind, Termination, ThinkingMode, ThinkingStyle,
-    Tokenizer, Trajectory,
+    DefaultController, Episode, Policy, SegmentKind, Termination, ThinkingStyle, Tokenizer,
+    Trajectory,
 };
 use enact_env::Suite;
 use enact_env::calc::{CalcEnv, CalcSuite, CalcVerifier};
@@ -503,7 +503,11 @@ impl Policy for StreamPolicy {
                 break;
             }
             let text = tok.decode(&out).unwrap();
-            if let Some(s) = request.stop_strings.iter().find(|s| text.ends_with(s.as_str())) {
+            if let Some(s) = request
+                .stop_strings
+                .iter()
+                .find(|s| text.ends_with(s.as_str()))
+            {
                 finish = enact_core::FinishReason::StopString(s.clone());
                 break;
             }
@@ -544,4 +548,27 @@ async fn the_probe_of_the_first_thinking_tokens_refines_an_adaptive_budget() {
         assert_eq!(r.thinking_tokens, LONG_THOUGHT.len() + "</think>".len());
         assert_eq!(ep.outcome.final_answer.as_deref(), Some(c.value.as_str()));
     }
+}
+
+#[tokio::test]
+async fn the_stop_thinking_text_can_be_replaced() {
+    let c = calc();
+    let script = [
+        LONG_THOUGHT.to_string(),
+        c.compute(),
+        LONG_THOUGHT.to_string(),
+        c.note(),
+        LONG_THOUGHT.to_string(),
+        c.value.clone(),
+    ];
+    let mut agent = agent(scripted(&script, 0), "budget:4", ThinkingStyle::prompted());
+    agent.config.stop_thinking_text = Some("\nTime is up.\n</think>\n\n".into());
+    let ep = c.run(&agent).await;
+    finished(&ep);
+    let stops: Vec<String> = forced(&ep)
+        .into_iter()
+        .filter(|(l, _)| l == "thinking-stop")
+        .map(|(_, t)| t)
+        .collect();
+    assert_eq!(stops, vec!["\nTime is up.\n</think>\n\n".to_string(); 3]);
 }

@@ -18,9 +18,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use enact_agent::{Agent, AgentConfig};
+use enact_agent::{Agent, AgentConfig, Router};
 use enact_candle::{CandlePolicy, Engine, EngineOptions, PolicyOptions};
-use enact_core::{ChatTemplate, Policy, ReplyParser, Task, Tokenizer};
+use enact_core::{ChatTemplate, Policy, ReplyParser, Task, ThinkingStyle, Tokenizer};
 use enact_env::Suite;
 use enact_model::{ByteTokenizer, ChatMlTemplate, HermesParser, HfTokenizer, ScriptedPolicy};
 
@@ -136,6 +136,8 @@ pub struct AgentFactory {
     parser: Arc<dyn ReplyParser>,
     config: AgentConfig,
     wrap: Option<PolicyWrapper>,
+    /// Routing of hard turns to a second model (`--thinking-model`).
+    router: Option<Router>,
     /// A tokenizer to print this model's trajectories with.
     pub display: Arc<dyn Tokenizer>,
 }
@@ -143,22 +145,33 @@ pub struct AgentFactory {
 impl AgentFactory {
     pub fn new(args: &ModelArgs, config: &AgentConfig) -> Result<Self> {
         let spec = args.spec()?;
-        let parts = |policy, tokenizer: Arc<dyn Tokenizer>, template, parser| AgentFactory {
-            policy,
-            display: tokenizer.clone(),
-            tokenizer,
-            template,
-            parser,
-            config: config.clone(),
-            wrap: None,
+        let parts = |policy, tokenizer: Arc<dyn Tokenizer>, template, parser, style| {
+            let mut config = config.clone();
+            // The model's own way of thinking; a configuration never sets it.
+            config.thinking_style = style;
+            AgentFactory {
+                policy,
+                display: tokenizer.clone(),
+                tokenizer,
+                template,
+                parser,
+                config,
+                wrap: None,
+                router: None,
+            }
         };
         Ok(match &spec {
-            ModelSpec::Scripted { script } => parts(
-                PolicySource::Scripted(script.as_deref().map(read_script).transpose()?),
-                Arc::new(ByteTokenizer::new()),
-                Arc::new(ChatMlTemplate::default()),
-                Arc::new(HermesParser),
-            ),
+            ModelSpec::Scripted { script } => {
+                let template = ChatMlTemplate::default();
+                let style = enact_model::thinking_style(&template, None);
+                parts(
+                    PolicySource::Scripted(script.as_deref().map(read_script).transpose()?),
+                    Arc::new(ByteTokenizer::new()),
+                    Arc::new(template),
+                    Arc::new(HermesParser),
+                    style,
+                )
+            }
             ModelSpec::Default | ModelSpec::Path(_) => {
                 let m = embedded(&resolve_model_path(&spec)?, &args.engine.options())?;
                 parts(
@@ -166,6 +179,7 @@ impl AgentFactory {
                     m.tokenizer,
                     m.template,
                     m.parser,
+                    m.thinking_style,
                 )
             }
             ModelSpec::Http { url } => {
@@ -175,9 +189,52 @@ impl AgentFactory {
                     s.tokenizer,
                     s.template,
                     s.parser,
+                    s.thinking_style,
                 )
             }
         })
+    }
+
+    /// The same factory routing hard turns to `thinking_model` (`--thinking-model`), which
+    /// must share the model's tokenizer: one context serves both.
+    pub fn with_thinking_model(
+        mut self,
+        thinking_model: Option<&str>,
+        args: &ModelArgs,
+    ) -> Result<Self> {
+        let Some(name) = thinking_model else {
+            return Ok(self);
+        };
+        let spec = ModelSpec::parse(name, None)?;
+        let (policy, tokenizer): (Arc<dyn Policy>, Arc<dyn Tokenizer>) = match &spec {
+            ModelSpec::Default | ModelSpec::Path(_) => {
+                let m = embedded(&resolve_model_path(&spec)?, &args.engine.options())?;
+                (m.policy, m.tokenizer)
+            }
+            ModelSpec::Http { url } => {
+                let s = served(url, &args.tokenizer)?;
+                (s.policy, s.tokenizer)
+            }
+            ModelSpec::Scripted { .. } => bail!(
+                "--thinking-model scripted is not supported: route to a model file, `default` or an HTTP server"
+            ),
+        };
+        if tokenizer.identity() != self.tokenizer.identity() {
+            bail!(
+                "--thinking-model {name} has tokenizer {} but --model has {}; routing needs one tokenizer (both models continue the same token context): pick two models of one family",
+                tokenizer.identity(),
+                self.tokenizer.identity()
+            );
+        }
+        let PolicySource::Shared(_) = &self.policy else {
+            bail!("--thinking-model needs a real --model (not scripted) for the routine turns");
+        };
+        self.router = Some(Router {
+            instruct: args.model.clone(),
+            thinking: name.to_string(),
+            thinking_policy: policy,
+        });
+        Ok(self)
     }
 
     /// The same factory, every policy it hands out wrapped by `wrap`.
@@ -208,13 +265,23 @@ impl AgentFactory {
             Some(wrap) => wrap(policy),
             None => policy,
         };
-        Ok(Agent::new(
+        let agent = Agent::new(
             policy,
             self.tokenizer.clone(),
             self.template.clone(),
             self.parser.clone(),
         )
-        .with_config(self.config.clone()))
+        .with_config(self.config.clone());
+        Ok(match &self.router {
+            Some(router) => {
+                let mut router = router.clone();
+                if let Some(wrap) = &self.wrap {
+                    router.thinking_policy = wrap(router.thinking_policy);
+                }
+                agent.with_router(router)
+            }
+            None => agent,
+        })
     }
 }
 /// Whether `--model` names a file or directory rather than a keyword.
@@ -247,6 +314,8 @@ pub struct Embedded {
     pub tokenizer: Arc<HfTokenizer>,
     pub template: Arc<dyn ChatTemplate>,
     pub parser: Arc<dyn enact_core::ReplyParser>,
+    /// How the model thinks, read off its template.
+    pub thinking_style: ThinkingStyle,
 }
 
 /// Loads (once per process and model file) the engine, tokenizer, template and parser.
@@ -267,6 +336,7 @@ pub fn embedded(path: &Path, options: &EngineOptions) -> Result<Embedded> {
         tokenizer,
         template: files.chat_template(),
         parser: files.reply_parser(),
+        thinking_style: files.thinking_style(),
     };
     map.insert(path.to_path_buf(), m.clone());
     Ok(m)
@@ -323,6 +393,7 @@ struct Served {
     tokenizer: Arc<HfTokenizer>,
     template: Arc<dyn ChatTemplate>,
     parser: Arc<dyn ReplyParser>,
+    thinking_style: ThinkingStyle,
 }
 
 /// The model behind `url`. One policy per URL is shared by all episodes of a process, so its
@@ -344,6 +415,7 @@ fn served(url: &str, tokenizer: &TokenizerSetting) -> Result<Served> {
         tokenizer,
         template: files.chat_template(),
         parser: files.reply_parser(),
+        thinking_style: files.thinking_style(),
     };
     map.insert(url.to_string(), s.clone());
     Ok(s)
