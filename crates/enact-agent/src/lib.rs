@@ -706,8 +706,8 @@ impl Agent {
         let mut thinking = None;
         let mut finish = None;
 
-        if controlled && !decision.think {
-            if style.off == OffSwitch::EmptyBlock {
+        if controlled && (!decision.think || !style.can_think) {
+            if !decision.think && style.off == OffSwitch::EmptyBlock {
                 self.force(run, &style.empty_block(), "thinking-off")?;
             }
             thinking = Some(0);

@@ -572,3 +572,185 @@ async fn the_stop_thinking_text_can_be_replaced() {
         .collect();
     assert_eq!(stops, vec!["\nTime is up.\n</think>\n\n".to_string(); 3]);
 }
+
+// ---------------------------------------------------------------------------------------
+// The Qwen3 templates (byte-identical to Hugging Face by enact-model's golden tests) in
+// every mode: the hard switch, the soft switch, a budget on the hybrid model, the
+// thinking-only 2507 template (which opens every thought itself) and the instruct-only one.
+
+fn qwen3(name: &str) -> Arc<enact_model::JinjaTemplate> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../enact-model/tests/fixtures/templates")
+        .join(format!("{name}.jinja"));
+    Arc::new(enact_model::JinjaTemplate::from_file(&path).unwrap())
+}
+
+fn qwen3_agent(name: &str, script: &[String], mode: &str) -> (Agent, ThinkingStyle) {
+    let template = qwen3(name);
+    let style = enact_model::thinking_style(template.as_ref(), Some(template.source()));
+    let agent = Agent::new(
+        scripted(script, 0),
+        Arc::new(ByteTokenizer::new()),
+        template,
+        Arc::new(HermesParser),
+    )
+    .with_config(AgentConfig {
+        thinking: mode.parse().unwrap(),
+        thinking_style: style.clone(),
+        ..AgentConfig::default()
+    })
+    .with_controller(no_probe());
+    (agent, style)
+}
+
+/// The text of each generation point: the main line's non-sampled, non-forced segments.
+fn rendered(ep: &Episode) -> Vec<String> {
+    main_path(&ep.trajectory)
+        .into_iter()
+        .filter(|s| matches!(s.kind, SegmentKind::Prompt | SegmentKind::Observation))
+        .map(|s| text(&s.tokens))
+        .collect()
+}
+
+#[tokio::test]
+async fn qwen3_hybrid_off_by_the_hard_switch_and_by_the_soft_switch() {
+    let c = calc();
+    let script = [c.compute(), c.note(), c.value.clone()];
+    let (agent, style) = qwen3_agent("qwen3", &script, "off");
+    assert_eq!(style.off, enact_core::OffSwitch::HardSwitch);
+    let ep = c.run(&agent).await;
+    finished(&ep);
+    // Every generation prompt is the template's with enable_thinking=false.
+    let opening = agent
+        .template
+        .render(
+            &ep.messages[..2],
+            &ep.tools,
+            &enact_core::RenderOptions {
+                add_generation_prompt: true,
+                enable_thinking: Some(false),
+            },
+        )
+        .unwrap();
+    let points = rendered(&ep);
+    assert_eq!(points[0], opening);
+    assert!(
+        points
+            .iter()
+            .all(|p| p.ends_with("<|im_start|>assistant\n<think>\n\n</think>\n\n"))
+    );
+    assert!(forced(&ep).is_empty());
+
+    // The soft switch instead: `/no_think` ends the user turn, the prompt is the default one.
+    let (mut agent, mut style) = qwen3_agent("qwen3", &script, "off");
+    style.off = enact_core::OffSwitch::SoftSwitch;
+    agent.config.thinking_style = style;
+    let ep = c.run(&agent).await;
+    finished(&ep);
+    let points = rendered(&ep);
+    assert!(points[0].contains(" /no_think<|im_end|>\n<|im_start|>assistant\n"));
+    assert!(
+        points[0].ends_with("<|im_start|>assistant\n"),
+        "{}",
+        points[0]
+    );
+    let user = ep
+        .messages
+        .iter()
+        .find(|m| m.role == enact_core::Role::User);
+    assert!(user.unwrap().content.ends_with(" /no_think"));
+}
+
+#[tokio::test]
+async fn qwen3_hybrid_budget_keeps_reasoning_across_tool_calls_as_the_template_does() {
+    let c = calc();
+    let thought = format!("<think>\n{LONG_THOUGHT}");
+    let script = [
+        thought.clone(),
+        format!("\n\n{}", c.compute()),
+        "<think>\nWrite it down.\n</think>".to_string(),
+        format!("\n\n{}", c.note()),
+        "<think>\nAnswer.\n</think>".to_string(),
+        format!("\n\n{}", c.value),
+    ];
+    let (agent, style) = qwen3_agent("qwen3", &script, "budget:32");
+    let ep = c.run(&agent).await;
+    finished(&ep);
+    let first = &ep.outcome.per_turn[0];
+    assert_eq!(first.thinking_tokens, 32);
+    assert!(first.budget_hit);
+    assert_eq!(
+        forced(&ep),
+        vec![("thinking-stop".to_string(), style.stop_text.clone())]
+    );
+    // The context holds each turn's reasoning as sampled (and forced), and so does the
+    // template's own rendering of the conversation (Qwen3 keeps the reasoning of turns after
+    // the last user query): reasoning survives between the tool calls of the task.
+    let context = text(
+        &ep.trajectory
+            .tokens(ep.trajectory.main_leaf().unwrap())
+            .unwrap(),
+    );
+    let fresh = agent
+        .template
+        .render(&ep.messages, &ep.tools, &Default::default())
+        .unwrap();
+    let r1 = ep.messages[2].reasoning.clone().unwrap();
+    assert!(r1.starts_with(&LONG_THOUGHT[..32 - "<think>\n".len()]));
+    assert!(r1.contains(enact_core::thinking::QWEN3_STOP_THINKING));
+    for m in ep.messages.iter().filter_map(|m| m.reasoning.as_ref()) {
+        assert!(context.contains(m.as_str()), "{m:?}");
+        assert!(
+            fresh.contains(&format!("<think>\n{}\n</think>", m.trim())),
+            "{m:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn qwen3_thinking_only_and_instruct_only_templates() {
+    let c = calc();
+    // Thinking-only: the generation prompt opens the thought, the reply starts inside it.
+    let script = [
+        LONG_THOUGHT.to_string(),
+        c.compute(),
+        "Note it.\n</think>".to_string(),
+        format!("\n\n{}", c.note()),
+        "Done.\n</think>".to_string(),
+        format!("\n\n{}", c.value),
+    ];
+    let (agent, style) = qwen3_agent("qwen3_thinking_2507", &script, "budget:20");
+    assert!(style.prefilled_open);
+    let ep = c.run(&agent).await;
+    finished(&ep);
+    assert!(
+        rendered(&ep)
+            .iter()
+            .all(|p| p.ends_with("<|im_start|>assistant\n<think>\n"))
+    );
+    assert_eq!(ep.outcome.per_turn[0].thinking_tokens, 20);
+    assert_eq!(
+        ep.outcome.per_turn[1].thinking_tokens,
+        "Note it.\n</think>".len()
+    );
+    assert_eq!(
+        forced(&ep),
+        vec![("thinking-stop".to_string(), style.stop_text.clone())]
+    );
+    // … and off closes the opened block at once, as forced tokens.
+    let script = [c.compute(), c.note(), c.value.clone()];
+    let (agent, _) = qwen3_agent("qwen3_thinking_2507", &script, "off");
+    let ep = c.run(&agent).await;
+    finished(&ep);
+    assert_eq!(
+        forced(&ep),
+        vec![("thinking-off".to_string(), "\n</think>\n\n".to_string()); 3]
+    );
+    // Instruct-only: every prompt already holds an empty thought; a budget changes nothing.
+    let (agent, style) = qwen3_agent("qwen3_2507", &script, "budget:16");
+    assert!(!style.prefilled_open && style.off == enact_core::OffSwitch::Nothing);
+    let ep = c.run(&agent).await;
+    finished(&ep);
+    assert!(forced(&ep).is_empty());
+    assert!(ep.outcome.per_turn.iter().all(|r| r.thinking_tokens == 0));
+}

@@ -328,6 +328,8 @@ pub struct ThinkingStyle {
     pub soft_switches: Option<(String, String)>,
     /// How `off` is carried out.
     pub off: OffSwitch,
+    /// The model thinks at all (false for instruct-only models: budgets have nothing to cut).
+    pub can_think: bool,
 }
 
 impl Default for ThinkingStyle {
@@ -352,6 +354,7 @@ impl ThinkingStyle {
             hard_switch: false,
             soft_switches: None,
             off: OffSwitch::Nothing,
+            can_think: true,
         }
     }
 
@@ -382,6 +385,7 @@ impl ThinkingStyle {
         ThinkingStyle {
             native: true,
             off: OffSwitch::Nothing,
+            can_think: false,
             ..Self::prompted()
         }
     }
