@@ -259,7 +259,11 @@ async fn a_minimum_sends_an_early_close_back_to_thinking() {
         assert!(!r.decision.as_ref().unwrap().think);
         assert_eq!(r.thinking_tokens, 0);
     }
-    assert_eq!(forced(&ep).len(), 2);
+    assert_eq!(
+        forced(&ep).len(),
+        2 + 2,
+        "open + continue, then an empty thought per later turn"
+    );
     finished(&ep);
 }
 
@@ -302,7 +306,7 @@ async fn thinking_off_uses_the_hard_switch_an_empty_block_or_nothing() {
         forced(&ep),
         vec![("thinking-off".to_string(), "\n</think>\n\n".to_string()); 3]
     );
-    // A model that never thinks unasked: nothing at all.
+    // A model that thinks only when enact prompts it: an empty thought, forced.
     let ep = c
         .run(&agent(
             scripted(&script, 0),
@@ -311,8 +315,27 @@ async fn thinking_off_uses_the_hard_switch_an_empty_block_or_nothing() {
         ))
         .await;
     finished(&ep);
-    assert!(forced(&ep).is_empty());
+    assert_eq!(
+        forced(&ep),
+        vec![
+            (
+                "thinking-off".to_string(),
+                "<think>\n\n</think>\n\n".to_string()
+            );
+            3
+        ]
+    );
     assert!(ep.outcome.per_turn.iter().all(|r| r.thinking_tokens == 0));
+    // An instruct-only model: nothing at all.
+    let ep = c
+        .run(&agent(
+            scripted(&script, 0),
+            "off",
+            ThinkingStyle::instruct_only(),
+        ))
+        .await;
+    finished(&ep);
+    assert!(forced(&ep).is_empty());
 }
 
 #[tokio::test]

@@ -103,6 +103,10 @@ pub struct ModelArgs {
     /// line.
     #[arg(long, value_name = "FILE")]
     pub script: Option<PathBuf>,
+    /// Run the embedded model with trained weights: a checkpoint directory of `enact train`
+    /// (`OUTPUT/checkpoints/step-N`; LoRA adapters are merged into the base --model).
+    #[arg(long, value_name = "DIR")]
+    pub checkpoint: Option<PathBuf>,
     #[command(flatten)]
     pub engine: EngineSettings,
     #[command(flatten)]
@@ -138,6 +142,8 @@ pub struct AgentFactory {
     wrap: Option<PolicyWrapper>,
     /// Routing of hard turns to a second model (`--thinking-model`).
     router: Option<Router>,
+    /// The embedded engine behind the shared policy, if that is what it is.
+    engine: Option<Arc<CandlePolicy>>,
     /// A tokenizer to print this model's trajectories with.
     pub display: Arc<dyn Tokenizer>,
 }
@@ -158,6 +164,7 @@ impl AgentFactory {
                 config,
                 wrap: None,
                 router: None,
+                engine: None,
             }
         };
         Ok(match &spec {
@@ -174,13 +181,15 @@ impl AgentFactory {
             }
             ModelSpec::Default | ModelSpec::Path(_) => {
                 let m = embedded(&resolve_model_path(&spec)?, &args.engine.options())?;
-                parts(
-                    PolicySource::Shared(m.policy),
+                let mut f = parts(
+                    PolicySource::Shared(m.policy.clone()),
                     m.tokenizer,
                     m.template,
                     m.parser,
                     m.thinking_style,
-                )
+                );
+                f.engine = Some(m.policy);
+                f
             }
             ModelSpec::Http { url } => {
                 let s = served(url, &args.tokenizer)?;
@@ -193,6 +202,41 @@ impl AgentFactory {
                 )
             }
         })
+    }
+
+    /// The same factory with the weights of a training checkpoint (`--checkpoint`) published
+    /// to the embedded engine: the trainer's model is rebuilt on the base weights, the
+    /// checkpoint loaded, adapters merged.
+    pub async fn with_checkpoint(self, args: &ModelArgs) -> Result<Self> {
+        let Some(dir) = &args.checkpoint else {
+            return Ok(self);
+        };
+        let Some(engine) = &self.engine else {
+            bail!(
+                "--checkpoint needs the embedded engine: pass --model default or a model file (for a server, load the adapter there)"
+            );
+        };
+        let base = resolve_model_path(&args.spec()?)?;
+        let (dir, shown) = (dir.clone(), dir.display().to_string());
+        let tensors = tokio::task::spawn_blocking(move || -> Result<_> {
+            let twin = enact_train::TwinModel::load(&base, candle_core::DType::F32)
+                .with_context(|| format!("cannot load {} to apply the checkpoint", base.display()))?;
+            let trainer = enact_train::Trainer::resume(twin, &dir).with_context(|| {
+                format!(
+                    "cannot read the checkpoint {}: pass a checkpoints/step-N directory written by `enact train` on this --model",
+                    dir.display()
+                )
+            })?;
+            Ok(trainer.model().merged_hf_tensors()?)
+        })
+        .await
+        .context("loading the checkpoint crashed")??;
+        engine
+            .publish_tensors(tensors, enact_candle::KvOnPublish::Recompute)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot apply the checkpoint {shown}: {e}"))?;
+        tracing::info!(checkpoint = %shown, "running with the checkpoint's weights");
+        Ok(self)
     }
 
     /// The same factory routing hard turns to `thinking_model` (`--thinking-model`), which

@@ -353,7 +353,8 @@ impl ThinkingStyle {
             prefilled_open: false,
             hard_switch: false,
             soft_switches: None,
-            off: OffSwitch::Nothing,
+            // enact's own protocol for prompted thoughts: off is an empty thought.
+            off: OffSwitch::EmptyBlock,
             can_think: true,
         }
     }
@@ -374,7 +375,6 @@ impl ThinkingStyle {
         ThinkingStyle {
             native: true,
             prefilled_open: true,
-            off: OffSwitch::EmptyBlock,
             ..Self::prompted()
         }
     }
