@@ -114,6 +114,20 @@ fn budgets_on_the_embedded_engine_are_exact() {
     }
     // A random model hardly ever writes `</think>` in 6 tokens: the budget is what ends them.
     assert!(hits > 0);
+    // `enact show` prints each turn's decision and spending.
+    let run = common::only_run_dir(&dir.path().join("budget"));
+    let out = Command::new(env!("CARGO_BIN_EXE_enact"))
+        .arg("show")
+        .arg(&run)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        shown.contains("turn 1") && shown.contains("budget 6 (budget 6)"),
+        "{shown}"
+    );
+    assert!(shown.contains("cut at budget"), "{shown}");
 }
 
 #[test]
