@@ -302,7 +302,7 @@ impl AgentFactory {
                         )
                     })?,
                 };
-                Arc::new(ScriptedPolicy::new(turns, self.tokenizer.clone()))
+                Arc::new(ScriptedPolicy::per_turn(turns, self.tokenizer.clone()))
             }
         };
         let policy = match &self.wrap {
