@@ -33,6 +33,13 @@ pub struct EvalArgs {
     /// Episodes in flight at once.
     #[arg(long, default_value_t = 4)]
     concurrency: usize,
+    /// Samples (episodes) per task, for pass@k and pass^k (k up to N); needs a temperature
+    /// above 0 and no --sample-seed to differ.
+    #[arg(long, default_value_t = 1)]
+    samples: usize,
+    /// Dollars per million sampled tokens, to report a cost per success.
+    #[arg(long)]
+    price_per_mtok: Option<f64>,
 }
 
 /// What running the episodes produced.
@@ -46,6 +53,9 @@ struct Ran {
 pub async fn run(verbose: u8, args: EvalArgs) -> Result<()> {
     if args.count == 0 {
         bail!("--tasks must be at least 1");
+    }
+    if args.samples == 0 {
+        bail!("--samples must be at least 1");
     }
     // Listen from the start, so that no Ctrl-C kills the process unrecorded once the run
     // directory exists.
@@ -70,10 +80,15 @@ pub async fn run(verbose: u8, args: EvalArgs) -> Result<()> {
         agent: &config,
     })?;
 
+    // Every sample of a task, the samples of one task next to each other.
+    let episodes: Vec<Task> = tasks
+        .iter()
+        .flat_map(|t| std::iter::repeat_n(t.clone(), args.samples))
+        .collect();
     let ran = run_episodes(
         &factory,
         suite,
-        tasks,
+        episodes,
         args.concurrency.max(1),
         &mut dir,
         interrupts,
@@ -84,8 +99,30 @@ pub async fn run(verbose: u8, args: EvalArgs) -> Result<()> {
     summary.not_started = ran.not_started;
     summary.not_run = ran.not_run;
     summary.interrupted = ran.interrupted;
+    let loaded: Vec<enact_eval::Loaded> = ran
+        .episodes
+        .iter()
+        .map(enact_eval::Loaded::from_episode)
+        .collect();
+    let mut ks = enact_eval::Options::default().ks;
+    if !ks.contains(&args.samples) {
+        ks.push(args.samples);
+    }
+    let metrics = enact_eval::Metrics::of(
+        &loaded,
+        &enact_eval::Options {
+            ks,
+            price_per_mtok: args.price_per_mtok,
+            default_env: suite_name.clone(),
+            ..enact_eval::Options::default()
+        },
+    );
+    summary.metrics = Some(metrics);
     dir.write_metrics(&summary)?;
     println!("{}", summary.table(&suite_name, &model));
+    if let Some(m) = &summary.metrics {
+        println!("{}", m.table());
+    }
     println!("wrote {}", dir.path.display());
     if ran.interrupted {
         return Err(Interrupted(format!(

@@ -44,6 +44,22 @@ pub struct Loaded {
     pub sample_index: Option<u32>,
 }
 
+impl Loaded {
+    /// An episode just run (through its JSON form, so that newer fields are kept as when
+    /// it is read back from the file).
+    pub fn from_episode(episode: &Episode) -> Loaded {
+        serde_json::to_value(episode)
+            .map_err(|e| e.to_string())
+            .and_then(from_value)
+            .unwrap_or_else(|_| Loaded {
+                episode: episode.clone(),
+                per_turn: Vec::new(),
+                children: Vec::new(),
+                sample_index: None,
+            })
+    }
+}
+
 /// Parses one line: an [`Episode`] or a rollout record (`{"episode": {...}, ...}`).
 pub fn parse_line(line: &str) -> Result<Loaded, String> {
     let value: Value = serde_json::from_str(line).map_err(|e| e.to_string())?;
