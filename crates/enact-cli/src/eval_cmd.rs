@@ -104,14 +104,9 @@ pub async fn run(verbose: u8, args: EvalArgs) -> Result<()> {
         .iter()
         .map(enact_eval::Loaded::from_episode)
         .collect();
-    let mut ks = enact_eval::Options::default().ks;
-    if !ks.contains(&args.samples) {
-        ks.push(args.samples);
-    }
     let metrics = enact_eval::Metrics::of(
         &loaded,
         &enact_eval::Options {
-            ks,
             price_per_mtok: args.price_per_mtok,
             default_env: suite_name.clone(),
             ..enact_eval::Options::default()

@@ -37,9 +37,19 @@ pub async fn run(args: RedteamArgs) -> Result<()> {
             ..MonitorPolicy::default()
         },
     };
-    let report = enact_redteam::run(&opts)
-        .await
-        .map_err(|e| anyhow::anyhow!("the red-team suite could not run: {e}"))?;
+    // The suite reports only at its end: a spinner with the elapsed time shows it is alive
+    // (drawn only on a terminal).
+    let spinner = indicatif::ProgressBar::new_spinner();
+    spinner.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} red team: running attacks and honest references {elapsed}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+    );
+    spinner.enable_steady_tick(std::time::Duration::from_millis(200));
+    let report = enact_redteam::run(&opts).await;
+    spinner.finish_and_clear();
+    let report = report.map_err(|e| anyhow::anyhow!("the red-team suite could not run: {e}"))?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

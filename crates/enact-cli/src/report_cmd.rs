@@ -36,12 +36,16 @@ pub struct CompareArgs {
     seed: u64,
 }
 
-fn open(path: &PathBuf) -> Result<Run> {
+fn open(path: &std::path::Path) -> Result<Run> {
     open_run(path).with_context(|| format!("cannot read the run {}", path.display()))
 }
 
 pub fn report(args: ReportArgs) -> Result<()> {
-    let runs = args.runs.iter().map(open).collect::<Result<Vec<_>>>()?;
+    let runs = args
+        .runs
+        .iter()
+        .map(|p| open(p))
+        .collect::<Result<Vec<_>>>()?;
     if runs
         .iter()
         .all(|r| r.headline().is_empty() && r.training.is_empty())

@@ -3,7 +3,7 @@
 //! segment, per-turn thinking decisions and a sub-agent child, and the report's SVG plots.
 //! Without Chromium the tests skip (`Requirement::Browser`; CI enforces it).
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};

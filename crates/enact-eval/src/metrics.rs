@@ -185,7 +185,8 @@ impl EpisodeStats {
 /// How to compute [`Metrics`].
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// The k of pass@k / pass^k (values above the samples per task are left out).
+    /// The k of pass@k / pass^k besides the most samples of any task (always reported);
+    /// values above it are left out.
     pub ks: Vec<usize>,
     /// Dollars per million sampled tokens, for the cost per success.
     pub price_per_mtok: Option<f64>,
@@ -322,8 +323,12 @@ impl Metrics {
         }
         let min_samples = per_task.values().map(|v| v.0).min().unwrap_or(0);
         let max_samples = per_task.values().map(|v| v.0).max().unwrap_or(0);
-        let pass_k = options
-            .ks
+        // The asked-for k, and always the samples per task itself (pass@N with N samples).
+        let mut ks: Vec<usize> = options.ks.clone();
+        ks.push(max_samples);
+        ks.sort_unstable();
+        ks.dedup();
+        let pass_k = ks
             .iter()
             .filter(|&&k| k >= 1 && k <= max_samples)
             .map(|&k| {

@@ -3,9 +3,9 @@
 
 use std::fmt::Write;
 
-const W: f64 = 760.0;
+const W: f64 = 860.0;
 const LEFT: f64 = 60.0;
-const RIGHT: f64 = 170.0;
+const RIGHT: f64 = 270.0;
 const TOP: f64 = 40.0;
 const GAP: f64 = 50.0;
 
@@ -245,7 +245,7 @@ pub struct Bar {
 /// Horizontal bars in [0, 1] with interval whiskers.
 pub fn bars(title: &str, bars: &[Bar]) -> String {
     let row = 26.0;
-    let left = 200.0;
+    let left = 340.0;
     let plot_w = W - left - 60.0;
     let height = TOP + row * bars.len() as f64 + 30.0;
     let mut s = String::new();
