@@ -217,3 +217,42 @@ fn the_report_renders_its_plots() {
     assert!(dom.contains("<polyline") && dom.contains("<circle"));
     assert!(dom.contains("recovery rate"));
 }
+
+/// `enact view` on a training run (RL episodes as rollout records, held-out evaluations
+/// under `eval/`): every file is listed and served (plain HTTP, no browser needed).
+#[test]
+fn the_viewer_serves_rollout_and_train_directories() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("train-fixture");
+    std::fs::create_dir_all(dir.join("eval")).unwrap();
+    let record = serde_json::json!({
+        "format_version": 1,
+        "episode_id": "e",
+        "task_id": "calc-rl",
+        "sample_index": 2,
+        "episode": Fixture::new("calc-rl", true).to_json().unwrap(),
+    });
+    std::fs::write(dir.join("episodes.jsonl"), format!("{record}\n")).unwrap();
+    std::fs::write(
+        dir.join("eval/step-00000-before.jsonl"),
+        format!(
+            "{}\n",
+            Fixture::new("calc-held-out", false).to_json().unwrap()
+        ),
+    )
+    .unwrap();
+    std::fs::write(dir.join("metrics.jsonl"), "").unwrap();
+    let viewer = Viewer::start(&dir);
+    let rl: serde_json::Value = serde_json::from_str(&viewer.get("/api/episodes?file=0")).unwrap();
+    assert_eq!(rl["items"][0]["task_id"], "calc-rl");
+    assert_eq!(rl["items"][0]["sample_index"], 2);
+    let held_out: serde_json::Value =
+        serde_json::from_str(&viewer.get("/api/episodes?file=1&success=false")).unwrap();
+    assert_eq!(held_out["total"], 1);
+    assert_eq!(held_out["items"][0]["task_id"], "calc-held-out");
+    let list = viewer.get("/?file=1");
+    assert!(list.contains("eval/step-00000-before.jsonl"), "{list}");
+    let page = viewer.get("/episode/0/0");
+    assert!(page.contains("task <b>calc-rl</b>"), "{page}");
+    assert!(viewer.get("/episode/0/5").contains("does not exist"));
+}
