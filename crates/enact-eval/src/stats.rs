@@ -89,21 +89,26 @@ pub fn bootstrap_mean(xs: &[f64], seed: u64) -> Estimate {
 /// C(n−c, k) / C(n, k): the probability that k samples drawn without replacement from n, of
 /// which c succeed, all fail. Computed as a product (no overflow).
 fn all_fail(n: usize, c: usize, k: usize) -> f64 {
-    if n - c < k {
+    let fails = n.saturating_sub(c);
+    if fails < k {
         return 0.0;
     }
-    ((n - c + 1)..=n).fold(1.0, |acc, i| acc * (1.0 - k as f64 / i as f64))
+    ((fails + 1)..=n).fold(1.0, |acc, i| acc * (1.0 - k as f64 / i as f64))
 }
 
-/// The unbiased pass@k of one task with `n` samples, `c` of them successes (`k ≤ n`).
+/// The unbiased pass@k of one task with `n` samples, `c` of them successes; 0 unless
+/// `1 ≤ k ≤ n` and `c ≤ n`.
 pub fn pass_at_k(n: usize, c: usize, k: usize) -> f64 {
+    if k == 0 || k > n || c > n {
+        return 0.0;
+    }
     1.0 - all_fail(n, c, k)
 }
 
 /// pass^k: the probability that k samples drawn without replacement all succeed,
-/// C(c, k) / C(n, k) (`k ≤ n`).
+/// C(c, k) / C(n, k); 0 unless `1 ≤ k ≤ n` and `c ≤ n`.
 pub fn pass_all_k(n: usize, c: usize, k: usize) -> f64 {
-    if c < k {
+    if k == 0 || k > n || c > n || c < k {
         return 0.0;
     }
     (0..k).fold(1.0, |acc, i| acc * (c - i) as f64 / (n - i) as f64)
@@ -128,6 +133,8 @@ mod tests {
         assert!(close(pass_all_k(5, 3, 2), 0.3));
         assert!(close(pass_all_k(5, 1, 2), 0.0));
         assert!(close(pass_all_k(4, 4, 4), 1.0));
+        // Out of range: no panic, no NaN.
+        assert_eq!((pass_at_k(2, 3, 1), pass_at_k(2, 1, 3), pass_all_k(2, 2, 3)), (0.0, 0.0, 0.0));
     }
 
     #[test]
