@@ -37,18 +37,11 @@ pub async fn run(args: RedteamArgs) -> Result<()> {
             ..MonitorPolicy::default()
         },
     };
-    // The suite reports only at its end: a spinner with the elapsed time shows it is alive
-    // (drawn only on a terminal).
-    let spinner = indicatif::ProgressBar::new_spinner();
-    spinner.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{spinner} red team: running attacks and honest references {elapsed}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
-    );
-    spinner.enable_steady_tick(std::time::Duration::from_millis(200));
-    let report = enact_redteam::run(&opts).await;
-    spinner.finish_and_clear();
+    let report = crate::live::with_spinner(
+        "red team: running the attacks and the honest reference solutions",
+        enact_redteam::run(&opts),
+    )
+    .await;
     let report = report.map_err(|e| anyhow::anyhow!("the red-team suite could not run: {e}"))?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

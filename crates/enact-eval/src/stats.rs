@@ -134,7 +134,10 @@ mod tests {
         assert!(close(pass_all_k(5, 1, 2), 0.0));
         assert!(close(pass_all_k(4, 4, 4), 1.0));
         // Out of range: no panic, no NaN.
-        assert_eq!((pass_at_k(2, 3, 1), pass_at_k(2, 1, 3), pass_all_k(2, 2, 3)), (0.0, 0.0, 0.0));
+        assert_eq!(
+            (pass_at_k(2, 3, 1), pass_at_k(2, 1, 3), pass_all_k(2, 2, 3)),
+            (0.0, 0.0, 0.0)
+        );
     }
 
     #[test]
