@@ -64,7 +64,10 @@ pub async fn run(verbose: u8, args: EvalArgs) -> Result<()> {
     let config = args.agent.config();
     let suite = env_cmd::resolve_suite(&args.agent.env, args.agent.noise.as_deref()).await?;
     let tasks = episode::select_tasks(suite.as_ref(), &args.tasks, args.count)?;
-    let factory = AgentFactory::new(&args.agent.model, &config)?;
+    let factory = AgentFactory::new(&args.agent.model, &config)?
+        .with_thinking_model(args.agent.thinking_model.as_deref(), &args.agent.model)?
+        .with_checkpoint(&args.agent.model)
+        .await?;
     let model = args.agent.model.spec()?.describe();
     let suite_name = suite.name().to_string();
 

@@ -15,6 +15,7 @@ mod run_cmd;
 mod sandbox_cmd;
 mod show_cmd;
 mod template_cmd;
+mod thinking_cmd;
 mod train_cmd;
 mod view_cmd;
 // shared pieces

@@ -92,6 +92,9 @@ pub struct RolloutFile {
     pub model: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub script: Option<PathBuf>,
+    /// A checkpoint of `enact train` to run the embedded model with, as `--checkpoint`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<PathBuf>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokenizer: Option<PathBuf>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -185,6 +188,7 @@ pub fn read_config(path: &Path) -> Result<RolloutFile> {
         crate::resumable::read_toml(path, "rollout", "docs/rollout.md")?;
     file.output = base.join(&file.output);
     file.script = file.script.map(|s| base.join(s));
+    file.checkpoint = file.checkpoint.map(|s| base.join(s));
     Ok(file)
 }
 
@@ -200,6 +204,7 @@ async fn rollout(verbose: u8, config_path: &Path) -> Result<()> {
     let model_args = model::ModelArgs {
         model: file.model.clone(),
         script: file.script.clone(),
+        checkpoint: file.checkpoint.clone(),
         engine: crate::settings::EngineSettings::from_config(
             file.threads,
             file.weights.as_deref(),
@@ -209,7 +214,9 @@ async fn rollout(verbose: u8, config_path: &Path) -> Result<()> {
             "the configuration's",
         ),
     };
-    let agents = model::AgentFactory::new(&model_args, &file.agent)?;
+    let agents = model::AgentFactory::new(&model_args, &file.agent)?
+        .with_checkpoint(&model_args)
+        .await?;
     let tasks = suite.tasks(&file.split, file.tasks, file.seed);
 
     let (mut store, mut records) = TrajectoryStore::open(&out.join(STORE), file.fsync)?;
