@@ -156,7 +156,7 @@ fn the_viewer_renders_errors_forced_tokens_decisions_and_sub_agents() {
         ("the forced segment", "<tr class=\"forced\">"),
         (
             "the thinking decision",
-            "thinking decision: <b>mode: think, effort: low</b>",
+            "thinking decision: <b>think, budget 4: tool step: low effort</b>",
         ),
         ("the sub-agent", "sub-agent <b>researcher</b>"),
         ("the child's own turns", "calc-rich/researcher"),

@@ -6,8 +6,9 @@
 use std::collections::BTreeMap;
 
 use enact_core::{
-    CheckResult, Episode, EpisodeError, EpisodeOutcome, Message, MonitorFlag, SegmentKind, Task,
-    Termination, Timings, TokenCounts, ToolCall, Trajectory, TrajectoryError, Verdict,
+    CheckResult, DecisionSignals, Episode, EpisodeError, EpisodeOutcome, Message, MonitorFlag,
+    SegmentKind, Task, Termination, Timings, TokenCounts, ToolCall, Trajectory, TrajectoryError,
+    TurnDecision, TurnRecord, Verdict,
 };
 use serde_json::{Value, json};
 
@@ -164,6 +165,7 @@ impl Fixture {
                 hidden: None,
                 split: Some("test".into()),
                 metadata,
+                thinking: None,
             },
             messages,
             tools: Vec::new(),
@@ -187,38 +189,60 @@ impl Fixture {
                 },
                 tokens,
                 final_answer: Some(answer.into()),
+                per_turn: if self.per_turn {
+                    self.records(turn)
+                } else {
+                    Vec::new()
+                },
             },
             verdict: Some(verdict),
         })
     }
 
+    /// Per-turn records: tool turns think under a budget of 4 (the first hits it), the last
+    /// answers without thinking after the success streak.
+    fn records(&self, turns: u32) -> Vec<TurnRecord> {
+        (1..=turns)
+            .map(|turn| {
+                let last = turn == turns;
+                let first_failed = turn == 1 && self.tool_error;
+                TurnRecord {
+                    turn,
+                    thinking_tokens: if last { 0 } else { 4 },
+                    answer_tokens: if last { 3 } else { 5 },
+                    forced_tokens: usize::from(!last),
+                    observation_tokens: if last { 0 } else { 5 },
+                    tool_calls: u32::from(!last),
+                    tool_errors: u32::from(first_failed),
+                    decision: Some(TurnDecision {
+                        think: !last,
+                        budget: (!last).then_some(4),
+                        min: None,
+                        route: None,
+                        reason: if last {
+                            "success streak: answer directly".into()
+                        } else {
+                            "tool step: low effort".into()
+                        },
+                        signals: DecisionSignals {
+                            turn,
+                            last_step_failed: turn == 2 && self.tool_error,
+                            ..DecisionSignals::default()
+                        },
+                        refined_budget: None,
+                    }),
+                    model: None,
+                    budget_hit: turn == 1,
+                    continued: 0,
+                }
+            })
+            .collect()
+    }
+
     /// The episode as stored (one line of `trajectories.jsonl`).
     pub fn to_json(&self) -> Result<Value, TrajectoryError> {
         let episode = self.episode()?;
-        let turns = episode.outcome.turns;
         let mut v = serde_json::to_value(&episode).unwrap_or(Value::Null);
-        if self.per_turn
-            && let Some(outcome) = v.get_mut("outcome").and_then(Value::as_object_mut)
-        {
-            let records: Vec<Value> = (1..=turns)
-                .map(|turn| {
-                    let last = turn == turns;
-                    json!({
-                        "turn": turn,
-                        "thinking_tokens": if last { 0 } else { 4 },
-                        "answer_tokens": if last { 3 } else { 5 },
-                        "forced_tokens": if last { 0 } else { 1 },
-                        "observation_tokens": if last { 0 } else { 5 },
-                        "tool_calls": u32::from(!last),
-                        "tool_errors": u32::from(turn == 1 && self.tool_error),
-                        "decision": {"mode": if last { "answer" } else { "think" }, "effort": "low"},
-                        "model": null,
-                        "budget_hit": turn == 1,
-                    })
-                })
-                .collect();
-            outcome.insert("per_turn".into(), Value::Array(records));
-        }
         if self.child
             && let Some(obj) = v.as_object_mut()
         {

@@ -254,6 +254,33 @@ fn versions(seg: &Value) -> String {
     }
 }
 
+/// A thinking decision in words: `think, budget 4: tool step` / `no thinking: …`, with the
+/// route and a refined budget when there are; other shapes as their JSON.
+fn decision_text(d: &Value) -> String {
+    let Some(think) = d.get("think").and_then(Value::as_bool) else {
+        return d.to_string();
+    };
+    let mut s = String::from(if think { "think" } else { "no thinking" });
+    let u = |k: &str| d.get(k).and_then(Value::as_u64);
+    if let Some(b) = u("budget") {
+        s.push_str(&format!(", budget {b}"));
+    }
+    if let Some(m) = u("min") {
+        s.push_str(&format!(", min {m}"));
+    }
+    if let Some(r) = u("refined_budget") {
+        s.push_str(&format!(", refined to {r}"));
+    }
+    if let Some(route) = d.get("route").and_then(Value::as_str) {
+        s.push_str(&format!(", route {route}"));
+    }
+    let reason = text(d, "reason");
+    if !reason.is_empty() {
+        s.push_str(&format!(": {reason}"));
+    }
+    s
+}
+
 /// The body of an episode (used again, nested, for each sub-agent child).
 pub fn episode_body(ep: &Value, depth: usize) -> String {
     let mut b = String::new();
@@ -415,22 +442,8 @@ pub fn episode_body(ep: &Value, depth: usize) -> String {
             let decision = r
                 .get("decision")
                 .filter(|d| !d.is_null())
-                .map(|d| match d {
-                    Value::Object(o) => o
-                        .iter()
-                        .map(|(k, v)| {
-                            format!(
-                                "{k}: {}",
-                                v.as_str()
-                                    .map(str::to_string)
-                                    .unwrap_or_else(|| v.to_string())
-                            )
-                        })
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                    other => other.to_string(),
-                })
-                .unwrap_or_else(|| "none".into());
+                .map(decision_text)
+                .unwrap_or_else(|| "none (free)".into());
             let _ = write!(
                 b,
                 "<div class=\"decision\">thinking decision: <b>{}</b> · thinking {} · answer {} · forced {} · observation {} tokens{}{}</div>",
@@ -605,7 +618,7 @@ mod tests {
             "tool error not marked"
         );
         assert!(page.contains("<tr class=\"forced\">"));
-        assert!(page.contains("thinking decision: <b>mode: think, effort: low</b>"));
+        assert!(page.contains("thinking decision: <b>think, budget 4: tool step: low effort</b>"));
         assert!(
             page.contains("class=\"subagent\"") && page.contains("sub-agent <b>researcher</b>")
         );

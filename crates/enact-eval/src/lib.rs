@@ -18,7 +18,7 @@ use thiserror::Error;
 
 pub use compare::Comparison;
 pub use index::{EpisodeIndex, EpisodeSummary, Filter};
-pub use load::{Loaded, Run, RunKind, TurnRecord, open_run, read_jsonl};
+pub use load::{Loaded, Run, RunKind, open_run, read_jsonl};
 pub use metrics::{Metrics, Options};
 
 /// Why a run could not be read.

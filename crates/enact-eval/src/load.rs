@@ -2,42 +2,21 @@
 //! of rollout records) and `train` (`metrics.jsonl`, `eval/*.jsonl`, `episodes.jsonl`).
 //!
 //! Episodes are read through `serde_json::Value` first so that fields newer than this
-//! version's [`Episode`] (the per-turn records, sub-agent children) are kept for the metrics
-//! and the viewer.
+//! version's [`Episode`] (sub-agent `children`) are kept for the viewer.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
 use enact_core::Episode;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::Value;
 
 use crate::EvalError;
-
-/// One turn's record (`outcome.per_turn[]`), as far as the metrics need it. Fields missing
-/// in the file read as zero / none.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct TurnRecord {
-    pub turn: u32,
-    pub thinking_tokens: usize,
-    pub answer_tokens: usize,
-    pub forced_tokens: usize,
-    pub observation_tokens: usize,
-    pub tool_calls: u32,
-    pub tool_errors: u32,
-    /// The thinking decision, kept as stored (its shape is the agent's).
-    pub decision: Option<Value>,
-    pub model: Option<String>,
-    pub budget_hit: bool,
-}
 
 /// One stored episode and what this version's [`Episode`] does not hold.
 #[derive(Debug, Clone)]
 pub struct Loaded {
     pub episode: Episode,
-    /// `outcome.per_turn` (empty for episodes written before it existed).
-    pub per_turn: Vec<TurnRecord>,
     /// `children[]` (sub-agent episodes), as stored.
     pub children: Vec<Value>,
     /// A rollout record's sample index within its task's group.
@@ -45,18 +24,13 @@ pub struct Loaded {
 }
 
 impl Loaded {
-    /// An episode just run (through its JSON form, so that newer fields are kept as when
-    /// it is read back from the file).
+    /// An episode just run.
     pub fn from_episode(episode: &Episode) -> Loaded {
-        serde_json::to_value(episode)
-            .map_err(|e| e.to_string())
-            .and_then(from_value)
-            .unwrap_or_else(|_| Loaded {
-                episode: episode.clone(),
-                per_turn: Vec::new(),
-                children: Vec::new(),
-                sample_index: None,
-            })
+        Loaded {
+            episode: episode.clone(),
+            children: Vec::new(),
+            sample_index: None,
+        }
     }
 }
 
@@ -78,13 +52,6 @@ pub fn from_value(mut value: Value) -> Result<Loaded, String> {
             .map(Value::take)
             .unwrap_or(Value::Null);
     }
-    let per_turn = value
-        .pointer("/outcome/per_turn")
-        .cloned()
-        .map(serde_json::from_value::<Vec<TurnRecord>>)
-        .transpose()
-        .map_err(|e| format!("outcome.per_turn: {e}"))?
-        .unwrap_or_default();
     let children = match value.get("children") {
         Some(Value::Array(c)) => c.clone(),
         _ => Vec::new(),
@@ -93,7 +60,6 @@ pub fn from_value(mut value: Value) -> Result<Loaded, String> {
     let episode = Episode::from_json(&text).map_err(|e| e.to_string())?;
     Ok(Loaded {
         episode,
-        per_turn,
         children,
         sample_index,
     })

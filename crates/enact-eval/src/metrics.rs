@@ -131,19 +131,16 @@ impl EpisodeStats {
         };
         let difficulty = ep.task.metadata.get("difficulty").and_then(text_of);
         let (errors, recovered) = recoveries(loaded);
-        let from_per_turn = !loaded.per_turn.is_empty();
+        let from_per_turn = !o.per_turn.is_empty();
         let (thinking, answer, observation, forced) = if from_per_turn {
-            loaded
-                .per_turn
-                .iter()
-                .fold((0, 0, 0, 0), |(a, b, c, d), t| {
-                    (
-                        a + t.thinking_tokens,
-                        b + t.answer_tokens,
-                        c + t.observation_tokens,
-                        d + t.forced_tokens,
-                    )
-                })
+            o.per_turn.iter().fold((0, 0, 0, 0), |(a, b, c, d), t| {
+                (
+                    a + t.thinking_tokens,
+                    b + t.answer_tokens,
+                    c + t.observation_tokens,
+                    d + t.forced_tokens,
+                )
+            })
         } else {
             (
                 o.tokens.thinking,
@@ -543,6 +540,32 @@ mod tests {
         // A success puts every error right.
         let ep = parse_line(&episode_json("t1", true, true, false).to_string()).unwrap();
         assert_eq!(recoveries(&ep), (1, 1));
+    }
+
+    #[test]
+    fn tokens_come_from_per_turn_records_when_the_episode_has_them() {
+        let fx = crate::fixtures::Fixture {
+            per_turn: true,
+            ..crate::fixtures::Fixture::new("t", true)
+        };
+        let mut ep = parse_line(&fx.to_json().unwrap().to_string()).unwrap();
+        let before = EpisodeStats::of(&ep, "calc");
+        assert!(before.from_per_turn);
+        assert_eq!(
+            (
+                before.thinking_tokens,
+                before.answer_tokens,
+                before.forced_tokens
+            ),
+            (4, 8, 1)
+        );
+        // The records win over the trajectory's counts.
+        ep.episode.outcome.per_turn[0].thinking_tokens = 40;
+        assert_eq!(EpisodeStats::of(&ep, "calc").thinking_tokens, 40);
+        ep.episode.outcome.per_turn.clear();
+        let old = EpisodeStats::of(&ep, "calc");
+        assert!(!old.from_per_turn);
+        assert_eq!((old.thinking_tokens, old.answer_tokens), (4, 8));
     }
 
     #[test]
