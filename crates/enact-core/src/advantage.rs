@@ -68,6 +68,7 @@ pub fn thinking_cost_shaping(
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]
