@@ -34,6 +34,11 @@ pub struct EpisodeStats {
     pub wall_ms: f64,
     pub termination: &'static str,
     pub flags: usize,
+    /// Per-turn records: turns recorded, turns that thought (a thinking token or a
+    /// decision to think), turns whose thought hit its budget.
+    pub recorded_turns: usize,
+    pub thinking_turns: usize,
+    pub budget_hits: usize,
 }
 
 /// The reason name of a termination, as serialised (`finished`, `error`, …).
@@ -170,6 +175,13 @@ impl EpisodeStats {
             wall_ms: o.timings.total_ms,
             termination: termination_name(&o.termination),
             flags: o.flags.len(),
+            recorded_turns: o.per_turn.len(),
+            thinking_turns: o
+                .per_turn
+                .iter()
+                .filter(|t| t.thinking_tokens > 0 || t.decision.as_ref().is_some_and(|d| d.think))
+                .count(),
+            budget_hits: o.per_turn.iter().filter(|t| t.budget_hit).count(),
         }
     }
 
@@ -269,6 +281,12 @@ pub struct Metrics {
     /// Episodes per termination reason.
     pub terminations: BTreeMap<String, usize>,
     pub flagged: usize,
+    /// Of the turns with per-turn records: the share that thought, and the share whose
+    /// thought hit its budget (none without records).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thinking_turns: Option<Estimate>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_hits: Option<Estimate>,
 }
 
 fn breakdown<'a>(
@@ -371,6 +389,7 @@ impl Metrics {
         let errors: usize = stats.iter().map(|s| s.errors).sum();
         let recovered: usize = stats.iter().map(|s| s.recoveries).sum();
         let successes = stats.iter().filter(|s| s.success).count();
+        let recorded: usize = stats.iter().map(|s| s.recorded_turns).sum();
         let sampled: usize = stats.iter().map(EpisodeStats::sampled).sum();
         let tokens_per_success = (successes > 0).then(|| sampled as f64 / successes as f64);
         let mut terminations = BTreeMap::new();
@@ -410,6 +429,10 @@ impl Metrics {
             by_difficulty: breakdown(stats, |s| s.difficulty.iter().cloned().collect()),
             terminations,
             flagged: stats.iter().filter(|s| s.flags > 0).count(),
+            thinking_turns: (recorded > 0)
+                .then(|| wilson(stats.iter().map(|s| s.thinking_turns).sum(), recorded)),
+            budget_hits: (recorded > 0)
+                .then(|| wilson(stats.iter().map(|s| s.budget_hits).sum(), recorded)),
         }
     }
 
@@ -471,6 +494,15 @@ impl Metrics {
                 "forced tokens / ep".into(),
                 format!("{:.1}", self.tokens.forced.value),
             ),
+        ]);
+        if let (Some(t), Some(b)) = (self.thinking_turns, self.budget_hits) {
+            rows.push((
+                "turns that thought".into(),
+                format!("{} of {} recorded", t.show(true), t.n),
+            ));
+            rows.push(("turns at the budget".into(), b.show(true)));
+        }
+        rows.extend([
             (
                 "wall time / ep".into(),
                 format!(
@@ -562,6 +594,14 @@ mod tests {
         // The records win over the trajectory's counts.
         ep.episode.outcome.per_turn[0].thinking_tokens = 40;
         assert_eq!(EpisodeStats::of(&ep, "calc").thinking_tokens, 40);
+        // Two tool turns think (the first hits its budget of 4), the answer turn does not.
+        let m = Metrics::of(std::slice::from_ref(&ep), &Options::default());
+        let (t, b) = (m.thinking_turns.unwrap(), m.budget_hits.unwrap());
+        assert_eq!((t.n, b.n), (2, 2));
+        assert!(
+            (t.value - 0.5).abs() < 1e-9 && (b.value - 0.5).abs() < 1e-9,
+            "{t:?} {b:?}"
+        );
         ep.episode.outcome.per_turn.clear();
         let old = EpisodeStats::of(&ep, "calc");
         assert!(!old.from_per_turn);
