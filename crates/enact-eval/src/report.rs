@@ -295,6 +295,36 @@ const BREAKDOWN_HEAD: [&str; 6] = [
     "sampled tokens",
 ];
 
+/// Paired comparisons of the first run (A) with each other run (B): one row per pair.
+fn comparison_rows(runs: &[Run], seed: u64) -> Vec<Vec<String>> {
+    let Some((a, rest)) = runs.split_first() else {
+        return Vec::new();
+    };
+    rest.iter()
+        .map(|b| {
+            let c = crate::compare::Comparison::of(a.headline(), b.headline(), seed);
+            let d = |e: &crate::stats::Estimate| {
+                format!("{:+.3} [{:+.3}, {:+.3}]", e.value, e.lo, e.hi)
+            };
+            vec![
+                format!("{} − {}", b.name, a.name),
+                c.pairs.len().to_string(),
+                d(&c.success_diff),
+                d(&c.progress_diff),
+                format!("{} / {} / {}", c.b_better, c.a_better, c.tied),
+            ]
+        })
+        .collect()
+}
+
+const COMPARISON_HEAD: [&str; 5] = [
+    "B − A",
+    "paired tasks",
+    "success diff [95%]",
+    "progress diff [95%]",
+    "B better / A better / tied",
+];
+
 fn eval_rows(run: &Run, options: &Options) -> Vec<Vec<String>> {
     run.evals
         .iter()
@@ -356,6 +386,11 @@ pub fn html(runs: &[Run], options: &Options) -> String {
             ));
         }
     }
+    let pairs = comparison_rows(runs, options.seed);
+    if !pairs.is_empty() {
+        b.push_str("<h2>paired comparison with the first run</h2>");
+        b.push_str(&html_table(&COMPARISON_HEAD, &pairs, "comparison"));
+    }
     b.push_str("<p><small>Definitions: docs/evaluation.md. Intervals: Wilson for rates, seeded bootstrap for means.</small></p>");
     document("enact report", "<b>enact report</b>", &b)
 }
@@ -392,6 +427,11 @@ pub fn markdown(runs: &[Run], options: &Options) -> String {
                 &eval_rows(m.run, options),
             ));
         }
+    }
+    let pairs = comparison_rows(runs, options.seed);
+    if !pairs.is_empty() {
+        s.push_str("\n## paired comparison with the first run\n\n");
+        s.push_str(&md_table(&COMPARISON_HEAD, &pairs));
     }
     s.push_str("\nPlots: the HTML report next to this file. Definitions: docs/evaluation.md.\n");
     s
@@ -464,5 +504,8 @@ mod tests {
         let md = markdown(&runs, &Options::default());
         assert!(md.contains("| eval-1 | eval | 2 | 50.0%"), "{md}");
         assert!(md.contains("recovery rate"));
+        // The rollout and the training run share task a with the eval run: paired.
+        assert!(md.contains("| rollout-1 − eval-1 | 1 |"), "{md}");
+        assert!(h.contains("id=\"comparison\""));
     }
 }
