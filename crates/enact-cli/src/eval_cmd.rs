@@ -33,8 +33,8 @@ pub struct EvalArgs {
     /// Episodes in flight at once.
     #[arg(long, default_value_t = 4)]
     concurrency: usize,
-    /// Samples (episodes) per task, for pass@k and pass^k (k up to N); needs a temperature
-    /// above 0 and no --sample-seed to differ.
+    /// Samples (episodes) per task, for pass@k and pass^k (k up to N); they differ at a
+    /// temperature above 0 (with --sample-seed S, sample i uses seed S + i).
     #[arg(long, default_value_t = 1)]
     samples: usize,
     /// Dollars per million sampled tokens, to report a cost per success.
@@ -83,10 +83,16 @@ pub async fn run(verbose: u8, args: EvalArgs) -> Result<()> {
         agent: &config,
     })?;
 
-    // Every sample of a task, the samples of one task next to each other.
-    let episodes: Vec<Task> = tasks
+    // Every sample of a task, the samples of one task next to each other. With
+    // --sample-seed S, sample i samples with seed S + i: reproducible, and the samples differ.
+    let episodes: Vec<(Task, Option<u64>)> = tasks
         .iter()
-        .flat_map(|t| std::iter::repeat_n(t.clone(), args.samples))
+        .flat_map(|t| {
+            (0..args.samples).map(|i| {
+                let seed = args.agent.sample_seed.map(|s| s.wrapping_add(i as u64));
+                (t.clone(), seed)
+            })
+        })
         .collect();
     let ran = run_episodes(
         &factory,
@@ -142,12 +148,12 @@ pub async fn run(verbose: u8, args: EvalArgs) -> Result<()> {
     Ok(())
 }
 
-/// Runs `tasks`, `concurrency` at a time, appending each episode to the run directory as it
-/// ends, until all ran or Ctrl-C.
+/// Runs `tasks` (each with its sampling seed, if set), `concurrency` at a time, appending each
+/// episode to the run directory as it ends, until all ran or Ctrl-C.
 async fn run_episodes(
     factory: &AgentFactory,
     suite: Arc<dyn Suite>,
-    tasks: Vec<Task>,
+    tasks: Vec<(Task, Option<u64>)>,
     concurrency: usize,
     dir: &mut RunDir,
     mut interrupts: tokio::signal::unix::Signal,
@@ -164,8 +170,14 @@ async fn run_episodes(
     };
     loop {
         while !ran.interrupted && running.len() < concurrency {
-            let Some(task) = pending.next() else { break };
-            let (factory, suite) = (factory.clone(), suite.clone());
+            let Some((task, seed)) = pending.next() else {
+                break;
+            };
+            let factory = match seed {
+                Some(seed) => factory.with_sample_seed(seed),
+                None => factory.clone(),
+            };
+            let suite = suite.clone();
             running.spawn(async move {
                 let r = episode::run_episode(&factory, suite.as_ref(), &task).await;
                 (task.id, r)

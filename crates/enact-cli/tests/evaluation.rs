@@ -3,6 +3,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "common/tiny_model.rs"]
+mod tiny_model;
+
 mod common;
 
 use std::path::Path;
@@ -94,4 +97,72 @@ fn eval_samples_give_pass_at_k_and_compare_and_report_read_the_runs() {
     let (ok, _, stderr) = enact(tmp.path(), &["compare", run_a.to_str().unwrap(), "nowhere"]);
     assert!(!ok);
     assert!(stderr.contains("nowhere"), "{stderr}");
+}
+
+/// With --sample-seed S, sample i of a task samples with seed S + i: the samples of one task
+/// differ (on a tiny random model at temperature 1), and the run repeats exactly.
+#[test]
+fn samples_of_a_task_get_their_own_seeds() {
+    let tmp = tempfile::tempdir().unwrap();
+    tiny_model::tiny_chat_model(&tmp.path().join("tiny.gguf"));
+    tiny_model::say_a_tasks(&tmp.path().join("tasks"), 0, 1);
+    let tasks = format!("tasks:{}", tmp.path().join("tasks").display());
+    let sampled = |runs: &str| -> Vec<Vec<u32>> {
+        let (ok, _, stderr) = enact(
+            tmp.path(),
+            &[
+                "eval",
+                "--model",
+                "tiny.gguf",
+                "--threads",
+                "1",
+                "--weights",
+                "f32",
+                "--env",
+                &tasks,
+                "-n",
+                "1",
+                "--samples",
+                "3",
+                "--concurrency",
+                "1",
+                "--max-turns",
+                "1",
+                "--max-tokens-per-turn",
+                "24",
+                "--temperature",
+                "1.0",
+                "--sample-seed",
+                "5",
+                "--runs-dir",
+                runs,
+            ],
+        );
+        assert!(ok || stderr.contains("every episode failed"), "{stderr}");
+        let run = common::only_run_dir(&tmp.path().join(runs));
+        std::fs::read_to_string(run.join("trajectories.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let ep = enact_core::Episode::from_json(l).unwrap();
+                ep.trajectory
+                    .segments
+                    .iter()
+                    .filter(|s| s.kind == enact_core::SegmentKind::Sampled)
+                    .flat_map(|s| s.tokens.clone())
+                    .collect()
+            })
+            .collect()
+    };
+    let first = sampled("r1");
+    assert_eq!(first.len(), 3);
+    assert!(
+        first[0] != first[1] && first[1] != first[2] && first[0] != first[2],
+        "samples of one task sampled the same tokens: {first:?}"
+    );
+    let mut again = sampled("r2");
+    let mut sorted = first.clone();
+    sorted.sort();
+    again.sort();
+    assert_eq!(sorted, again, "the same seeds must give the same samples");
 }
