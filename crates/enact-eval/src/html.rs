@@ -468,14 +468,17 @@ pub fn episode_body(ep: &Value, depth: usize) -> String {
         }
         for m in messages.get(&t).into_iter().flatten() {
             let role = text(m, "role");
+            // A failed result is one the episode recorded as an error of this turn: a tool
+            // error reads "<tool>: <result>", a call that did not parse is answered by
+            // `invalid_tool_call`.
             let is_error = role == "tool" && {
                 let name = text(m, "name");
                 let content = text(m, "content");
-                content.starts_with("error")
-                    || turn_errors.iter().any(|e| {
-                        text(e, "message").starts_with(&format!("{name}: "))
-                            && text(e, "message").ends_with(content)
-                    })
+                turn_errors.iter().any(|e| match text(e, "source") {
+                    "tool" => text(e, "message") == format!("{name}: {content}"),
+                    "parse" => name == "invalid_tool_call",
+                    _ => false,
+                })
             };
             let _ = write!(
                 b,
