@@ -288,6 +288,13 @@ impl AgentFactory {
     }
 
     /// The agent for one episode of `task`.
+    /// The same factory sampling with `seed` (each sample of `eval --samples` has its own).
+    pub fn with_sample_seed(&self, seed: u64) -> AgentFactory {
+        let mut factory = self.clone();
+        factory.config.sampling.seed = Some(seed);
+        factory
+    }
+
     pub fn agent_for(&self, suite: &dyn Suite, task: &Task) -> Result<Agent> {
         let policy: Arc<dyn Policy> = match &self.policy {
             PolicySource::Shared(p) => p.clone(),
