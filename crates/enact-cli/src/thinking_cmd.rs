@@ -118,7 +118,7 @@ fn row(mode: &ThinkingMode, episodes: &[Episode], run_dir: PathBuf) -> ModeRow {
 }
 
 /// The table: one row per mode, with what each thinking token bought against `off` (or the
-/// first mode) in success points per 1,000 thinking tokens per episode.
+/// first mode): success points gained per extra thinking token per episode.
 pub fn table(rows: &[ModeRow], env: &str, model: &str) -> String {
     let mut s = String::new();
     let _ = writeln!(
@@ -136,7 +136,7 @@ pub fn table(rows: &[ModeRow], env: &str, model: &str) -> String {
         "think/ep",
         "forced",
         "tok/success",
-        "Δ/1k think",
+        "pts/think",
         "cut",
         "escalated"
     );
@@ -148,8 +148,8 @@ pub fn table(rows: &[ModeRow], env: &str, model: &str) -> String {
     for r in rows {
         let per_k = match &base {
             Some(b) if r.thinking > b.thinking + 0.5 => format!(
-                "{:+.1} pts",
-                100.0 * (r.success - b.success) / ((r.thinking - b.thinking) / 1000.0)
+                "{:+.2}",
+                100.0 * (r.success - b.success) / (r.thinking - b.thinking)
             ),
             _ => "—".into(),
         };
@@ -174,7 +174,7 @@ pub fn table(rows: &[ModeRow], env: &str, model: &str) -> String {
         );
     }
     s.push_str(
-        "tok/ep: sampled + forced tokens per episode; think/ep: sampled thinking tokens; Δ/1k think: success points gained over `off` per 1,000 extra thinking tokens per episode; cut: turns closed by the budget; escalated: turns after a failed step that got more than the mode's base budget\n",
+        "tok/ep: sampled + forced tokens per episode; think/ep: sampled thinking tokens; pts/think: success points gained over `off` per extra thinking token per episode; cut: turns closed by the budget; escalated: turns after a failed step that got more than the mode's base budget\n",
     );
     s
 }
