@@ -19,10 +19,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use enact_core::{
-    Action, ChatTemplate, Environment, Episode, EpisodeError, EpisodeOutcome, FinishReason,
-    Message, ParsedReply, Policy, RenderOptions, ReplyParser, Role, SampleRequest, SamplingParams,
-    SegmentId, SegmentKind, StepOutcome, Submission, Task, Termination, Timings, TokenCounts,
-    Tokenizer, ToolSpec, Trajectory, Verdict, Verifier,
+    Action, ChatTemplate, ChildEpisode, Environment, Episode, EpisodeError, EpisodeOutcome,
+    FinishReason, Message, ParsedReply, Policy, RenderOptions, ReplyParser, Role, SampleRequest,
+    SamplingParams, SegmentId, SegmentKind, StepOutcome, Submission, Task, Termination, Timings,
+    TokenCounts, Tokenizer, ToolSpec, Trajectory, Verdict, Verifier,
 };
 use serde::{Deserialize, Serialize};
 
@@ -122,6 +122,8 @@ struct Run {
     final_answer: Option<String>,
     policy_time: Duration,
     env_time: Duration,
+    /// Sub-agent episodes the environment ran (teams of agents).
+    children: Vec<ChildEpisode>,
 }
 
 /// A reply as sampled: its ids (on the main line already) and why it stopped.
@@ -156,6 +158,7 @@ impl Run {
             final_answer: None,
             policy_time: Duration::ZERO,
             env_time: Duration::ZERO,
+            children: Vec::new(),
         }
     }
 
@@ -284,6 +287,8 @@ impl Agent {
                 )),
             };
 
+        // Sub-agents that finished in a step the episode's end cut short.
+        self.adopt_children(env, &mut run);
         let env_started = Instant::now();
         let submission = match catch_unwind(env.submission()).await {
             Ok(Ok(s)) => s,
@@ -582,11 +587,22 @@ impl Agent {
                 ),
             ));
         }
-        for call in &parsed.tool_calls {
+        // All calls of the reply at once: an environment may run them concurrently
+        // (sub-agents); the default steps them in order.
+        let actions: Vec<Action> = parsed
+            .tool_calls
+            .iter()
+            .map(|c| Action::ToolCall(c.clone()))
+            .collect();
+        let outcomes = if actions.is_empty() {
+            Vec::new()
+        } else {
+            within(deadline, &mut run.env_time, env.step_all(actions)).await?
+        };
+        self.adopt_children(env, run);
+        for outcome in outcomes {
             run.tool_calls += 1;
-            let outcome = self
-                .step_env(env, run, Action::ToolCall(call.clone()), deadline)
-                .await?;
+            let outcome = outcome.map_err(|e| failed(format!("environment step failed: {e}")))?;
             if let StepOutcome::ToolResult(r) = &outcome
                 && r.is_error
             {
@@ -612,6 +628,27 @@ impl Agent {
             return Err(End(Termination::Finished));
         }
         Ok(new_messages)
+    }
+
+    /// Attaches the sub-agent episodes the environment ran to the run, stamped with the
+    /// current turn and the sampled segment of its reply (which made the calls).
+    fn adopt_children(&self, env: &mut dyn Environment, run: &mut Run) {
+        let children = env.take_children();
+        if children.is_empty() {
+            return;
+        }
+        let segment = run.head.and_then(|head| {
+            let path = run.trajectory.path(head).ok()?;
+            path.iter()
+                .rev()
+                .find(|s| s.kind == SegmentKind::Sampled && s.turn == run.turns)
+                .map(|s| s.id)
+        });
+        for mut child in children {
+            child.parent_turn = run.turns;
+            child.parent_segment = segment;
+            run.children.push(child);
+        }
     }
 
     /// One environment step within the episode's time.
@@ -718,6 +755,7 @@ impl Agent {
             trajectory: run.trajectory,
             verdict,
             outcome,
+            children: run.children,
         }
     }
 }

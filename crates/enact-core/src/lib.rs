@@ -25,7 +25,8 @@ pub mod verify;
 
 pub use env::{Action, EnvError, Environment, Reset, StepOutcome, Submission, ToolResult};
 pub use episode::{
-    Episode, EpisodeError, EpisodeFormatError, EpisodeOutcome, Termination, Timings, TokenCounts,
+    AgentNode, ChildEpisode, Episode, EpisodeError, EpisodeFormatError, EpisodeOutcome,
+    Termination, Timings, TokenCounts, TreeTotals,
 };
 pub use message::{Message, Role, ToolCall, ToolSpec};
 pub use policy::{
