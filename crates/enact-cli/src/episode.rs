@@ -3,6 +3,7 @@
 //! `config.toml`, and the exit status of a finished run.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
@@ -12,6 +13,8 @@ use enact_env::Suite;
 
 use crate::metrics::Summary;
 use crate::model::{AgentFactory, ModelArgs};
+use crate::team::Team;
+use enact_team::TeamEnv;
 
 /// The splits every suite has (`Suite::tasks`).
 pub const SPLITS: [&str; 2] = ["train", "test"];
@@ -50,6 +53,10 @@ pub struct AgentArgs {
     /// Where run directories go.
     #[arg(long, default_value = "runs")]
     pub runs_dir: PathBuf,
+    /// A team of agents plays each episode: roles, who may delegate to whom, their models and
+    /// limits (TOML; docs/multi-agent.md, e.g. configs/team-research.toml).
+    #[arg(long, value_name = "FILE")]
+    pub team: Option<PathBuf>,
 }
 
 impl AgentArgs {
@@ -130,13 +137,44 @@ pub fn select_task(suite: &dyn Suite, tasks: &TaskArgs, index: usize) -> Result<
     })
 }
 
-/// One episode of `task`: a fresh environment, the agent, the suite's verifier.
+impl AgentArgs {
+    /// The agent factory of `--model`, with the `--team` when given.
+    pub fn factory(&self, config: &AgentConfig) -> Result<AgentFactory> {
+        let factory = AgentFactory::new(&self.model, config)?;
+        Ok(match &self.team {
+            Some(path) => factory.with_team(Team::load(path, &self.model, config)?),
+            None => factory,
+        })
+    }
+}
+
+/// One episode of `task`: a fresh environment, the agent, the suite's verifier. With a team,
+/// the entry role plays it and the episode holds the tree of its sub-agents.
 pub async fn run_episode(
     factory: &AgentFactory,
-    suite: &dyn Suite,
+    suite: &Arc<dyn Suite>,
     task: &Task,
 ) -> Result<Episode> {
-    let agent = factory.agent_for(suite, task)?;
+    if let Some(team) = &factory.team {
+        let task = team.entry_task(task);
+        let entry = &team.config.team.entry;
+        let spec = team
+            .config
+            .role(entry)
+            .with_context(|| format!("the team has no entry role {entry}"))?;
+        let agent = team.agent(factory, entry, spec, suite.as_ref(), &task)?;
+        let inner = suite.make(&task).with_context(|| {
+            format!(
+                "cannot create environment {} for task {}",
+                suite.name(),
+                task.id
+            )
+        })?;
+        let mut env = TeamEnv::entry(inner, team.runtime(factory, suite.clone()));
+        let verifier = suite.verifier();
+        return Ok(agent.run(&task, &mut env, Some(verifier.as_ref())).await);
+    }
+    let agent = factory.agent_for(suite.as_ref(), task)?;
     let mut env = suite.make(task).with_context(|| {
         format!(
             "cannot create environment {} for task {}",

@@ -249,6 +249,10 @@ impl Suite for MultiSearchSuite {
         Arc::new(MultiSearchVerifier)
     }
 
+    fn subtask_verifier(&self) -> Option<Arc<dyn Verifier>> {
+        Some(Arc::new(SubtaskVerifier))
+    }
+
     /// Single agent: research every question, then the numbered answers. A team's entry role
     /// (`metadata.may_call` names the roles it may call) delegates one question per call, all
     /// in one reply, then lists the answers; a sub-agent (its task text holds some questions)
