@@ -14,7 +14,6 @@ use enact_env::Suite;
 use crate::metrics::Summary;
 use crate::model::{AgentFactory, ModelArgs};
 use crate::team::Team;
-use enact_team::TeamEnv;
 
 /// The splits every suite has (`Suite::tasks`).
 pub const SPLITS: [&str; 2] = ["train", "test"];
@@ -156,23 +155,13 @@ pub async fn run_episode(
     task: &Task,
 ) -> Result<Episode> {
     if let Some(team) = &factory.team {
-        let task = team.entry_task(task);
-        let entry = &team.config.team.entry;
-        let spec = team
-            .config
-            .role(entry)
-            .with_context(|| format!("the team has no entry role {entry}"))?;
-        let agent = team.agent(factory, entry, spec, suite.as_ref(), &task)?;
-        let inner = suite.make(&task).with_context(|| {
-            format!(
-                "cannot create environment {} for task {}",
-                suite.name(),
-                task.id
-            )
-        })?;
-        let mut env = TeamEnv::entry(inner, team.runtime(factory, suite.clone()));
+        // The episode records the task with the entry role in its metadata.
+        let entry_task = team.entry_task(task);
+        let (agent, mut env) = team.entry_parts(factory, suite, task)?;
         let verifier = suite.verifier();
-        return Ok(agent.run(&task, &mut env, Some(verifier.as_ref())).await);
+        return Ok(agent
+            .run(&entry_task, env.as_mut(), Some(verifier.as_ref()))
+            .await);
     }
     let agent = factory.agent_for(suite.as_ref(), task)?;
     let mut env = suite.make(task).with_context(|| {

@@ -17,7 +17,7 @@ use enact_agent::AgentConfig;
 use enact_core::Task;
 use enact_rollout::{
     Cancel, EpisodeParts, FsyncPolicy, Rollout, RolloutConfig, RolloutRecord, StalePolicy,
-    TrajectoryStore, training_row,
+    TrajectoryStore, training_rows,
 };
 use serde::{Deserialize, Serialize};
 
@@ -139,6 +139,20 @@ pub struct RolloutFile {
     /// Agent limits and sampling (the `[agent]` table: max_turns, max_tokens_per_turn, …).
     #[serde(default)]
     pub agent: AgentConfig,
+    /// A team of agents plays each episode (as `--team`; docs/multi-agent.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team: Option<PathBuf>,
+    /// A sub-agent's reward in the dataset: `(1 − own_weight)·episode reward + own_weight·its
+    /// own verdict` where its sub-task has a verifier.
+    #[serde(default = "default_own_weight")]
+    pub own_weight: f64,
+}
+
+/// How much a sub-agent's own verdict counts in its reward, unless configured.
+pub const DEFAULT_OWN_WEIGHT: f64 = 0.5;
+
+fn default_own_weight() -> f64 {
+    DEFAULT_OWN_WEIGHT
 }
 
 fn secs(name: &str, s: f64) -> Result<Duration> {
@@ -168,7 +182,10 @@ pub async fn run(verbose: u8, args: RolloutArgs) -> Result<()> {
                 );
             }
             let (_, records) = TrajectoryStore::open(&store, FsyncPolicy::Always)?;
-            export(&dir, &records, true)
+            let own_weight = read_config(&dir.join("config.toml"))
+                .map(|f| f.own_weight)
+                .unwrap_or(DEFAULT_OWN_WEIGHT);
+            export(&dir, &records, true, own_weight)
         }
         (None, Some(config)) => rollout(verbose, &config).await,
         (None, None) => bail!(
@@ -185,6 +202,7 @@ pub fn read_config(path: &Path) -> Result<RolloutFile> {
         crate::resumable::read_toml(path, "rollout", "docs/rollout.md")?;
     file.output = base.join(&file.output);
     file.script = file.script.map(|s| base.join(s));
+    file.team = file.team.map(|s| base.join(s));
     Ok(file)
 }
 
@@ -209,7 +227,10 @@ async fn rollout(verbose: u8, config_path: &Path) -> Result<()> {
             "the configuration's",
         ),
     };
-    let agents = model::AgentFactory::new(&model_args, &file.agent)?;
+    let mut agents = model::AgentFactory::new(&model_args, &file.agent)?;
+    if let Some(team) = &file.team {
+        agents = agents.with_team(crate::team::Team::load(team, &model_args, &file.agent)?);
+    }
     let tasks = suite.tasks(&file.split, file.tasks, file.seed);
 
     let (mut store, mut records) = TrajectoryStore::open(&out.join(STORE), file.fsync)?;
@@ -218,6 +239,16 @@ async fn rollout(verbose: u8, config_path: &Path) -> Result<()> {
 
     let factory_suite = suite.clone();
     let factory = move |task: &Task| -> Result<EpisodeParts, String> {
+        if let Some(team) = &agents.team {
+            let (agent, env) = team
+                .entry_parts(&agents, &factory_suite, task)
+                .map_err(|e| format!("{e:#}"))?;
+            return Ok(EpisodeParts {
+                agent,
+                env,
+                verifier: Some(factory_suite.verifier()),
+            });
+        }
         let agent = agents
             .agent_for(factory_suite.as_ref(), task)
             .map_err(|e| format!("{e:#}"))?;
@@ -302,7 +333,7 @@ async fn rollout(verbose: u8, config_path: &Path) -> Result<()> {
         return Err(e.into());
     }
     let summary = summary?;
-    export(&out, &records, true)?;
+    export(&out, &records, true, file.own_weight)?;
     let solved = records.iter().filter(|r| r.episode.outcome.success).count();
     println!(
         "rollout {} · model {} · {} episodes stored ({} new, {} resumed), {} solved, {} errors, {} regenerated, {} dropped as stale{}",
@@ -327,14 +358,23 @@ async fn rollout(verbose: u8, config_path: &Path) -> Result<()> {
 
 /// Writes `dataset.jsonl` and `dataset.parquet` (training rows with GRPO advantages per
 /// task group) from stored episodes.
-pub fn export(dir: &Path, records: &[RolloutRecord], std_normalise: bool) -> Result<()> {
-    let mut rows = records
-        .iter()
-        .map(training_row)
-        .collect::<Result<Vec<_>, _>>()?;
+/// A team's episodes give one row per agent (role, place in the tree, mixed reward with
+/// `own_weight`), grouped per task and role.
+pub fn export(
+    dir: &Path,
+    records: &[RolloutRecord],
+    std_normalise: bool,
+    own_weight: f64,
+) -> Result<()> {
+    let mut rows = Vec::new();
+    for r in records {
+        rows.extend(training_rows(r, own_weight)?);
+    }
     enact_rollout::with_group_advantages(&mut rows, std_normalise);
     // Grouped, in a stable order whatever the finishing order was.
-    rows.sort_by(|a, b| (&a.task_id, a.sample_index).cmp(&(&b.task_id, b.sample_index)));
+    rows.sort_by(|a, b| {
+        (&a.task_id, a.sample_index, &a.agent).cmp(&(&b.task_id, b.sample_index, &b.agent))
+    });
     enact_rollout::write_jsonl(&dir.join("dataset.jsonl"), &rows)?;
     enact_rollout::write_parquet(&dir.join("dataset.parquet"), &rows)?;
     Ok(())

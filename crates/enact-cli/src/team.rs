@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use enact_agent::{Agent, AgentConfig};
 use enact_core::{Environment, Task, Verifier};
 use enact_env::Suite;
-use enact_team::{ChildEnvs, RoleAgents, RoleSpec, TeamConfig, TeamRuntime};
+use enact_team::{ChildEnvs, RoleAgents, RoleSpec, TeamConfig, TeamEnv, TeamRuntime};
 
 use crate::model::{AgentFactory, ModelArgs, PolicyWrapper};
 
@@ -81,6 +81,31 @@ impl Team {
         let mut agent = factory.agent_for(suite, task)?;
         spec.apply(&mut agent.config);
         Ok(agent)
+    }
+
+    /// The entry role's agent and environment for one episode of `task`.
+    pub fn entry_parts(
+        &self,
+        run: &AgentFactory,
+        suite: &Arc<dyn Suite>,
+        task: &Task,
+    ) -> Result<(Agent, Box<dyn Environment>)> {
+        let task = self.entry_task(task);
+        let entry = &self.config.team.entry;
+        let spec = self
+            .config
+            .role(entry)
+            .with_context(|| format!("the team has no entry role {entry}"))?;
+        let agent = self.agent(run, entry, spec, suite.as_ref(), &task)?;
+        let inner = suite.make(&task).with_context(|| {
+            format!(
+                "cannot create environment {} for task {}",
+                suite.name(),
+                task.id
+            )
+        })?;
+        let env = TeamEnv::entry(inner, self.runtime(run, suite.clone()));
+        Ok((agent, Box::new(env)))
     }
 
     /// What the agents of one episode share.
