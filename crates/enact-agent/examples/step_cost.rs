@@ -33,17 +33,11 @@ fn agent(template: Arc<dyn ChatTemplate>, steps: usize) -> Agent {
     turns.push("83810205".into());
     let tokenizer: Arc<dyn Tokenizer> = Arc::new(ByteTokenizer::new());
     let policy: Arc<dyn Policy> = Arc::new(ScriptedPolicy::new(turns, tokenizer.clone()));
-    Agent {
-        policy,
-        tokenizer,
-        template,
-        parser: Arc::new(HermesParser),
-        config: AgentConfig {
-            max_turns: steps as u32 + 1,
-            max_context_tokens: usize::MAX,
-            ..AgentConfig::default()
-        },
-    }
+    Agent::new(policy, tokenizer, template, Arc::new(HermesParser)).with_config(AgentConfig {
+        max_turns: steps as u32 + 1,
+        max_context_tokens: usize::MAX,
+        ..AgentConfig::default()
+    })
 }
 
 /// Mean microseconds per tool step over `episodes` episodes of `steps` tool steps.

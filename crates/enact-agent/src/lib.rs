@@ -19,10 +19,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use enact_core::{
-    Action, ChatTemplate, ChildEpisode, Environment, Episode, EpisodeError, EpisodeOutcome,
-    FinishReason, Message, ParsedReply, Policy, RenderOptions, ReplyParser, Role, SampleRequest,
-    SamplingParams, SegmentId, SegmentKind, StepOutcome, Submission, Task, Termination, Timings,
-    TokenCounts, Tokenizer, ToolSpec, Trajectory, Verdict, Verifier,
+    Action, ChatTemplate, ChildEpisode, DecisionSignals, DefaultController, Environment, Episode,
+    EpisodeError, EpisodeOutcome, FinishReason, Message, OffSwitch, ParsedReply, Policy,
+    RenderOptions, ReplyParser, Role, Sample, SampleRequest, SamplingParams, SegmentId,
+    SegmentKind, StepOutcome, Submission, Task, Termination, ThinkingController, ThinkingMode,
+    ThinkingStyle, Timings, TokenCounts, Tokenizer, ToolSpec, Trajectory, TurnDecision, TurnRecord,
+    Verdict, Verifier,
 };
 use serde::{Deserialize, Serialize};
 
@@ -44,6 +46,16 @@ pub struct AgentConfig {
     pub verify_time_limit_secs: f64,
     pub sampling: SamplingParams,
     pub render: RenderOptions,
+    /// How much the agent may think (a task's own mode overrides it for its episode).
+    pub thinking: ThinkingMode,
+    /// Replaces the style's stop-thinking text (inserted when a thought reaches its budget).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stop_thinking_text: Option<String>,
+    /// How the model writes thoughts and what is inserted to steer them: read off the
+    /// model's template (`enact_model::thinking_style`) by whoever builds the agent, never
+    /// from a configuration file.
+    #[serde(skip)]
+    pub thinking_style: ThinkingStyle,
 }
 
 impl Default for AgentConfig {
@@ -56,8 +68,23 @@ impl Default for AgentConfig {
             verify_time_limit_secs: 120.0,
             sampling: SamplingParams::default(),
             render: RenderOptions::default(),
+            thinking: ThinkingMode::Free,
+            stop_thinking_text: None,
+            thinking_style: ThinkingStyle::prompted(),
         }
     }
+}
+
+/// Two backends under one controller: routine turns go to the agent's own policy (the
+/// instruct model), hard ones to `thinking_policy`. Both must share the agent's tokenizer
+/// and template (token-in-token-out context building).
+#[derive(Clone)]
+pub struct Router {
+    /// Name recorded for turns of the agent's own policy.
+    pub instruct: String,
+    /// Name recorded for turns of `thinking_policy`.
+    pub thinking: String,
+    pub thinking_policy: Arc<dyn Policy>,
 }
 
 /// The pieces an agent is made of.
@@ -68,6 +95,10 @@ pub struct Agent {
     pub template: Arc<dyn ChatTemplate>,
     pub parser: Arc<dyn ReplyParser>,
     pub config: AgentConfig,
+    /// Decides each turn's thinking ([`DefaultController`] unless replaced).
+    pub controller: Arc<dyn ThinkingController>,
+    /// Routing between an instruct and a thinking backend, if configured.
+    pub router: Option<Router>,
 }
 
 /// The loop stops: the episode ends with this termination (a normal finish included).
@@ -122,15 +153,28 @@ struct Run {
     final_answer: Option<String>,
     policy_time: Duration,
     env_time: Duration,
+    /// The episode's thinking mode (the task's, else the agent's).
+    mode: ThinkingMode,
+    /// The decision for the turn whose generation prompt was rendered last.
+    decision: Option<TurnDecision>,
+    /// What the controller knows from the turns so far.
+    signals: DecisionSignals,
+    per_turn: Vec<TurnRecord>,
     /// Sub-agent episodes the environment ran (teams of agents).
     children: Vec<ChildEpisode>,
 }
 
-/// A reply as sampled: its ids (on the main line already) and why it stopped.
+/// A reply as sampled: its ids (on the main line already, forced ones included) and why it
+/// stopped.
 struct Sampled {
     tokens: Vec<u32>,
     finish: FinishReason,
+    /// Sampled thinking tokens, when the turn was controlled (otherwise counted in `parse`).
+    thinking: Option<usize>,
 }
+
+/// How often one turn may be sent back to thinking (`min` budget forcing).
+const MAX_CONTINUES: u32 = 4;
 
 /// A parsed reply.
 struct Reply {
@@ -158,6 +202,10 @@ impl Run {
             final_answer: None,
             policy_time: Duration::ZERO,
             env_time: Duration::ZERO,
+            mode: ThinkingMode::Free,
+            decision: None,
+            signals: DecisionSignals::default(),
+            per_turn: Vec::new(),
             children: Vec::new(),
         }
     }
@@ -197,6 +245,36 @@ impl Run {
         self.advance(id)
     }
 
+    /// Keeps sampled tokens that were cut from the main line on a side branch of their own
+    /// (auditable; never trained on as part of the episode).
+    fn set_aside(
+        &mut self,
+        tokens: Vec<u32>,
+        logprobs: Vec<f32>,
+        policy_versions: Vec<u64>,
+        branch: &str,
+    ) -> Result<(), End> {
+        let id = self
+            .trajectory
+            .push_sampled(self.head, tokens, logprobs, policy_versions, self.turns)
+            .map_err(failed)?;
+        self.trajectory.set_branch(branch, id).map_err(failed)
+    }
+
+    /// Labels the main line's last segment (which model sampled it).
+    fn label_head(&mut self, label: &str) {
+        if let Some(SegmentId(id)) = self.head
+            && let Some(seg) = self.trajectory.segments.get_mut(id as usize)
+        {
+            seg.label = Some(label.to_string());
+        }
+    }
+
+    /// The record of the current turn.
+    fn record(&mut self) -> Option<&mut TurnRecord> {
+        self.per_turn.last_mut().filter(|r| r.turn == self.turns)
+    }
+
     /// Moves the main line (branch, head and context) onto the new segment `id`.
     fn advance(&mut self, id: SegmentId) -> Result<(), End> {
         self.trajectory.set_branch("main", id).map_err(failed)?;
@@ -222,7 +300,21 @@ impl Agent {
             template,
             parser,
             config: AgentConfig::default(),
+            controller: Arc::new(DefaultController::default()),
+            router: None,
         }
+    }
+
+    /// The same agent with another thinking controller.
+    pub fn with_controller(mut self, controller: Arc<dyn ThinkingController>) -> Self {
+        self.controller = controller;
+        self
+    }
+
+    /// The same agent routing hard turns to a second backend.
+    pub fn with_router(mut self, router: Router) -> Self {
+        self.router = Some(router);
+        self
     }
 
     /// The same agent with `config`.
@@ -392,6 +484,20 @@ impl Agent {
         run.messages = reset.messages;
         run.tools = reset.tools;
         run.suffixes = SuffixRenderer::new(run.messages.len());
+        run.mode = task
+            .thinking
+            .clone()
+            .unwrap_or_else(|| self.config.thinking.clone());
+        let style = &self.config.thinking_style;
+        if run.mode == ThinkingMode::Off
+            && style.off == OffSwitch::SoftSwitch
+            && let Some((_, no_think)) = &style.soft_switches
+            && let Some(user) = run.messages.iter_mut().rev().find(|m| m.role == Role::User)
+        {
+            // The model's soft switch, where its training put it: the end of the user turn.
+            user.content = format!("{} {no_think}", user.content.trim_end());
+        }
+        self.decide_next(run);
 
         let eot_text = self.template.end_of_turn();
         let Some(eot) = self.tokenizer.special_token_id(eot_text) else {
@@ -404,7 +510,7 @@ impl Agent {
             self.template.as_ref(),
             &run.messages,
             &run.tools,
-            &self.config.render,
+            &self.render_options(run),
         )
         .map_err(failed)?;
         let ids = self.tokenizer.encode(&opening).map_err(failed)?;
@@ -454,7 +560,132 @@ impl Agent {
         Ok(cfg.max_tokens_per_turn.min(room))
     }
 
-    /// Samples the turn's reply and appends it to the main line.
+    /// The controller's decision for the next turn, from what the turns so far showed; made
+    /// before that turn's generation prompt is rendered (the hard switch is part of it).
+    fn decide_next(&self, run: &mut Run) {
+        run.signals.turn = run.turns + 1;
+        run.signals.episode_budget_left = run
+            .mode
+            .per_episode()
+            .map(|b| b.saturating_sub(u32::try_from(run.thinking_tokens).unwrap_or(u32::MAX)));
+        let mut decision = self.controller.decide(&run.mode, &run.signals);
+        if let Some(router) = &self.router {
+            decision.route = Some(if self.controller.route_to_thinking(&decision) {
+                router.thinking.clone()
+            } else {
+                router.instruct.clone()
+            });
+        }
+        run.decision = Some(decision);
+    }
+
+    /// Render options for the next generation prompt: the hard switch when the decision is
+    /// not to think and the template has one.
+    fn render_options(&self, run: &Run) -> RenderOptions {
+        let mut options = self.config.render.clone();
+        if let Some(d) = &run.decision
+            && !d.think
+            && self.config.thinking_style.off == OffSwitch::HardSwitch
+        {
+            options.enable_thinking = Some(false);
+        }
+        options
+    }
+
+    /// The thinking style in force (the configured stop text over the model's).
+    fn style(&self) -> ThinkingStyle {
+        let mut style = self.config.thinking_style.clone();
+        if let Some(t) = &self.config.stop_thinking_text {
+            style.stop_text = t.clone();
+        }
+        style
+    }
+
+    /// The backend the decision routes to, and its name when routing.
+    fn route(&self, decision: &TurnDecision) -> (&Arc<dyn Policy>, Option<String>) {
+        match &self.router {
+            Some(r) if decision.route.as_deref() == Some(r.thinking.as_str()) => {
+                (&r.thinking_policy, Some(r.thinking.clone()))
+            }
+            Some(r) => (&self.policy, Some(r.instruct.clone())),
+            None => (&self.policy, None),
+        }
+    }
+
+    /// One generation request from the main line's context; nothing is appended yet.
+    async fn request(
+        &self,
+        run: &mut Run,
+        policy: &Arc<dyn Policy>,
+        max_tokens: usize,
+        stop_tokens: Vec<u32>,
+        stop_strings: Vec<String>,
+        deadline: Deadline,
+    ) -> Result<Sample, End> {
+        let request = SampleRequest {
+            context: run.context.clone(),
+            max_tokens,
+            stop_tokens,
+            stop_strings,
+            params: self.config.sampling.clone(),
+            on_token: None,
+        };
+        let sample = within(deadline, &mut run.policy_time, policy.sample(request))
+            .await?
+            .map_err(|e| failed(format!("policy failed: {e}")))?;
+        if sample.logprobs.len() != sample.tokens.len()
+            || sample.policy_versions.len() != sample.tokens.len()
+            || sample.tokens.len() > max_tokens
+        {
+            return Err(failed(format!(
+                "policy returned {} tokens with {} logprobs and {} versions for a request of at most {max_tokens}",
+                sample.tokens.len(),
+                sample.logprobs.len(),
+                sample.policy_versions.len()
+            )));
+        }
+        Ok(sample)
+    }
+
+    /// Appends a sample to the main line, labelled with the model that produced it.
+    fn keep(&self, run: &mut Run, sample: &Sample, model: &Option<String>) -> Result<(), End> {
+        if sample.tokens.is_empty() {
+            return Ok(());
+        }
+        run.append_sampled(
+            sample.tokens.clone(),
+            sample.logprobs.clone(),
+            sample.policy_versions.clone(),
+        )?;
+        if let Some(m) = model {
+            run.label_head(&format!("model:{m}"));
+        }
+        Ok(())
+    }
+
+    /// Appends text the system inserts into the turn as forced tokens (no loss).
+    fn force(&self, run: &mut Run, text: &str, label: &str) -> Result<usize, End> {
+        let ids = self
+            .tokenizer
+            .encode(text)
+            .map_err(|e| failed(format!("could not encode the {label} text {text:?}: {e}")))?;
+        let n = ids.len();
+        if n > 0 {
+            run.append(SegmentKind::Forced, ids, label)?;
+        }
+        Ok(n)
+    }
+
+    /// Samples the turn's reply onto the main line under the turn's thinking decision.
+    ///
+    /// `free`: one request, as the model will. Otherwise the thought is sampled with the
+    /// closing tag as a stop string and at most the budget as `max_tokens` (in pieces when the
+    /// controller probes the first tokens); a thought that reaches the budget is closed with
+    /// the style's stop-thinking text as forced tokens, a thought that closes below the
+    /// minimum is cut before its closing tag (the cut tokens kept on a side branch) and sent
+    /// on with the continue text; then the answer is sampled from the grown context. Thinking
+    /// switched off is the hard switch (already rendered), an empty block of forced tokens,
+    /// or nothing for a model that does not think unasked.
     async fn sample(
         &self,
         run: &mut Run,
@@ -462,36 +693,215 @@ impl Agent {
         max_tokens: usize,
         deadline: Deadline,
     ) -> Result<Sampled, End> {
-        let request = SampleRequest {
-            context: run.context.clone(),
-            max_tokens,
-            stop_tokens: vec![eot],
-            stop_strings: Vec::new(),
-            params: self.config.sampling.clone(),
-            on_token: None,
-        };
-        let sample = within(deadline, &mut run.policy_time, self.policy.sample(request))
-            .await?
-            .map_err(|e| failed(format!("policy failed: {e}")))?;
-        if sample.logprobs.len() != sample.tokens.len()
-            || sample.policy_versions.len() != sample.tokens.len()
-        {
-            return Err(failed(format!(
-                "policy returned {} tokens with {} logprobs and {} versions",
-                sample.tokens.len(),
-                sample.logprobs.len(),
-                sample.policy_versions.len()
-            )));
+        let decision = run
+            .decision
+            .take()
+            .unwrap_or_else(|| TurnDecision::free(run.signals.clone()));
+        let (policy, model) = self.route(&decision);
+        let policy = policy.clone();
+        let controlled = run.mode != ThinkingMode::Free;
+        run.per_turn.push(TurnRecord {
+            turn: run.turns,
+            decision: controlled.then(|| decision.clone()),
+            model: model.clone(),
+            ..Default::default()
+        });
+        let start = run.context.len();
+        let style = self.style();
+        let mut sampled = 0usize;
+        let mut thinking = None;
+        let mut finish = None;
+
+        if controlled && (!decision.think || !style.can_think) {
+            if !decision.think && style.off == OffSwitch::EmptyBlock {
+                self.force(run, &style.empty_block(), "thinking-off")?;
+            }
+            thinking = Some(0);
+        } else if controlled {
+            let (thought, ended) = self
+                .think(run, &policy, &model, &decision, eot, max_tokens, deadline)
+                .await?;
+            sampled += thought.sampled;
+            thinking = Some(thought.thinking);
+            finish = ended;
         }
-        run.append_sampled(
-            sample.tokens.clone(),
-            sample.logprobs,
-            sample.policy_versions,
-        )?;
+        let finish = match finish {
+            Some(f) => f,
+            None => {
+                let room = max_tokens.saturating_sub(sampled);
+                if room == 0 {
+                    FinishReason::Length
+                } else {
+                    let answer = self
+                        .request(run, &policy, room, vec![eot], Vec::new(), deadline)
+                        .await?;
+                    self.keep(run, &answer, &model)?;
+                    answer.finish
+                }
+            }
+        };
         Ok(Sampled {
-            tokens: sample.tokens,
-            finish: sample.finish,
+            tokens: run.context[start..].to_vec(),
+            finish,
+            thinking,
         })
+    }
+
+    /// The thinking part of a controlled turn. Returns what was sampled and, when the turn
+    /// already ended (the end-of-turn token), how.
+    #[allow(clippy::too_many_arguments)]
+    async fn think(
+        &self,
+        run: &mut Run,
+        policy: &Arc<dyn Policy>,
+        model: &Option<String>,
+        decision: &TurnDecision,
+        eot: u32,
+        max_tokens: usize,
+        deadline: Deadline,
+    ) -> Result<(Thought, Option<FinishReason>), End> {
+        let style = self.style();
+        // Leave room for an answer within the turn's token limit.
+        let reserve = (max_tokens / 4).min(64);
+        let turn_cap = max_tokens.saturating_sub(reserve);
+        let mut budget = decision
+            .budget
+            .map_or(turn_cap, |b| (b as usize).min(turn_cap));
+        if !style.native {
+            self.force(run, &style.open_text(), "thinking-open")?;
+        }
+        let mut probe = self.controller.probe_tokens(&run.mode, decision) as usize;
+        let mut text = String::new();
+        let mut thought = Thought::default();
+        let mut closed = false;
+        let mut ended = None;
+        let mut logprob_sum = 0f64;
+        while thought.thinking < budget {
+            let cap = budget - thought.thinking;
+            let ask = if probe > 0 { probe.min(cap) } else { cap };
+            let sample = self
+                .request(
+                    run,
+                    policy,
+                    ask,
+                    vec![eot],
+                    vec![style.close.clone()],
+                    deadline,
+                )
+                .await?;
+            let piece = self
+                .tokenizer
+                .decode(&sample.tokens)
+                .map_err(|e| failed(format!("could not decode the thought: {e}")))?;
+            let before = text.len();
+            text.push_str(&piece);
+            // Only the new text (and the tag's length before it) can hold a new closing tag.
+            let closes = text[floor_boundary(&text, before.saturating_sub(style.close.len()))..]
+                .contains(&style.close);
+            let below_min = decision
+                .min
+                .is_some_and(|m| thought.thinking + sample.tokens.len() < m as usize);
+            let continues = run.record().map_or(0, |r| r.continued);
+            if closes
+                && below_min
+                && continues < MAX_CONTINUES
+                && !matches!(sample.finish, FinishReason::StopToken(_))
+            {
+                // s1 budget forcing: keep the thought without its closing tag, then "Wait".
+                let cut = self.cut_before(&sample.tokens, &style.close);
+                let kept = Sample {
+                    tokens: sample.tokens[..cut].to_vec(),
+                    logprobs: sample.logprobs[..cut].to_vec(),
+                    policy_versions: sample.policy_versions[..cut].to_vec(),
+                    finish: FinishReason::Length,
+                };
+                self.keep(run, &kept, model)?;
+                let branch = format!("cut-turn{}-{}", run.turns, continues + 1);
+                run.set_aside(
+                    sample.tokens[cut..].to_vec(),
+                    sample.logprobs[cut..].to_vec(),
+                    sample.policy_versions[cut..].to_vec(),
+                    &branch,
+                )?;
+                thought.sampled += cut;
+                thought.thinking += cut;
+                logprob_sum += kept.logprobs.iter().map(|&l| f64::from(l)).sum::<f64>();
+                text.truncate(before);
+                text.push_str(&self.tokenizer.decode(&kept.tokens).unwrap_or_default());
+                self.force(run, &style.continue_text, "thinking-continue")?;
+                if let Some(r) = run.record() {
+                    r.continued += 1;
+                }
+                continue;
+            }
+            self.keep(run, &sample, model)?;
+            thought.sampled += sample.tokens.len();
+            thought.thinking += sample.tokens.len();
+            logprob_sum += sample.logprobs.iter().map(|&l| f64::from(l)).sum::<f64>();
+            if let FinishReason::StopToken(_) = sample.finish {
+                ended = Some(sample.finish);
+                break;
+            }
+            if closes {
+                closed = true;
+                break;
+            }
+            // A model that thinks natively but did not open a thought is answering.
+            if style.native && !style.prefilled_open && !opens_thought(&text, &style.open) {
+                thought.answering = true;
+                break;
+            }
+            if probe > 0 {
+                probe = 0;
+                let mut signals = decision.signals.clone();
+                signals.probe_surprisal =
+                    Some((-logprob_sum / thought.thinking.max(1) as f64) as f32);
+                let refined = self.controller.refine(decision, &signals);
+                if let Some(r) = run.record()
+                    && let Some(d) = r.decision.as_mut()
+                {
+                    d.signals.probe_surprisal = signals.probe_surprisal;
+                    d.refined_budget = refined;
+                }
+                if let Some(b) = refined {
+                    budget = (b as usize).min(turn_cap).max(thought.thinking);
+                }
+            }
+        }
+        if thought.answering {
+            thought.thinking = 0;
+        } else if !closed && ended.is_none() {
+            self.force(run, &style.stop_text, "thinking-stop")?;
+            if let Some(r) = run.record() {
+                r.budget_hit = true;
+            }
+        }
+        if ended.is_some()
+            && style.native
+            && !style.prefilled_open
+            && !opens_thought(&text, &style.open)
+        {
+            thought.thinking = 0;
+        }
+        Ok((thought, ended))
+    }
+
+    /// How many of `tokens` come before the one that starts `close` in their decoding.
+    fn cut_before(&self, tokens: &[u32], close: &str) -> usize {
+        let Ok(full) = self.tokenizer.decode(tokens) else {
+            return 0;
+        };
+        let Some(pos) = full.rfind(close) else {
+            return tokens.len();
+        };
+        (0..tokens.len())
+            .rev()
+            .find(|&k| {
+                self.tokenizer
+                    .decode(&tokens[..k])
+                    .is_ok_and(|t| t.len() <= pos && !t.contains(close))
+            })
+            .unwrap_or(0)
     }
 
     /// Decodes the reply (without its end-of-turn token) and splits it into reasoning,
@@ -509,8 +919,14 @@ impl Agent {
             .decode(body)
             .map_err(|e| failed(format!("could not decode the reply: {e}")))?;
         let parsed = self.parser.parse(&text, run.turns);
-        if parsed.reasoning.is_some() {
-            run.thinking_tokens += self.thinking_token_count(body);
+        let thinking = match sampled.thinking {
+            Some(n) => n,
+            None if parsed.reasoning.is_some() => self.thinking_token_count(body),
+            None => 0,
+        };
+        run.thinking_tokens += thinking;
+        if let Some(r) = run.record() {
+            r.thinking_tokens = thinking;
         }
         run.messages.push(Message {
             role: Role::Assistant,
@@ -574,6 +990,7 @@ impl Agent {
         let turn = run.turns;
         let mut new_messages = Vec::new();
         let mut done = false;
+        let errors_before = run.tool_errors;
         for (i, e) in parsed.errors.iter().enumerate() {
             run.tool_calls += 1;
             run.tool_errors += 1;
@@ -614,6 +1031,24 @@ impl Agent {
                 None => done = true,
             }
         }
+        let calls = parsed.errors.len() + parsed.tool_calls.len();
+        let errors = run.tool_errors - errors_before;
+        if let Some(r) = run.record() {
+            r.tool_calls = calls as u32;
+            r.tool_errors = errors;
+        }
+        // What the controller learns from this turn for the next one.
+        let thought = run.record().map_or(0, |r| r.thinking_tokens);
+        let signals = &mut run.signals;
+        signals.last_step_failed = errors > 0;
+        signals.tool_errors_last_turn = errors;
+        signals.success_streak = if errors > 0 {
+            0
+        } else {
+            signals.success_streak + 1
+        };
+        signals.closed_at_once_last_turn = thought <= 3;
+        signals.probe_surprisal = None;
         if parsed.tool_calls.is_empty() && parsed.errors.is_empty() {
             run.final_answer = Some(parsed.content.clone());
             let answer = Action::Message {
@@ -681,6 +1116,8 @@ impl Agent {
     /// assistant turn's end-of-turn token, encoded alone (sampled tokens are never
     /// re-encoded), rendering only what is new (see [`SuffixRenderer`]).
     fn observe(&self, run: &mut Run, new_messages: Vec<Message>) -> Result<(), End> {
+        self.decide_next(run);
+        let options = self.render_options(run);
         let suffix = run
             .suffixes
             .suffix(
@@ -688,7 +1125,7 @@ impl Agent {
                 &run.messages,
                 &new_messages,
                 &run.tools,
-                &self.config.render,
+                &options,
                 run.turns,
             )
             .map_err(failed)?;
@@ -712,6 +1149,25 @@ impl Agent {
             .main_leaf()
             .and_then(|leaf| run.trajectory.counts(leaf).ok())
             .unwrap_or_default();
+        let mut per_turn = run.per_turn;
+        if let Some(leaf) = run.trajectory.main_leaf()
+            && let Ok(path) = run.trajectory.path(leaf)
+        {
+            for seg in path {
+                let Some(r) = per_turn.iter_mut().find(|r| r.turn == seg.turn) else {
+                    continue;
+                };
+                match seg.kind {
+                    SegmentKind::Sampled => r.answer_tokens += seg.tokens.len(),
+                    SegmentKind::Forced => r.forced_tokens += seg.tokens.len(),
+                    SegmentKind::Observation => r.observation_tokens += seg.tokens.len(),
+                    SegmentKind::Prompt => {}
+                }
+            }
+            for r in &mut per_turn {
+                r.answer_tokens = r.answer_tokens.saturating_sub(r.thinking_tokens);
+            }
+        }
         let (reward, components, progress, success, flags) = match &verdict {
             Some(v) => (
                 v.reward,
@@ -747,6 +1203,7 @@ impl Agent {
                 thinking: run.thinking_tokens,
             },
             final_answer: run.final_answer,
+            per_turn,
         };
         Episode {
             task: task.clone(),
@@ -758,6 +1215,32 @@ impl Agent {
             children: run.children,
         }
     }
+}
+
+/// What the thinking part of a turn sampled.
+#[derive(Debug, Default)]
+struct Thought {
+    /// Sampled tokens kept on the main line.
+    sampled: usize,
+    /// Of those, inside the thought.
+    thinking: usize,
+    /// The model answered without opening a thought.
+    answering: bool,
+}
+
+/// Whether a reply's text so far opens a thought (or may still: it is a prefix of the tag).
+fn opens_thought(text: &str, open: &str) -> bool {
+    let t = text.trim_start();
+    t.starts_with(open) || open.starts_with(t)
+}
+
+/// The largest char boundary of `text` at or before `i`.
+fn floor_boundary(text: &str, mut i: usize) -> usize {
+    i = i.min(text.len());
+    while !text.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
 }
 
 /// Polls `f`, turning a panic inside it into an `Err` (like `futures`' `catch_unwind`).

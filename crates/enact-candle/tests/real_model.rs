@@ -176,6 +176,7 @@ async fn multi_turn_tool_episode_is_token_exact_and_rescores() {
         hidden: None,
         split: None,
         metadata: Default::default(),
+        thinking: None,
     };
     let mut env = AddEnv { answer: None };
     let ep = agent.run(&task, &mut env, None).await;

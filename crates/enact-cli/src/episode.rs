@@ -49,6 +49,20 @@ pub struct AgentArgs {
     /// Sampling seed (default: random).
     #[arg(long)]
     pub sample_seed: Option<u64>,
+    /// Thinking: `free` (as the model will), `off`, `budget:N` (N thinking tokens per turn;
+    /// `budget:N/E` with E per episode; `,min:M` forces at least M), `low`|`medium`|`high`|`max`
+    /// (budgets of 128/512/2048/8192), or `adaptive[:EFFORT]` (the controller decides per turn;
+    /// docs/thinking.md). A task's own mode overrides it.
+    #[arg(long, default_value = "free", value_name = "MODE")]
+    pub thinking: enact_core::ThinkingMode,
+    /// Text inserted when a thought reaches its budget (default: the model family's, Qwen3's
+    /// "Considering the limited time by the user, …" recipe).
+    #[arg(long, value_name = "TEXT")]
+    pub stop_thinking_text: Option<String>,
+    /// Route hard turns to this second model (same spellings as --model; it must share the
+    /// model's tokenizer): routine turns stay on --model. Works with `--thinking adaptive`.
+    #[arg(long, value_name = "MODEL")]
+    pub thinking_model: Option<String>,
     /// Where run directories go.
     #[arg(long, default_value = "runs")]
     pub runs_dir: PathBuf,
@@ -69,6 +83,8 @@ impl AgentArgs {
         };
         c.sampling.temperature = self.temperature;
         c.sampling.seed = self.sample_seed;
+        c.thinking = self.thinking.clone();
+        c.stop_thinking_text = self.stop_thinking_text.clone();
         c
     }
 }
@@ -138,8 +154,11 @@ pub fn select_task(suite: &dyn Suite, tasks: &TaskArgs, index: usize) -> Result<
 
 impl AgentArgs {
     /// The agent factory of `--model`, with the `--team` when given.
-    pub fn factory(&self, config: &AgentConfig) -> Result<AgentFactory> {
-        let factory = AgentFactory::new(&self.model, config)?;
+    pub async fn factory(&self, config: &AgentConfig) -> Result<AgentFactory> {
+        let factory = AgentFactory::new(&self.model, config)?
+            .with_thinking_model(self.thinking_model.as_deref(), &self.model)?
+            .with_checkpoint(&self.model)
+            .await?;
         Ok(match &self.team {
             Some(path) => factory.with_team(Team::load(path, &self.model, config)?),
             None => factory,

@@ -54,7 +54,7 @@ pub async fn run(verbose: u8, args: EvalArgs) -> Result<()> {
     let config = args.agent.config();
     let suite = env_cmd::resolve_suite(&args.agent.env, args.agent.noise.as_deref()).await?;
     let tasks = episode::select_tasks(suite.as_ref(), &args.tasks, args.count)?;
-    let factory = args.agent.factory(&config)?;
+    let factory = args.agent.factory(&config).await?;
     let model = args.agent.model.spec()?.describe();
     let suite_name = suite.name().to_string();
 

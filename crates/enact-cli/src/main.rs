@@ -14,6 +14,7 @@ mod run_cmd;
 mod sandbox_cmd;
 mod show_cmd;
 mod template_cmd;
+mod thinking_cmd;
 mod train_cmd;
 // shared pieces
 mod episode;

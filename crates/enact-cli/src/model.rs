@@ -18,9 +18,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use enact_agent::{Agent, AgentConfig};
+use enact_agent::{Agent, AgentConfig, Router};
 use enact_candle::{CandlePolicy, Engine, EngineOptions, PolicyOptions};
-use enact_core::{ChatTemplate, Policy, ReplyParser, Task, Tokenizer};
+use enact_core::{ChatTemplate, Policy, ReplyParser, Task, ThinkingStyle, Tokenizer};
 use enact_env::Suite;
 use enact_model::{ByteTokenizer, ChatMlTemplate, HermesParser, HfTokenizer, ScriptedPolicy};
 
@@ -103,6 +103,10 @@ pub struct ModelArgs {
     /// line.
     #[arg(long, value_name = "FILE")]
     pub script: Option<PathBuf>,
+    /// Run the embedded model with trained weights: a checkpoint directory of `enact train`
+    /// (`OUTPUT/checkpoints/step-N`; LoRA adapters are merged into the base --model).
+    #[arg(long, value_name = "DIR")]
+    pub checkpoint: Option<PathBuf>,
     #[command(flatten)]
     pub engine: EngineSettings,
     #[command(flatten)]
@@ -136,6 +140,10 @@ pub struct AgentFactory {
     parser: Arc<dyn ReplyParser>,
     config: AgentConfig,
     wrap: Option<PolicyWrapper>,
+    /// Routing of hard turns to a second model (`--thinking-model`).
+    router: Option<Router>,
+    /// The embedded engine behind the shared policy, if that is what it is.
+    engine: Option<Arc<CandlePolicy>>,
     /// A tokenizer to print this model's trajectories with.
     pub display: Arc<dyn Tokenizer>,
     /// `--team`: a team plays each episode (`team.rs`).
@@ -145,31 +153,46 @@ pub struct AgentFactory {
 impl AgentFactory {
     pub fn new(args: &ModelArgs, config: &AgentConfig) -> Result<Self> {
         let spec = args.spec()?;
-        let parts = |policy, tokenizer: Arc<dyn Tokenizer>, template, parser| AgentFactory {
-            policy,
-            display: tokenizer.clone(),
-            tokenizer,
-            template,
-            parser,
-            config: config.clone(),
-            wrap: None,
-            team: None,
+        let parts = |policy, tokenizer: Arc<dyn Tokenizer>, template, parser, style| {
+            let mut config = config.clone();
+            // The model's own way of thinking; a configuration never sets it.
+            config.thinking_style = style;
+            AgentFactory {
+                policy,
+                display: tokenizer.clone(),
+                tokenizer,
+                template,
+                parser,
+                config,
+                wrap: None,
+                router: None,
+                engine: None,
+                team: None,
+            }
         };
         Ok(match &spec {
-            ModelSpec::Scripted { script } => parts(
-                PolicySource::Scripted(script.as_deref().map(read_script).transpose()?),
-                Arc::new(ByteTokenizer::new()),
-                Arc::new(ChatMlTemplate::default()),
-                Arc::new(HermesParser),
-            ),
+            ModelSpec::Scripted { script } => {
+                let template = ChatMlTemplate::default();
+                let style = enact_model::thinking_style(&template, None);
+                parts(
+                    PolicySource::Scripted(script.as_deref().map(read_script).transpose()?),
+                    Arc::new(ByteTokenizer::new()),
+                    Arc::new(template),
+                    Arc::new(HermesParser),
+                    style,
+                )
+            }
             ModelSpec::Default | ModelSpec::Path(_) => {
                 let m = embedded(&resolve_model_path(&spec)?, &args.engine.options())?;
-                parts(
-                    PolicySource::Shared(m.policy),
+                let mut f = parts(
+                    PolicySource::Shared(m.policy.clone()),
                     m.tokenizer,
                     m.template,
                     m.parser,
-                )
+                    m.thinking_style,
+                );
+                f.engine = Some(m.policy);
+                f
             }
             ModelSpec::Http { url } => {
                 let s = served(url, &args.tokenizer)?;
@@ -178,9 +201,87 @@ impl AgentFactory {
                     s.tokenizer,
                     s.template,
                     s.parser,
+                    s.thinking_style,
                 )
             }
         })
+    }
+
+    /// The same factory with the weights of a training checkpoint (`--checkpoint`) published
+    /// to the embedded engine: the trainer's model is rebuilt on the base weights, the
+    /// checkpoint loaded, adapters merged.
+    pub async fn with_checkpoint(self, args: &ModelArgs) -> Result<Self> {
+        let Some(dir) = &args.checkpoint else {
+            return Ok(self);
+        };
+        let Some(engine) = &self.engine else {
+            bail!(
+                "--checkpoint needs the embedded engine: pass --model default or a model file (for a server, load the adapter there)"
+            );
+        };
+        let base = resolve_model_path(&args.spec()?)?;
+        let (dir, shown) = (dir.clone(), dir.display().to_string());
+        let tensors = tokio::task::spawn_blocking(move || -> Result<_> {
+            let twin = enact_train::TwinModel::load(&base, candle_core::DType::F32)
+                .with_context(|| format!("cannot load {} to apply the checkpoint", base.display()))?;
+            let trainer = enact_train::Trainer::resume(twin, &dir).with_context(|| {
+                format!(
+                    "cannot read the checkpoint {}: pass a checkpoints/step-N directory written by `enact train` on this --model",
+                    dir.display()
+                )
+            })?;
+            Ok(trainer.model().merged_hf_tensors()?)
+        })
+        .await
+        .context("loading the checkpoint crashed")??;
+        engine
+            .publish_tensors(tensors, enact_candle::KvOnPublish::Recompute)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot apply the checkpoint {shown}: {e}"))?;
+        tracing::info!(checkpoint = %shown, "running with the checkpoint's weights");
+        Ok(self)
+    }
+
+    /// The same factory routing hard turns to `thinking_model` (`--thinking-model`), which
+    /// must share the model's tokenizer: one context serves both.
+    pub fn with_thinking_model(
+        mut self,
+        thinking_model: Option<&str>,
+        args: &ModelArgs,
+    ) -> Result<Self> {
+        let Some(name) = thinking_model else {
+            return Ok(self);
+        };
+        let spec = ModelSpec::parse(name, None)?;
+        let (policy, tokenizer): (Arc<dyn Policy>, Arc<dyn Tokenizer>) = match &spec {
+            ModelSpec::Default | ModelSpec::Path(_) => {
+                let m = embedded(&resolve_model_path(&spec)?, &args.engine.options())?;
+                (m.policy, m.tokenizer)
+            }
+            ModelSpec::Http { url } => {
+                let s = served(url, &args.tokenizer)?;
+                (s.policy, s.tokenizer)
+            }
+            ModelSpec::Scripted { .. } => bail!(
+                "--thinking-model scripted is not supported: route to a model file, `default` or an HTTP server"
+            ),
+        };
+        if tokenizer.identity() != self.tokenizer.identity() {
+            bail!(
+                "--thinking-model {name} has tokenizer {} but --model has {}; routing needs one tokenizer (both models continue the same token context): pick two models of one family",
+                tokenizer.identity(),
+                self.tokenizer.identity()
+            );
+        }
+        let PolicySource::Shared(_) = &self.policy else {
+            bail!("--thinking-model needs a real --model (not scripted) for the routine turns");
+        };
+        self.router = Some(Router {
+            instruct: args.model.clone(),
+            thinking: name.to_string(),
+            thinking_policy: policy,
+        });
+        Ok(self)
     }
 
     /// The same factory, every policy it hands out wrapped by `wrap`.
@@ -220,13 +321,23 @@ impl AgentFactory {
             Some(wrap) => wrap(policy),
             None => policy,
         };
-        Ok(Agent::new(
+        let agent = Agent::new(
             policy,
             self.tokenizer.clone(),
             self.template.clone(),
             self.parser.clone(),
         )
-        .with_config(self.config.clone()))
+        .with_config(self.config.clone());
+        Ok(match &self.router {
+            Some(router) => {
+                let mut router = router.clone();
+                if let Some(wrap) = &self.wrap {
+                    router.thinking_policy = wrap(router.thinking_policy);
+                }
+                agent.with_router(router)
+            }
+            None => agent,
+        })
     }
 }
 /// Whether `--model` names a file or directory rather than a keyword.
@@ -259,6 +370,8 @@ pub struct Embedded {
     pub tokenizer: Arc<HfTokenizer>,
     pub template: Arc<dyn ChatTemplate>,
     pub parser: Arc<dyn enact_core::ReplyParser>,
+    /// How the model thinks, read off its template.
+    pub thinking_style: ThinkingStyle,
 }
 
 /// Loads (once per process and model file) the engine, tokenizer, template and parser.
@@ -279,6 +392,7 @@ pub fn embedded(path: &Path, options: &EngineOptions) -> Result<Embedded> {
         tokenizer,
         template: files.chat_template(),
         parser: files.reply_parser(),
+        thinking_style: files.thinking_style(),
     };
     map.insert(path.to_path_buf(), m.clone());
     Ok(m)
@@ -335,6 +449,7 @@ struct Served {
     tokenizer: Arc<HfTokenizer>,
     template: Arc<dyn ChatTemplate>,
     parser: Arc<dyn ReplyParser>,
+    thinking_style: ThinkingStyle,
 }
 
 /// The model behind `url`. One policy per URL is shared by all episodes of a process, so its
@@ -356,6 +471,7 @@ fn served(url: &str, tokenizer: &TokenizerSetting) -> Result<Served> {
         tokenizer,
         template: files.chat_template(),
         parser: files.reply_parser(),
+        thinking_style: files.thinking_style(),
     };
     map.insert(url.to_string(), s.clone());
     Ok(s)

@@ -113,6 +113,10 @@ pub enum BenchCmd {
     /// Training tokens/s of the embedded trainer (full training of a tiny model, LoRA on the
     /// default model), next to PyTorch on the same shapes when torch is importable.
     Train(crate::train_cmd::bench::BenchTrainArgs),
+    /// The same tasks under each thinking mode (off, budgets, adaptive): success and progress
+    /// against tokens, what each thinking token bought, escalations after failures; a run
+    /// directory per mode and plot.svg.
+    Thinking(crate::thinking_cmd::BenchThinkingArgs),
 }
 
 #[derive(Args)]
@@ -152,6 +156,7 @@ pub async fn run(cmd: ModelCommands) -> Result<()> {
         ModelCommands::Bench(BenchCmd::Sandbox(a)) => crate::sandbox_cmd::bench(a).await,
         ModelCommands::Bench(BenchCmd::Rollout(a)) => crate::rollout_cmd::bench::run(a).await,
         ModelCommands::Bench(BenchCmd::Train(a)) => crate::train_cmd::bench::run(a).await,
+        ModelCommands::Bench(BenchCmd::Thinking(a)) => crate::thinking_cmd::run(a).await,
     }
 }
 

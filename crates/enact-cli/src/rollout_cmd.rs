@@ -92,6 +92,9 @@ pub struct RolloutFile {
     pub model: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub script: Option<PathBuf>,
+    /// A checkpoint of `enact train` to run the embedded model with, as `--checkpoint`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<PathBuf>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokenizer: Option<PathBuf>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -203,6 +206,7 @@ pub fn read_config(path: &Path) -> Result<RolloutFile> {
     file.output = base.join(&file.output);
     file.script = file.script.map(|s| base.join(s));
     file.team = file.team.map(|s| base.join(s));
+    file.checkpoint = file.checkpoint.map(|s| base.join(s));
     Ok(file)
 }
 
@@ -218,6 +222,7 @@ async fn rollout(verbose: u8, config_path: &Path) -> Result<()> {
     let model_args = model::ModelArgs {
         model: file.model.clone(),
         script: file.script.clone(),
+        checkpoint: file.checkpoint.clone(),
         engine: crate::settings::EngineSettings::from_config(
             file.threads,
             file.weights.as_deref(),
@@ -227,7 +232,9 @@ async fn rollout(verbose: u8, config_path: &Path) -> Result<()> {
             "the configuration's",
         ),
     };
-    let mut agents = model::AgentFactory::new(&model_args, &file.agent)?;
+    let mut agents = model::AgentFactory::new(&model_args, &file.agent)?
+        .with_checkpoint(&model_args)
+        .await?;
     if let Some(team) = &file.team {
         agents = agents.with_team(crate::team::Team::load(team, &model_args, &file.agent)?);
     }

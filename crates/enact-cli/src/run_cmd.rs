@@ -33,7 +33,7 @@ pub async fn run(verbose: u8, args: RunArgs) -> Result<()> {
     let suite = env_cmd::resolve_suite(&args.agent.env, args.agent.noise.as_deref()).await?;
     let task = episode::select_task(suite.as_ref(), &args.tasks, args.index)?;
     let config = args.agent.config();
-    let mut factory = args.agent.factory(&config)?;
+    let mut factory = args.agent.factory(&config).await?;
     let live = args
         .live
         .unwrap_or_else(|| !args.json && std::io::stderr().is_terminal());

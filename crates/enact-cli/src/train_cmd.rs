@@ -161,6 +161,11 @@ pub struct RlSection {
     /// `sequence_mean` (GRPO), `token_mean` (DAPO) or `constant_norm` (Dr. GRPO).
     #[serde(default = "default_aggregation")]
     pub aggregation: String,
+    /// Cost of thinking tokens for correct answers, in [0, 1): within a group, the correct
+    /// sample that thought longest loses this fraction of the gap between the worst correct
+    /// and the best wrong reward; wrong answers are unchanged (accuracy is never traded).
+    #[serde(default)]
+    pub thinking_cost: f64,
 }
 fn default_group() -> u32 {
     4
@@ -454,6 +459,12 @@ fn check_config(f: &TrainFile) -> Result<()> {
     if f.micro_batch_tokens == 0 {
         bail!("micro_batch_tokens must be at least 1");
     }
+    if !(0.0..1.0).contains(&rl.thinking_cost) {
+        bail!(
+            "rl.thinking_cost = {} is outside [0, 1): it is the fraction of the correct-vs-wrong reward gap the longest correct thought may lose; 0 turns it off",
+            rl.thinking_cost
+        );
+    }
     aggregation(&rl.aggregation)?;
     trainable(f)?;
     Ok(())
@@ -529,7 +540,10 @@ impl Parts {
             self.embedded.template.clone(),
             self.embedded.parser.clone(),
         )
-        .with_config(config)
+        .with_config(AgentConfig {
+            thinking_style: self.embedded.thinking_style.clone(),
+            ..config
+        })
     }
 }
 
@@ -1179,7 +1193,22 @@ impl Loop {
             if fresh.len() < 2 {
                 continue;
             }
-            let rewards: Vec<f64> = fresh.iter().map(|r| r.episode.outcome.reward).collect();
+            let mut rewards: Vec<f64> = fresh.iter().map(|r| r.episode.outcome.reward).collect();
+            if self.file.rl.thinking_cost > 0.0 {
+                // Learning when to think: correct answers pay for their thoughts, never below
+                // a wrong answer (enact_core::advantage::thinking_cost_shaping).
+                let ok: Vec<bool> = fresh.iter().map(|r| r.episode.outcome.success).collect();
+                let thought: Vec<usize> = fresh
+                    .iter()
+                    .map(|r| r.episode.outcome.tokens.thinking)
+                    .collect();
+                rewards = enact_core::advantage::thinking_cost_shaping(
+                    &rewards,
+                    &ok,
+                    &thought,
+                    self.file.rl.thinking_cost,
+                );
+            }
             let trajectories: Vec<_> = fresh.iter().map(|r| r.episode.trajectory.clone()).collect();
             if rewards.iter().all(|&r| (r - rewards[0]).abs() < 1e-12) {
                 flat += 1;
@@ -1371,6 +1400,8 @@ mod tests {
             ("lr = 1\n", ""),
             ("tasks_per_step = 0\n", "at least 1"),
             ("aggregation = \"mean\"\n", "sequence_mean"),
+            ("thinking_cost = 1.5\n", "[0, 1)"),
+            ("thinking_cost = 0.3\n", ""),
             ("bogus = 1\n", "bogus"),
         ] {
             std::fs::write(&path, format!("{base}{extra}")).unwrap();

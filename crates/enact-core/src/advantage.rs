@@ -1,5 +1,5 @@
 //! Advantages of a group of samples of one task (GRPO), shared by the trainer and the
-//! dataset export so both compute the same numbers.
+//! dataset export so both compute the same numbers, and reward shaping applied before them.
 
 /// Group-normalised advantages (GRPO): `r − mean(r)`, divided by the sample standard
 /// deviation (n − 1, as TRL) plus 1e-6 when `std_normalise` (Dr. GRPO turns it off).
@@ -75,6 +75,53 @@ pub fn grouped_grpo_advantages<K: Ord>(
     out
 }
 
+/// Reward shaping for learning when to think: a cost per thinking token that only correct
+/// answers pay, bounded so that a correct answer always keeps more reward than every wrong
+/// one in its group (accuracy is never traded for brevity).
+///
+/// In a group (samples of one task), each successful sample loses
+/// `weight × gap × (t − t_min) / (t_max − t_min)`, where `t` are the thinking tokens of the
+/// group's successes and `gap` is the lowest success reward minus the highest failure reward
+/// (the whole success reward when nothing failed). With `weight < 1` the ordering
+/// success > failure is strict; failures are unchanged.
+pub fn thinking_cost_shaping(
+    rewards: &[f64],
+    successes: &[bool],
+    thinking_tokens: &[usize],
+    weight: f64,
+) -> Vec<f64> {
+    let n = rewards
+        .len()
+        .min(successes.len())
+        .min(thinking_tokens.len());
+    let mut shaped = rewards.to_vec();
+    let weight = weight.clamp(0.0, 0.999);
+    let ok: Vec<usize> = (0..n).filter(|&i| successes[i]).collect();
+    if ok.len() < 2 || weight == 0.0 {
+        return shaped;
+    }
+    let min_ok = ok.iter().map(|&i| rewards[i]).fold(f64::INFINITY, f64::min);
+    let max_fail = (0..n)
+        .filter(|&i| !successes[i])
+        .map(|i| rewards[i])
+        .fold(f64::NEG_INFINITY, f64::max);
+    let gap = if max_fail.is_finite() {
+        (min_ok - max_fail).max(0.0)
+    } else {
+        min_ok.abs()
+    };
+    let t_min = ok.iter().map(|&i| thinking_tokens[i]).min().unwrap_or(0);
+    let t_max = ok.iter().map(|&i| thinking_tokens[i]).max().unwrap_or(0);
+    if t_max == t_min {
+        return shaped;
+    }
+    for &i in &ok {
+        let frac = (thinking_tokens[i] - t_min) as f64 / (t_max - t_min) as f64;
+        shaped[i] -= weight * gap * frac;
+    }
+    shaped
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,5 +144,28 @@ mod tests {
         ];
         let a = grouped_grpo_advantages(&keys, &[1.0, 0.0, 0.0, 0.0], false);
         assert_eq!(a, vec![0.5, 0.0, -0.5, 0.0]);
+    }
+
+    #[test]
+    fn thinking_cost_never_trades_accuracy() {
+        let rewards = [1.0, 1.0, 0.9, 0.0, 0.6];
+        let ok = [true, true, true, false, false];
+        let think = [10, 500, 100, 5, 0];
+        let shaped = thinking_cost_shaping(&rewards, &ok, &think, 0.9);
+        // failures unchanged
+        assert_eq!(shaped[3], 0.0);
+        assert_eq!(shaped[4], 0.6);
+        // every success stays above every failure
+        for i in 0..3 {
+            assert!(shaped[i] > 0.6, "{shaped:?}");
+        }
+        // shorter correct thinking keeps more reward
+        assert!(shaped[0] > shaped[1]);
+        assert_eq!(shaped[0], 1.0);
+        // nothing to compare: unchanged
+        assert_eq!(
+            thinking_cost_shaping(&[1.0, 0.0], &[true, false], &[9, 1], 0.5),
+            vec![1.0, 0.0]
+        );
     }
 }

@@ -8,6 +8,7 @@ use thiserror::Error;
 
 use crate::message::{Message, ToolSpec};
 use crate::task::Task;
+use crate::thinking::TurnDecision;
 use crate::trajectory::{SegmentId, Trajectory, TrajectoryError};
 use crate::verify::{MonitorFlag, Verdict};
 
@@ -86,6 +87,38 @@ pub struct EpisodeOutcome {
     /// The agent's final answer, if it gave one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub final_answer: Option<String>,
+    /// One record per assistant turn: its tokens by kind and its thinking decision.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub per_turn: Vec<TurnRecord>,
+}
+
+/// What one assistant turn spent and decided.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TurnRecord {
+    /// 1-based assistant turn.
+    pub turn: u32,
+    /// Sampled tokens inside the thought (up to and including the closing tag).
+    pub thinking_tokens: usize,
+    /// Sampled tokens after the thought (answer and tool calls).
+    pub answer_tokens: usize,
+    /// Tokens enact inserted into the turn (opening or stop-thinking text, end-of-turn).
+    pub forced_tokens: usize,
+    /// Tokens of what the world answered after the turn (tool results, user turns).
+    pub observation_tokens: usize,
+    pub tool_calls: u32,
+    pub tool_errors: u32,
+    /// The thinking decision the turn ran under (absent in `free` mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<TurnDecision>,
+    /// The backend that sampled the turn when routing between two.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// The thought reached its budget and was closed by forced stop-thinking text.
+    #[serde(default)]
+    pub budget_hit: bool,
+    /// Times the continue text was forced because the thought closed below its minimum.
+    #[serde(default)]
+    pub continued: u32,
 }
 
 /// One finished episode as stored in `trajectories.jsonl`: the task, the readable
@@ -213,6 +246,7 @@ impl Episode {
                 timings: Timings::default(),
                 tokens: TokenCounts::default(),
                 final_answer: None,
+                per_turn: Vec::new(),
             },
             children: Vec::new(),
         }
@@ -345,6 +379,7 @@ mod tests {
                 hidden: None,
                 split: None,
                 metadata: Default::default(),
+                thinking: None,
             },
             messages: vec![Message::user("2+2?"), Message::assistant("4")],
             tools: Vec::new(),
@@ -364,6 +399,7 @@ mod tests {
                 timings: Timings::default(),
                 tokens: TokenCounts::default(),
                 final_answer: Some("4".into()),
+                per_turn: Vec::new(),
             },
             children: Vec::new(),
         }

@@ -19,6 +19,7 @@ pub mod policy;
 mod rng;
 pub mod task;
 pub mod template;
+pub mod thinking;
 pub mod tokenizer;
 pub mod trajectory;
 pub mod verify;
@@ -26,7 +27,7 @@ pub mod verify;
 pub use env::{Action, EnvError, Environment, Reset, StepOutcome, Submission, ToolResult};
 pub use episode::{
     AgentNode, ChildEpisode, Episode, EpisodeError, EpisodeFormatError, EpisodeOutcome,
-    Termination, Timings, TokenCounts, TreeTotals,
+    Termination, Timings, TokenCounts, TreeTotals, TurnRecord,
 };
 pub use message::{Message, Role, ToolCall, ToolSpec};
 pub use policy::{
@@ -35,6 +36,10 @@ pub use policy::{
 pub use rng::SeededRng;
 pub use task::Task;
 pub use template::{ChatTemplate, ParsedReply, RenderOptions, ReplyParser, TemplateError};
+pub use thinking::{
+    DecisionSignals, DefaultController, Effort, OffSwitch, ThinkingController, ThinkingMode,
+    ThinkingStyle, TurnDecision,
+};
 pub use tokenizer::{Tokenizer, TokenizerError, neutralize_special_tokens};
 pub use trajectory::{Segment, SegmentId, SegmentKind, Trajectory, TrajectoryError};
 pub use verify::{CheckResult, CheckStatus, MonitorFlag, Verdict, Verifier, VerifyError};

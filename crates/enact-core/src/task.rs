@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::thinking::ThinkingMode;
+
 /// One task. Environments interpret `env`; `hidden` points at data the agent must never see
 /// (hidden tests, reference answers), which only verifiers read.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -20,4 +22,8 @@ pub struct Task {
     pub split: Option<String>,
     #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
     pub metadata: serde_json::Map<String, serde_json::Value>,
+    /// The thinking mode this task asks for (task files' `thinking`, remote task lists);
+    /// it overrides the agent's default for the episode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thinking: Option<ThinkingMode>,
 }

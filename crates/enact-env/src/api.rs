@@ -687,6 +687,7 @@ fn generate_task(split: &str, seed: u64, i: usize, rng: &mut SeededRng) -> Task 
         hidden: None,
         split: Some(split.to_string()),
         metadata: Default::default(),
+        thinking: None,
     }
 }
 

@@ -50,6 +50,7 @@ pub fn generated_task(
         hidden: None,
         split: Some(split.to_string()),
         metadata: Default::default(),
+        thinking: None,
     }
 }
 

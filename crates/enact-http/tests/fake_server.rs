@@ -1057,3 +1057,97 @@ async fn publishing_goes_to_every_server_or_fails_as_a_whole() {
         Err(PublishError::Unsupported { .. })
     ));
 }
+
+/// A thinking budget through an HTTP backend: the thought is one request with `max_tokens`
+/// = the budget and the closing tag as a stop string; when it comes back cut by the length,
+/// the stop-thinking text is appended to the token prompt as forced tokens and the answer is
+/// a second request continuing from exactly that context.
+#[tokio::test]
+async fn a_thinking_budget_over_vllm_is_exact_and_continues_from_the_forced_tokens() {
+    let suite = CalcSuite;
+    let task = suite.tasks("test", 1, 7).remove(0);
+    let turns = suite.reference_solution(&task).unwrap();
+    let style = enact_core::ThinkingStyle::prompted();
+    let stop_text = style.stop_text.clone();
+    let answers = Arc::new(AtomicUsize::new(0));
+    let a = answers.clone();
+    let expected_stop = stop_text.clone();
+    let fake = Fake::start(move |path, body, _| {
+        if path == "/v1/models" {
+            return models();
+        }
+        let tok = ByteTokenizer::new();
+        let ids: Vec<u32> = serde_json::from_value(body["prompt"].clone()).unwrap();
+        let prompt = tok.decode(&ids).unwrap();
+        let max = body["max_tokens"].as_u64().unwrap() as usize;
+        if prompt.ends_with("<think>\n") {
+            // A model that would think for ever: cut by the length.
+            let out = tok.encode(&"hmm ".repeat(100)).unwrap();
+            return vllm_reply(&out[..max.min(out.len())], -1.0, Value::Null);
+        }
+        assert!(prompt.ends_with(&expected_stop), "{prompt:?}");
+        let n = a.fetch_add(1, Ordering::SeqCst);
+        let mut out = tok.encode(&turns[n]).unwrap();
+        out.push(EOT);
+        vllm_reply(&out, -0.5, json!(EOT))
+    })
+    .await;
+    let agent = Agent::new(
+        Arc::new(policy(fast(&fake.url, Dialect::Vllm))),
+        tokenizer(),
+        Arc::new(ChatMlTemplate::default()),
+        Arc::new(HermesParser),
+    )
+    .with_config(enact_agent::AgentConfig {
+        thinking: "budget:24".parse().unwrap(),
+        thinking_style: style.clone(),
+        ..Default::default()
+    });
+    let mut env = CalcEnv::new();
+    let ep = agent.run(&task, &mut env, Some(&CalcVerifier)).await;
+    assert_eq!(
+        ep.outcome.termination,
+        Termination::Finished,
+        "{:?}",
+        ep.outcome.errors
+    );
+    assert!(ep.outcome.success);
+    assert!(
+        ep.outcome
+            .per_turn
+            .iter()
+            .all(|r| r.thinking_tokens == 24 && r.budget_hit)
+    );
+    let bodies = fake.bodies("/v1/completions");
+    assert_eq!(bodies.len(), 6);
+    let traj = &ep.trajectory;
+    let path = traj.path(traj.main_leaf().unwrap()).unwrap();
+    let tok = ByteTokenizer::new();
+    let mut request = 0;
+    for (at, seg) in path.iter().enumerate() {
+        match seg.kind {
+            SegmentKind::Forced => {
+                assert!(!seg.loss_mask);
+                let text = tok.decode(&seg.tokens).unwrap();
+                assert!(text == style.open_text() || text == stop_text, "{text:?}");
+            }
+            SegmentKind::Sampled => {
+                // Each request's prompt is exactly the main line before it, forced tokens
+                // included; thoughts were asked for exactly the budget, with the closing tag
+                // as a stop string.
+                let body = &bodies[request];
+                let prompt: Vec<u32> = serde_json::from_value(body["prompt"].clone()).unwrap();
+                let before: Vec<u32> = path[..at].iter().flat_map(|s| s.tokens.clone()).collect();
+                assert_eq!(prompt, before);
+                if request % 2 == 0 {
+                    assert_eq!(body["max_tokens"], 24);
+                    assert_eq!(body["stop"], json!(["</think>"]));
+                    assert_eq!(seg.tokens.len(), 24);
+                }
+                request += 1;
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(request, 6);
+}

@@ -204,6 +204,11 @@ impl ModelFiles {
         }
     }
 
+    /// How the model thinks, read off its template ([`crate::thinking_style`]).
+    pub fn thinking_style(&self) -> enact_core::ThinkingStyle {
+        crate::thinking_style(&self.template, Some(self.template.source()))
+    }
+
     pub fn reply_parser(&self) -> Arc<dyn ReplyParser> {
         self.parser.build()
     }

@@ -19,6 +19,7 @@ pub mod lenient_json;
 pub mod parse;
 pub mod pyfmt;
 pub mod scripted;
+pub mod thinking;
 pub mod tool_prompt;
 
 pub use byte_tokenizer::ByteTokenizer;
@@ -31,4 +32,5 @@ pub use hf_tokenizer::{HfTokenizer, PreTokenizer};
 pub use jinja::JinjaTemplate;
 pub use parse::{HermesParser, Llama3JsonParser, ParserKind, PlainTextParser};
 pub use scripted::ScriptedPolicy;
+pub use thinking::thinking_style;
 pub use tool_prompt::ToolPromptTemplate;

@@ -136,3 +136,19 @@ fn chatml_hermes_tool_section_equals_qwen3s() {
     }
     assert_eq!(compared, 3);
 }
+
+/// Each template's thinking style is read off what it renders.
+#[test]
+fn thinking_styles_are_read_off_the_templates() {
+    use enact_core::{OffSwitch, ThinkingStyle};
+    let style = |name: &str| {
+        let t = template(name, &Value::Null);
+        enact_model::thinking_style(&t, Some(t.source()))
+    };
+    assert_eq!(style("qwen3"), ThinkingStyle::qwen3_hybrid());
+    assert_eq!(style("qwen3_2507"), ThinkingStyle::instruct_only());
+    assert_eq!(style("qwen3_thinking_2507"), ThinkingStyle::thinking_only());
+    assert_eq!(style("smollm2"), ThinkingStyle::prompted());
+    assert_eq!(style("qwen3").off, OffSwitch::HardSwitch);
+    assert_eq!(style("qwen3_thinking_2507").off, OffSwitch::EmptyBlock);
+}

@@ -281,3 +281,37 @@ async fn python_example_env_over_loopback() {
     assert_eq!(verdict.checks.len(), 3);
     assert!(verdict.progress > 0.0 && verdict.progress < 1.0);
 }
+
+/// A task's thinking mode travels with the task over the protocol (`task.thinking`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tasks_thinking_mode_travels_over_the_protocol() {
+    let dir = tempfile::tempdir().unwrap();
+    let task_dir = dir.path().join("think");
+    std::fs::create_dir(&task_dir).unwrap();
+    std::fs::write(
+        task_dir.join("task.toml"),
+        "[task]\nid = \"think\"\nprompt = \"Say yes.\"\nthinking = \"budget:32/64\"\n\
+         [verifier]\nkind = \"builtin\"\n[[verifier.checks]]\ntype = \"answer_contains\"\nvalue = \"yes\"\n",
+    )
+    .unwrap();
+    let suite = enact_env::find_suite(&format!("tasks:{}", dir.path().display())).unwrap();
+    let (addr, _server) = enact_remote::spawn(
+        "127.0.0.1:0".parse().unwrap(),
+        vec![suite.clone()],
+        ServerConfig::default(),
+    )
+    .await
+    .unwrap();
+    let remote = RemoteSuite::connect(
+        &format!("http://{addr}/{}", suite.name()),
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    let tasks = tokio::task::block_in_place(|| remote.tasks("test", 1, 0));
+    assert_eq!(
+        tasks[0].thinking,
+        Some("budget:32/64".parse().unwrap()),
+        "{tasks:?}"
+    );
+}

@@ -388,6 +388,7 @@ impl Rollout {
                         hidden: None,
                         split: None,
                         metadata: Default::default(),
+                        thinking: None,
                     });
                     failed_episode(
                         &task,

@@ -28,6 +28,7 @@ pub fn tasks(prefix: &str, n: usize) -> Vec<Task> {
             hidden: None,
             split: None,
             metadata: Default::default(),
+            thinking: None,
         })
         .collect()
 }

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use enact_agent::AgentConfig;
+use enact_core::ThinkingMode;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -57,9 +58,10 @@ pub struct RoleSpec {
     /// program running the team; none = the run's model.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
-    /// Thinking mode (`off`, `budget:256`, `adaptive:high`), passed on to the agent.
+    /// Thinking mode of the role's agent (`off`, `budget:256`, `adaptive:high`, …; a task's
+    /// own mode still wins, as for any agent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub thinking: Option<String>,
+    pub thinking: Option<ThinkingMode>,
     /// The environment's tools the role may use; none = all of them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tools: Option<Vec<String>>,
@@ -93,6 +95,9 @@ impl RoleSpec {
         }
         if let Some(t) = self.time_limit_secs {
             config.time_limit_secs = t;
+        }
+        if let Some(mode) = &self.thinking {
+            config.thinking = mode.clone();
         }
     }
 }
@@ -174,6 +179,7 @@ max_children = 3
 system = "You work."
 tools = ["search"]
 max_turns = 4
+thinking = "budget:64"
 "#,
             "team.toml",
         )
@@ -183,6 +189,7 @@ max_turns = 4
         let mut c = AgentConfig::default();
         t.roles["worker"].apply(&mut c);
         assert_eq!(c.max_turns, 4);
+        assert_eq!(c.thinking, "budget:64".parse::<ThinkingMode>().unwrap());
 
         let e = TeamConfig::from_toml("[team]\nentry = \"x\"\n[roles.y]\n", "t.toml")
             .unwrap_err()

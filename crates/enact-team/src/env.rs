@@ -198,6 +198,8 @@ impl TeamEnv {
             hidden: parent.hidden.clone(),
             split: parent.split.clone(),
             metadata,
+            // The child's mode is its role's (applied to its agent), not the parent task's.
+            thinking: None,
         };
         Ok(Box::pin(run_child(
             self.team.clone(),

@@ -164,6 +164,7 @@ fn task(prompt: &str) -> Task {
         hidden: None,
         split: None,
         metadata: Default::default(),
+        thinking: None,
     }
 }
 

@@ -1110,6 +1110,7 @@ mod tests {
             hidden: None,
             split: None,
             metadata: Default::default(),
+            thinking: None,
         };
         run_monitors(&default_monitors(), &MonitorPolicy::default(), &task, &sub)
             .into_iter()

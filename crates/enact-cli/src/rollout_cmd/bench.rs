@@ -98,8 +98,8 @@ impl Sim {
             ..AgentConfig::default()
         };
         EpisodeParts {
-            agent: Agent {
-                policy: Arc::new(SimPolicy {
+            agent: Agent::new(
+                Arc::new(SimPolicy {
                     server: self.server.clone(),
                     reply_steps: self.args.reply_steps,
                     call: self.call.clone(),
@@ -109,11 +109,11 @@ impl Sim {
                     lockstep,
                     tokens: self.tokens.clone(),
                 }),
-                tokenizer: self.tokenizer.clone(),
-                template: Arc::new(ChatMlTemplate::default()),
-                parser: Arc::new(HermesParser),
-                config,
-            },
+                self.tokenizer.clone(),
+                Arc::new(ChatMlTemplate::default()),
+                Arc::new(HermesParser),
+            )
+            .with_config(config),
             env: Box::new(SimEnv::new(
                 self.args.tool_median_ms,
                 self.args.tool_sigma,

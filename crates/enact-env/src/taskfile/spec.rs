@@ -50,6 +50,10 @@ struct TaskSection {
     split: String,
     #[serde(default)]
     system: Option<String>,
+    /// The thinking mode the task asks for (`"budget:256"`, `"adaptive:high"`, `"off"`, or a
+    /// `[task.thinking]` table); overrides the agent's default for its episodes.
+    #[serde(default)]
+    thinking: Option<enact_core::ThinkingMode>,
 }
 
 fn default_split() -> String {
@@ -303,6 +307,8 @@ pub struct TaskSpec {
     pub noise: Option<NoiseConfig>,
     /// `[monitors]`: the monitors' policy for this task.
     pub monitors: enact_verify::MonitorPolicy,
+    /// `task.thinking`: the thinking mode of this task's episodes.
+    pub thinking: Option<enact_core::ThinkingMode>,
 }
 
 const BUILTINS: [&str; 4] = ["calculator", "read_file", "write_file", "list_files"];
@@ -611,6 +617,7 @@ impl TaskSpec {
             reference,
             noise: raw.noise,
             monitors,
+            thinking: t.thinking.clone(),
         })
     }
 
@@ -622,6 +629,7 @@ impl TaskSpec {
             hidden: None,
             split: Some(split.to_string()),
             metadata: Default::default(),
+            thinking: self.thinking.clone(),
         }
     }
 
@@ -698,5 +706,36 @@ mod tests {
         assert!(relative_inside("../x").is_err());
         assert!(relative_inside("/etc/passwd").is_err());
         assert!(relative_inside("").is_err());
+    }
+
+    fn write_task(dir: &Path, task_extra: &str) {
+        std::fs::write(
+            dir.join("task.toml"),
+            format!(
+                "[task]\nid = \"t\"\nprompt = \"p\"\n{task_extra}\n[verifier]\nkind = \"builtin\"\n[[verifier.checks]]\ntype = \"answer_contains\"\nvalue = \"x\"\n"
+            ),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn a_task_file_names_its_thinking_mode_as_a_string_or_a_table() {
+        let dir = tempfile::tempdir().unwrap();
+        write_task(dir.path(), "thinking = \"budget:64/256\"");
+        let spec = TaskSpec::load(dir.path()).unwrap();
+        let want: enact_core::ThinkingMode = "budget:64/256".parse().unwrap();
+        assert_eq!(spec.task("test").thinking, Some(want));
+        write_task(
+            dir.path(),
+            "[task.thinking]\nmode = \"adaptive\"\neffort = \"high\"",
+        );
+        let spec = TaskSpec::load(dir.path()).unwrap();
+        assert_eq!(
+            spec.task("test").thinking.unwrap().to_string(),
+            "adaptive:high"
+        );
+        write_task(dir.path(), "thinking = \"budget:lots\"");
+        let e = TaskSpec::load(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("thinking mode"), "{e}");
     }
 }

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use enact_agent::{Agent, AgentConfig};
+use enact_agent::Agent;
 use enact_core::{
     Action, EnvError, Environment, Policy, PolicyError, Reset, Sample, SampleRequest, StepOutcome,
     Submission, Task,
@@ -175,18 +175,17 @@ pub fn engine(
         let tokenizer = Arc::new(ByteTokenizer::new());
         let publisher = p.get().cloned().ok_or("no publisher")?;
         Ok(EpisodeParts {
-            agent: Agent {
-                policy: Arc::new(TestPolicy {
+            agent: Agent::new(
+                Arc::new(TestPolicy {
                     inner: ScriptedPolicy::new(script(), tokenizer.clone()),
                     mode: policy_mode,
                     publisher,
                     after_sample: after_sample.clone(),
                 }),
                 tokenizer,
-                template: Arc::new(ChatMlTemplate::default()),
-                parser: Arc::new(HermesParser),
-                config: AgentConfig::default(),
-            },
+                Arc::new(ChatMlTemplate::default()),
+                Arc::new(HermesParser),
+            ),
             env: Box::new(TestEnv {
                 inner: SimEnv::new(tool_delay.as_secs_f64() * 1e3, 0.0, 1),
                 mode: env_mode,

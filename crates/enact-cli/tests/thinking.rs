@@ -1,0 +1,184 @@
+//! Thinking control through the binary on the embedded engine (a tiny random chat model
+//! written as GGUF here): `--thinking budget:N` never lets a thought pass N sampled tokens and
+//! closes it with exactly the stop-thinking text as forced tokens; `off` inserts nothing;
+//! `adaptive` records a decision per turn; `--thinking-model` records which model sampled each
+//! turn; bad modes are refused with the syntax.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::Path;
+use std::process::Command;
+
+use enact_core::{Episode, SegmentKind, Tokenizer};
+
+#[path = "common/tiny_model.rs"]
+mod tiny_model;
+use tiny_model::{say_a_tasks, tiny_chat_model};
+
+#[allow(dead_code)]
+mod common;
+
+fn eval(dir: &Path, runs: &str, extra: &[&str]) -> Vec<Episode> {
+    let out = Command::new(env!("CARGO_BIN_EXE_enact"))
+        .current_dir(dir)
+        .args([
+            "eval",
+            "--model",
+            "tiny.gguf",
+            "--threads",
+            "1",
+            "--weights",
+            "f32",
+            "--env",
+        ])
+        .arg(format!("tasks:{}", dir.join("tasks").display()))
+        .args([
+            "-n",
+            "3",
+            "--max-turns",
+            "2",
+            "--max-tokens-per-turn",
+            "40",
+            "--temperature",
+            "1.0",
+            "--sample-seed",
+            "5",
+            "--runs-dir",
+            runs,
+        ])
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() || out.status.code() == Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = common::only_run_dir(&dir.join(runs));
+    std::fs::read_to_string(run.join("trajectories.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| Episode::from_json(l).unwrap())
+        .collect()
+}
+
+fn setup() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    tiny_chat_model(&dir.path().join("tiny.gguf"));
+    say_a_tasks(&dir.path().join("tasks"), 0, 3);
+    dir
+}
+
+fn forced(ep: &Episode, label: &str) -> Vec<Vec<u32>> {
+    let t = &ep.trajectory;
+    t.path(t.main_leaf().unwrap())
+        .unwrap()
+        .into_iter()
+        .filter(|s| s.kind == SegmentKind::Forced && s.label.as_deref() == Some(label))
+        .map(|s| {
+            assert!(!s.loss_mask);
+            s.tokens.clone()
+        })
+        .collect()
+}
+
+#[test]
+fn budgets_on_the_embedded_engine_are_exact() {
+    let dir = setup();
+    let tokenizer = enact_model::ModelFiles::load(&dir.path().join("tiny.gguf"))
+        .unwrap()
+        .tokenizer;
+    let style = enact_core::ThinkingStyle::prompted();
+    let stop_ids = tokenizer.encode(&style.stop_text).unwrap();
+    let open_ids = tokenizer.encode(&style.open_text()).unwrap();
+    let episodes = eval(dir.path(), "budget", &["--thinking", "budget:6"]);
+    assert_eq!(episodes.len(), 3);
+    let mut hits = 0;
+    for ep in &episodes {
+        assert!(!ep.outcome.per_turn.is_empty());
+        for r in &ep.outcome.per_turn {
+            assert!(r.thinking_tokens <= 6, "{r:?}");
+            assert_eq!(r.decision.as_ref().unwrap().budget, Some(6));
+            hits += usize::from(r.budget_hit);
+        }
+        // The model never opens thoughts itself (SmolLM2's template): enact opens each one,
+        // and closes the ones that reach the budget with exactly the stop text.
+        let opened = forced(ep, "thinking-open");
+        assert_eq!(opened.len(), ep.outcome.per_turn.len());
+        assert!(opened.iter().all(|ids| *ids == open_ids));
+        let stops = forced(ep, "thinking-stop");
+        assert_eq!(
+            stops.len(),
+            ep.outcome.per_turn.iter().filter(|r| r.budget_hit).count()
+        );
+        assert!(stops.iter().all(|ids| *ids == stop_ids));
+    }
+    // A random model hardly ever writes `</think>` in 6 tokens: the budget is what ends them.
+    assert!(hits > 0);
+}
+
+#[test]
+fn off_adaptive_and_routing_through_the_cli() {
+    let dir = setup();
+    let episodes = eval(dir.path(), "off", &["--thinking", "off"]);
+    for ep in &episodes {
+        // SmolLM2's template has no switch: each turn gets an empty thought, forced.
+        assert_eq!(forced(ep, "thinking-off").len(), ep.outcome.per_turn.len());
+        assert_eq!(ep.outcome.tokens.thinking, 0);
+        assert!(
+            ep.outcome
+                .per_turn
+                .iter()
+                .all(|r| !r.decision.as_ref().unwrap().think)
+        );
+    }
+    std::fs::copy(dir.path().join("tiny.gguf"), dir.path().join("big.gguf")).unwrap();
+    let episodes = eval(
+        dir.path(),
+        "adaptive",
+        &["--thinking", "adaptive:low", "--thinking-model", "big.gguf"],
+    );
+    for ep in &episodes {
+        for r in &ep.outcome.per_turn {
+            let d = r.decision.as_ref().unwrap();
+            assert!(!d.reason.is_empty());
+            // low effort: 128 tokens, below the routing threshold, unless the last step failed
+            let want = if d.signals.last_step_failed {
+                "big.gguf"
+            } else {
+                "tiny.gguf"
+            };
+            assert_eq!(r.model.as_deref(), Some(want), "{d:?}");
+            assert!(r.thinking_tokens <= d.budget.unwrap_or(0) as usize);
+        }
+    }
+}
+
+#[test]
+fn bad_modes_and_mismatched_routing_are_refused() {
+    let dir = setup();
+    let out = Command::new(env!("CARGO_BIN_EXE_enact"))
+        .args(["run", "--thinking", "budget:many"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("budget:N") && err.contains("adaptive"),
+        "{err}"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_enact"))
+        .current_dir(dir.path())
+        .args([
+            "run",
+            "--model",
+            "scripted",
+            "--thinking-model",
+            "tiny.gguf",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("tokenizer"), "{err}");
+}
