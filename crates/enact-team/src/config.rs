@@ -34,6 +34,13 @@ pub struct TeamSection {
     /// How deep sub-agents may nest: 1 lets the entry role call children that call nobody.
     #[serde(default = "default_max_depth")]
     pub max_depth: u32,
+    /// How many handoffs may follow each other in one episode.
+    #[serde(default = "default_max_handoffs")]
+    pub max_handoffs: u32,
+}
+
+fn default_max_handoffs() -> u32 {
+    2
 }
 
 fn default_max_depth() -> u32 {
@@ -79,6 +86,26 @@ pub struct RoleSpec {
     /// Roles this role may delegate to.
     #[serde(default)]
     pub may_call: Vec<String>,
+    /// Roles this role may hand the task over to (the `handoff` tool): the receiving role
+    /// finishes the episode, its answer is the episode's.
+    #[serde(default)]
+    pub handoff_to: Vec<String>,
+    /// What of this role's conversation the receiving role of a handoff sees.
+    #[serde(default)]
+    pub handoff_history: HistoryFilter,
+}
+
+/// The history a handoff passes on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HistoryFilter {
+    /// Only the task (the first user message).
+    Task,
+    /// User and assistant text, without tool calls and tool results.
+    #[default]
+    Conversation,
+    /// Everything, tool calls and results included, as text.
+    Full,
 }
 
 impl RoleSpec {
@@ -142,10 +169,10 @@ impl TeamConfig {
                     "role name \"{name}\" must be letters, digits, '_' or '-'"
                 )));
             }
-            for callee in &role.may_call {
+            for callee in role.may_call.iter().chain(&role.handoff_to) {
                 if !self.roles.contains_key(callee) {
                     return Err(TeamError::Invalid(format!(
-                        "role {name} may_call \"{callee}\", which is not defined; known roles: {}",
+                        "role {name} may_call or handoff_to \"{callee}\", which is not defined; known roles: {}",
                         known()
                     )));
                 }

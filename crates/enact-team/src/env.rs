@@ -13,10 +13,12 @@ use enact_core::{
 };
 use serde_json::json;
 
-use crate::config::{RoleSpec, TeamConfig};
+use crate::config::{HistoryFilter, RoleSpec, TeamConfig};
 
 /// The name of the tool that starts a sub-agent.
 pub const DELEGATE_TOOL: &str = "delegate";
+/// The name of the tool that hands the task over to another role.
+pub const HANDOFF_TOOL: &str = "handoff";
 
 /// Builds the agent that plays a role (the CLI resolves the role's model; tests script it).
 pub trait RoleAgents: Send + Sync {
@@ -58,6 +60,44 @@ pub struct TeamEnv {
     allowed: Option<Vec<String>>,
     started_children: u32,
     finished: Vec<ChildEpisode>,
+    /// What this agent's conversation was, for a handoff's history.
+    history: Vec<Message>,
+    /// Handoffs before this agent in the episode.
+    handoffs: u32,
+    /// The answer of the role this agent handed over to: the episode's submission.
+    handed_over: Option<String>,
+}
+
+/// The conversation as text for a handoff's receiver, filtered.
+pub fn render_history(history: &[Message], filter: HistoryFilter) -> String {
+    let mut lines = Vec::new();
+    for m in history {
+        match (m.role, filter) {
+            (Role::System, _) => {}
+            (Role::User, HistoryFilter::Task) => {
+                lines.push(format!("user: {}", m.content));
+                break;
+            }
+            (_, HistoryFilter::Task) => {}
+            (Role::User, _) => lines.push(format!("user: {}", m.content)),
+            (Role::Assistant, f) => {
+                if !m.content.trim().is_empty() {
+                    lines.push(format!("assistant: {}", m.content));
+                }
+                if f == HistoryFilter::Full {
+                    for c in &m.tool_calls {
+                        lines.push(format!("assistant called {}({})", c.name, c.arguments));
+                    }
+                }
+            }
+            (Role::Tool, HistoryFilter::Full) => {
+                let name = m.name.as_deref().unwrap_or("tool");
+                lines.push(format!("tool {name}: {}", m.content));
+            }
+            (Role::Tool, _) => {}
+        }
+    }
+    lines.join("\n")
 }
 
 impl TeamEnv {
@@ -82,6 +122,9 @@ impl TeamEnv {
             allowed: None,
             started_children: 0,
             finished: Vec::new(),
+            history: Vec::new(),
+            handoffs: 0,
+            handed_over: None,
         }
     }
 
@@ -115,6 +158,96 @@ impl TeamEnv {
                 "task": {"type": "string", "minLength": 1, "maxLength": 4000, "description": "everything the helper needs to know"}
             }, "required": ["role", "task"], "additionalProperties": false}),
         }
+    }
+
+    fn can_hand_off(&self) -> bool {
+        self.spec().is_some_and(|s| !s.handoff_to.is_empty())
+            && self.handoffs < self.team.config.team.max_handoffs
+    }
+
+    fn handoff_spec(&self) -> ToolSpec {
+        let to = self
+            .spec()
+            .map(|s| s.handoff_to.clone())
+            .unwrap_or_default();
+        ToolSpec {
+            name: HANDOFF_TOOL.into(),
+            description: format!(
+                "Hand the whole task over to another agent, which continues from this conversation and gives the final answer; you stop here. Roles: {}.",
+                to.join(", ")
+            ),
+            parameters: json!({"type": "object", "properties": {
+                "role": {"type": "string", "enum": to, "description": "who takes over"},
+                "note": {"type": "string", "maxLength": 4000, "description": "what the next agent should know or do"}
+            }, "required": ["role"], "additionalProperties": false}),
+        }
+    }
+
+    /// Checks a `handoff` call and returns the receiver's run, or the refusal.
+    fn hand_off(&mut self, call: &ToolCall) -> Result<ChildRun, ToolResult> {
+        let role = call.arguments["role"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let note = call.arguments["note"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let Some(spec) = self.spec().cloned() else {
+            return Err(Self::refuse(
+                call,
+                format!("role {} is not defined", self.role),
+            ));
+        };
+        if !spec.handoff_to.contains(&role) {
+            return Err(Self::refuse(
+                call,
+                format!(
+                    "role \"{role}\" is not one you may hand off to; use one of: {}",
+                    spec.handoff_to.join(", ")
+                ),
+            ));
+        }
+        let (Some(receiver), Some(parent)) =
+            (self.team.config.role(&role).cloned(), self.task.clone())
+        else {
+            return Err(Self::refuse(
+                call,
+                format!("role \"{role}\" cannot take over"),
+            ));
+        };
+        let mut prompt = format!(
+            "You take over this task from another agent ({}). The conversation so far:\n{}",
+            self.role,
+            render_history(&self.history, spec.handoff_history)
+        );
+        if !note.trim().is_empty() {
+            prompt.push_str(&format!("\n\nTheir note: {note}"));
+        }
+        let mut metadata = serde_json::Map::new();
+        metadata.insert("role".into(), role.clone().into());
+        metadata.insert("parent_task".into(), parent.id.clone().into());
+        metadata.insert("handoff".into(), true.into());
+        let task = Task {
+            id: format!("{}/{}", parent.id, call.id),
+            prompt,
+            env: parent.env.clone(),
+            hidden: parent.hidden.clone(),
+            split: parent.split.clone(),
+            metadata,
+            thinking: None,
+        };
+        Ok(Box::pin(run_child(
+            self.team.clone(),
+            role,
+            receiver,
+            task,
+            call.clone(),
+            Placement {
+                depth: self.depth,
+                handoffs: self.handoffs + 1,
+            },
+        )))
     }
 
     fn refuse(call: &ToolCall, why: String) -> ToolResult {
@@ -207,9 +340,19 @@ impl TeamEnv {
             child_spec,
             task,
             call.clone(),
-            self.depth + 1,
+            Placement {
+                depth: self.depth + 1,
+                handoffs: self.handoffs,
+            },
         )))
     }
+}
+
+/// Where a child sits: its depth of delegation and the handoffs before it.
+#[derive(Clone, Copy)]
+struct Placement {
+    depth: u32,
+    handoffs: u32,
 }
 
 /// Runs one child to its end; its final answer and status become the parent's tool result.
@@ -219,7 +362,7 @@ async fn run_child(
     spec: RoleSpec,
     task: Task,
     call: ToolCall,
-    depth: u32,
+    at: Placement,
 ) -> (ToolResult, Option<ChildEpisode>) {
     let mut agent = match team.agents.agent(&role, &spec, &task) {
         Ok(a) => a,
@@ -244,7 +387,8 @@ async fn run_child(
         }
     };
     let verifier = team.envs.subtask_verifier();
-    let mut env = TeamEnv::for_role(inner, team.clone(), role.clone(), depth);
+    let mut env = TeamEnv::for_role(inner, team.clone(), role.clone(), at.depth);
+    env.handoffs = at.handoffs;
     let episode = agent.run(&task, &mut env, verifier.as_deref()).await;
     let result = ToolResult {
         call_id: call.id.clone(),
@@ -335,6 +479,11 @@ impl Environment for TeamEnv {
         if self.can_delegate() {
             reset.tools.push(self.delegate_spec());
         }
+        if self.can_hand_off() {
+            reset.tools.push(self.handoff_spec());
+        }
+        self.handed_over = None;
+        self.history = reset.messages.clone();
         Ok(reset)
     }
 
@@ -349,9 +498,42 @@ impl Environment for TeamEnv {
     async fn step_all(&mut self, actions: Vec<Action>) -> Vec<Result<StepOutcome, EnvError>> {
         let mut out: Vec<Option<Result<StepOutcome, EnvError>>> = Vec::new();
         let mut children: Vec<(usize, ChildRun)> = Vec::new();
+        let mut handoff: Option<(usize, ChildRun)> = None;
+        let calls: Vec<ToolCall> = actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::ToolCall(c) => Some(c.clone()),
+                Action::Message { .. } => None,
+            })
+            .collect();
+        if !calls.is_empty() {
+            let mut m = Message::assistant("");
+            m.tool_calls = calls;
+            self.history.push(m);
+        }
         for action in actions {
             let slot = out.len();
             match action {
+                Action::Message { content } => {
+                    self.history.push(Message::assistant(content.clone()));
+                    let r = self.inner.step(Action::Message { content }).await;
+                    let failed = r.is_err();
+                    out.push(Some(r));
+                    if failed {
+                        return out.into_iter().flatten().collect();
+                    }
+                }
+                Action::ToolCall(call)
+                    if call.name == HANDOFF_TOOL && self.can_hand_off() && handoff.is_none() =>
+                {
+                    match self.hand_off(&call) {
+                        Ok(run) => {
+                            handoff = Some((slot, run));
+                            out.push(None);
+                        }
+                        Err(refused) => out.push(Some(Ok(StepOutcome::ToolResult(refused)))),
+                    }
+                }
                 Action::ToolCall(call) if call.name == DELEGATE_TOOL && self.can_delegate() => {
                     match self.delegate(&call) {
                         Ok(run) => {
@@ -363,6 +545,7 @@ impl Environment for TeamEnv {
                 }
                 Action::ToolCall(call)
                     if call.name == DELEGATE_TOOL
+                        || call.name == HANDOFF_TOOL
                         || self
                             .allowed
                             .as_ref()
@@ -374,8 +557,8 @@ impl Environment for TeamEnv {
                     );
                     out.push(Some(Ok(StepOutcome::ToolResult(Self::refuse(&call, why)))));
                 }
-                action => {
-                    let r = self.inner.step(action).await;
+                Action::ToolCall(call) => {
+                    let r = self.inner.step(Action::ToolCall(call)).await;
                     let failed = r.is_err();
                     out.push(Some(r));
                     if failed {
@@ -392,11 +575,54 @@ impl Environment for TeamEnv {
                 self.finished.push(child);
             }
         }
+        // The handoff last: the receiver sees the results of this reply's other calls.
+        if let Some((slot, run)) = handoff {
+            for r in out.iter().flatten() {
+                if let Ok(StepOutcome::ToolResult(t)) = r {
+                    self.history.push(Message::tool(
+                        t.call_id.clone(),
+                        t.name.clone(),
+                        t.content.clone(),
+                    ));
+                }
+            }
+            let (result, child) = run.await;
+            match child {
+                Some(child) => {
+                    // Control has passed: the receiver's answer is the episode's.
+                    self.handed_over = Some(
+                        child
+                            .episode
+                            .outcome
+                            .final_answer
+                            .clone()
+                            .unwrap_or_default(),
+                    );
+                    self.finished.push(child);
+                    out[slot] = Some(Ok(StepOutcome::Done));
+                }
+                None => out[slot] = Some(Ok(StepOutcome::ToolResult(result))),
+            }
+            return out.into_iter().flatten().collect();
+        }
+        for r in out.iter().flatten() {
+            if let Ok(StepOutcome::ToolResult(t)) = r {
+                self.history.push(Message::tool(
+                    t.call_id.clone(),
+                    t.name.clone(),
+                    t.content.clone(),
+                ));
+            }
+        }
         out.into_iter().flatten().collect()
     }
 
     async fn submission(&mut self) -> Result<Submission, EnvError> {
-        self.inner.submission().await
+        let mut sub = self.inner.submission().await?;
+        if let Some(answer) = &self.handed_over {
+            sub.final_answer = Some(answer.clone());
+        }
+        Ok(sub)
     }
 
     async fn close(&mut self) -> Result<(), EnvError> {

@@ -8,9 +8,15 @@
 //! reply run concurrently; dropping the parent's step drops them all. Each child's episode is
 //! handed to the parent's agent ([`enact_core::Environment::take_children`]) and becomes a
 //! [`enact_core::ChildEpisode`] of the parent's episode.
+//!
+//! A handoff (the `handoff` tool, for roles with `handoff_to`) passes control instead: the
+//! receiving role starts from the history the sending role's `handoff_history` lets through
+//! plus its note, the sender's episode ends, and the receiver's answer is the submission.
 
 mod config;
 mod env;
 
-pub use config::{RoleSpec, TeamConfig, TeamError, TeamSection};
-pub use env::{ChildEnvs, DELEGATE_TOOL, RoleAgents, TeamEnv, TeamRuntime};
+pub use config::{HistoryFilter, RoleSpec, TeamConfig, TeamError, TeamSection};
+pub use env::{
+    ChildEnvs, DELEGATE_TOOL, HANDOFF_TOOL, RoleAgents, TeamEnv, TeamRuntime, render_history,
+};

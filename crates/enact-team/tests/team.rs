@@ -388,3 +388,126 @@ async fn children_are_cancelled_when_the_parent_runs_out_of_time() {
         "cancelled children leave no episode"
     );
 }
+
+/// Grades the submission's final answer against the task's `want` (test verifier).
+struct AnswerIs(&'static str);
+#[async_trait]
+impl enact_core::Verifier for AnswerIs {
+    async fn verify(
+        &self,
+        _task: &Task,
+        sub: &Submission,
+    ) -> Result<enact_core::Verdict, enact_core::VerifyError> {
+        Ok(enact_core::Verdict::from_checks(vec![
+            enact_core::CheckResult::new(
+                "answer",
+                sub.final_answer.as_deref() == Some(self.0),
+                format!("{:?}", sub.final_answer),
+            ),
+        ]))
+    }
+}
+
+#[tokio::test]
+async fn a_handoff_passes_control_with_the_filtered_history() {
+    let log = Log::default();
+    let config = TeamConfig::from_toml(
+        r#"
+[team]
+entry = "lead"
+[roles.lead]
+system = "LEAD-SYSTEM-PROMPT"
+handoff_to = ["closer"]
+handoff_history = "conversation"
+[roles.closer]
+system = "CLOSER-SYSTEM-PROMPT"
+"#,
+        "team.toml",
+    )
+    .unwrap();
+    let team = Arc::new(TeamRuntime {
+        config,
+        agents: Arc::new(Scripts(
+            [("You".to_string(), vec!["FINAL-FROM-CLOSER".to_string()])].into(),
+        )),
+        envs: Arc::new(Waits(log.clone())),
+    });
+    let lead = vec![
+        wait("x", 0),
+        hermes_call_turn(
+            "",
+            "handoff",
+            &json!({"role": "closer", "note": "NOTE-finish-up"}),
+        ),
+        "never reached".into(),
+    ];
+    let mut env = TeamEnv::entry(Box::new(WaitEnv(log.clone())), team);
+    let ep = agent(lead, AgentConfig::default())
+        .run(
+            &task("PARENT-SECRET-TASK split this"),
+            &mut env,
+            Some(&AnswerIs("FINAL-FROM-CLOSER")),
+        )
+        .await;
+    assert_eq!(
+        ep.outcome.termination,
+        Termination::Finished,
+        "{:?}",
+        ep.outcome
+    );
+    assert_eq!(ep.outcome.turns, 2, "the lead stops at the handoff");
+    assert!(
+        ep.outcome.success,
+        "the closer's answer is the submission: {:?}",
+        ep.verdict
+    );
+    assert_eq!(ep.children.len(), 1);
+    let closer = &ep.children[0];
+    assert_eq!((closer.role.as_str(), closer.parent_turn), ("closer", 2));
+    assert_eq!(closer.episode.task.metadata["handoff"], true);
+    let text = decoded(&closer.episode);
+    // The conversation filter: the user's task and the note, no tool traffic, no prompts.
+    assert!(
+        text.contains("CLOSER-SYSTEM-PROMPT")
+            && text.contains("user: PARENT-SECRET-TASK split this"),
+        "{text}"
+    );
+    assert!(text.contains("NOTE-finish-up"), "{text}");
+    assert!(
+        !text.contains("waited x") && !text.contains("LEAD-SYSTEM-PROMPT"),
+        "{text}"
+    );
+    assert!(ep.tools.iter().any(|t| t.name == "handoff"));
+    assert!(closer.episode.tools.iter().all(|t| t.name != "handoff"));
+}
+
+#[test]
+fn history_filters_keep_what_they_say() {
+    use enact_core::{Message, ToolCall};
+    use enact_team::{HistoryFilter, render_history};
+    let mut call = Message::assistant("let me look");
+    call.tool_calls = vec![ToolCall {
+        id: "c1".into(),
+        name: "search".into(),
+        arguments: json!({"query": "q"}),
+    }];
+    let history = vec![
+        Message::system("SYS"),
+        Message::user("TASK"),
+        call,
+        Message::tool("c1", "search", "RESULT"),
+        Message::user("MORE"),
+    ];
+    assert_eq!(render_history(&history, HistoryFilter::Task), "user: TASK");
+    assert_eq!(
+        render_history(&history, HistoryFilter::Conversation),
+        "user: TASK\nassistant: let me look\nuser: MORE"
+    );
+    let full = render_history(&history, HistoryFilter::Full);
+    assert!(
+        full.contains("assistant called search({\"query\":\"q\"})")
+            && full.contains("tool search: RESULT"),
+        "{full}"
+    );
+    assert!(!full.contains("SYS"));
+}
