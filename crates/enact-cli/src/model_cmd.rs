@@ -116,7 +116,7 @@ pub enum BenchCmd {
     /// The same tasks under each thinking mode (off, budgets, adaptive): success and progress
     /// against tokens, what each thinking token bought, escalations after failures; a run
     /// directory per mode and plot.svg.
-    Thinking(crate::thinking_cmd::BenchThinkingArgs),
+    Thinking(Box<crate::thinking_cmd::BenchThinkingArgs>),
 }
 
 #[derive(Args)]
@@ -156,7 +156,7 @@ pub async fn run(cmd: ModelCommands) -> Result<()> {
         ModelCommands::Bench(BenchCmd::Sandbox(a)) => crate::sandbox_cmd::bench(a).await,
         ModelCommands::Bench(BenchCmd::Rollout(a)) => crate::rollout_cmd::bench::run(a).await,
         ModelCommands::Bench(BenchCmd::Train(a)) => crate::train_cmd::bench::run(a).await,
-        ModelCommands::Bench(BenchCmd::Thinking(a)) => crate::thinking_cmd::run(a).await,
+        ModelCommands::Bench(BenchCmd::Thinking(a)) => crate::thinking_cmd::run(*a).await,
     }
 }
 
