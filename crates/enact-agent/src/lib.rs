@@ -886,7 +886,9 @@ impl Agent {
         Ok((thought, ended))
     }
 
-    /// How many of `tokens` come before the one that starts `close` in their decoding.
+    /// How many of `tokens` come before the one that starts `close` in their decoding: the
+    /// longest prefix whose text stops before the tag (found by bisection, so long thoughts
+    /// cost a few decodes, not one per token).
     fn cut_before(&self, tokens: &[u32], close: &str) -> usize {
         let Ok(full) = self.tokenizer.decode(tokens) else {
             return 0;
@@ -894,14 +896,22 @@ impl Agent {
         let Some(pos) = full.rfind(close) else {
             return tokens.len();
         };
-        (0..tokens.len())
-            .rev()
-            .find(|&k| {
-                self.tokenizer
-                    .decode(&tokens[..k])
-                    .is_ok_and(|t| t.len() <= pos && !t.contains(close))
-            })
-            .unwrap_or(0)
+        let fits = |k: usize| {
+            self.tokenizer
+                .decode(&tokens[..k])
+                .is_ok_and(|t| t.len() <= pos && !t.contains(close))
+        };
+        // fits(0) holds; find the largest k with fits(k).
+        let (mut lo, mut hi) = (0usize, tokens.len());
+        while lo < hi {
+            let mid = lo + (hi - lo).div_ceil(2);
+            if fits(mid) {
+                lo = mid;
+            } else {
+                hi = mid - 1;
+            }
+        }
+        lo
     }
 
     /// Decodes the reply (without its end-of-turn token) and splits it into reasoning,

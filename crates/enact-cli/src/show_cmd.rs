@@ -222,6 +222,33 @@ pub fn render_outcome(ep: &Episode) -> String {
             ));
         }
     }
+    // Per turn, when thinking was controlled or routed: what was decided and spent.
+    for r in o
+        .per_turn
+        .iter()
+        .filter(|r| r.decision.is_some() || r.model.is_some())
+    {
+        let decision = r.decision.as_ref().map_or(String::new(), |d| {
+            let budget = match (d.think, d.effective_budget()) {
+                (false, _) => "no thinking".to_string(),
+                (true, Some(b)) => format!("budget {b}"),
+                (true, None) => "unbounded".to_string(),
+            };
+            format!(" · {budget} ({})", d.reason)
+        });
+        s.push_str(&format!(
+            "  turn {:<3} thinking {:>5} · answer {:>5} · forced {:>4} · observation {:>5}{}{}{}{}\n",
+            r.turn,
+            r.thinking_tokens,
+            r.answer_tokens,
+            r.forced_tokens,
+            r.observation_tokens,
+            if r.budget_hit { " · cut at budget" } else { "" },
+            if r.continued > 0 { format!(" · continued ×{}", r.continued) } else { String::new() },
+            decision,
+            r.model.as_ref().map_or(String::new(), |m| format!(" · model {m}")),
+        ));
+    }
     for e in &o.errors {
         s.push_str(&format!(
             "  {} error (turn {}{}): {}\n",

@@ -15,7 +15,6 @@ use enact_core::{Episode, SegmentKind, Tokenizer};
 mod tiny_model;
 use tiny_model::{say_a_tasks, tiny_chat_model};
 
-#[allow(dead_code)]
 mod common;
 
 fn eval(dir: &Path, runs: &str, extra: &[&str]) -> Vec<Episode> {
@@ -115,6 +114,20 @@ fn budgets_on_the_embedded_engine_are_exact() {
     }
     // A random model hardly ever writes `</think>` in 6 tokens: the budget is what ends them.
     assert!(hits > 0);
+    // `enact show` prints each turn's decision and spending.
+    let run = common::only_run_dir(&dir.path().join("budget"));
+    let out = Command::new(env!("CARGO_BIN_EXE_enact"))
+        .arg("show")
+        .arg(&run)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        shown.contains("turn 1") && shown.contains("budget 6 (budget 6)"),
+        "{shown}"
+    );
+    assert!(shown.contains("cut at budget"), "{shown}");
 }
 
 #[test]
@@ -181,4 +194,61 @@ fn bad_modes_and_mismatched_routing_are_refused() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("tokenizer"), "{err}");
+}
+
+#[test]
+fn bench_thinking_compares_modes_on_the_same_tasks() {
+    let dir = setup();
+    let out = Command::new(env!("CARGO_BIN_EXE_enact"))
+        .current_dir(dir.path())
+        .args([
+            "bench",
+            "thinking",
+            "--model",
+            "tiny.gguf",
+            "--threads",
+            "1",
+            "--weights",
+            "f32",
+            "--env",
+        ])
+        .arg(format!("tasks:{}", dir.path().join("tasks").display()))
+        .args([
+            "-n",
+            "2",
+            "--max-turns",
+            "1",
+            "--max-tokens-per-turn",
+            "24",
+            "--modes",
+            "off,budget:4",
+            "--runs-dir",
+            "runs",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("enact bench thinking"), "{stdout}");
+    let parent = common::only_run_dir(&dir.path().join("runs"));
+    let rows: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(parent.join("bench.json")).unwrap()).unwrap();
+    let modes: Vec<&str> = rows.iter().map(|r| r["mode"].as_str().unwrap()).collect();
+    assert_eq!(modes, ["off", "budget:4"]);
+    assert_eq!(rows[0]["thinking"], 0.0);
+    // Each turn under budget:4 thinks at most 4 tokens (one turn per episode here).
+    assert!(rows[1]["thinking"].as_f64().unwrap() <= 4.0);
+    for r in &rows {
+        assert_eq!(r["episodes"], 2);
+        let dir = dir.path().join(r["run_dir"].as_str().unwrap());
+        let text = std::fs::read_to_string(dir.join("trajectories.jsonl")).unwrap();
+        assert_eq!(text.lines().count(), 2);
+        assert!(stdout.contains(r["mode"].as_str().unwrap()));
+    }
+    let svg = std::fs::read_to_string(parent.join("plot.svg")).unwrap();
+    assert!(svg.contains("budget:4") && svg.trim_end().ends_with("</svg>"));
 }

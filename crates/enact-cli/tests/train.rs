@@ -156,6 +156,86 @@ fn check_complete(out: &Path, rl_steps: u64) {
     assert!(svg.contains("held-out success") && svg.trim_end().ends_with("</svg>"));
 }
 
+/// `enact eval --checkpoint` on the last checkpoint answers the held-out tasks exactly as
+/// the training run's final (greedy) evaluation did: the trained weights, not the base ones.
+fn check_checkpoint_replays_the_final_evaluation(dir: &Path, out: &Path) {
+    let st = state(out).unwrap();
+    let ckpt = out.join(st["checkpoint"].as_str().unwrap());
+    let answers = |text: &str| -> Vec<(String, Option<String>)> {
+        let mut v: Vec<(String, Option<String>)> = text
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                let e: serde_json::Value = serde_json::from_str(l).unwrap();
+                let e = if e.get("episode").is_some() {
+                    &e["episode"]
+                } else {
+                    &e
+                };
+                (
+                    e["task"]["id"].as_str().unwrap().to_string(),
+                    e["outcome"]["final_answer"].as_str().map(String::from),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let final_eval = std::fs::read_dir(out.join("eval"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with("-final.jsonl"))
+        .unwrap();
+    let want = answers(&std::fs::read_to_string(final_eval).unwrap());
+    let eval = |checkpoint: Option<&Path>, runs: &str| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_enact"));
+        c.current_dir(dir).args([
+            "eval",
+            "--model",
+            "tiny.gguf",
+            "--threads",
+            "1",
+            "--weights",
+            "f32",
+            "--env",
+        ]);
+        c.arg(format!("tasks:{}", dir.join("tasks").display()));
+        c.args([
+            "--split",
+            "test",
+            "-n",
+            "3",
+            "--temperature",
+            "0",
+            "--max-turns",
+            "1",
+            "--max-tokens-per-turn",
+            "12",
+            "--concurrency",
+            "4",
+            "--runs-dir",
+            runs,
+        ]);
+        if let Some(p) = checkpoint {
+            c.arg("--checkpoint").arg(p);
+        }
+        let o = c.output().unwrap();
+        assert!(
+            o.status.success() || o.status.code() == Some(1),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let run = std::fs::read_dir(dir.join(runs))
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        answers(&std::fs::read_to_string(run.join("trajectories.jsonl")).unwrap())
+    };
+    assert_eq!(eval(Some(&ckpt), "with-checkpoint"), want);
+}
+
 #[test]
 fn trains_end_to_end_with_warm_start_grpo_and_held_out_evaluation() {
     let dir = tempfile::tempdir().unwrap();
@@ -167,6 +247,7 @@ fn trains_end_to_end_with_warm_start_grpo_and_held_out_evaluation() {
     let o = dir.path().join("out");
     check_complete(&o, 4);
     assert!(stdout.contains("held-out success"), "{stdout}");
+    check_checkpoint_replays_the_final_evaluation(dir.path(), &o);
     // Some RL step had a signal (rewards differ within a group) and took an optimizer step
     // whose behaviour logprobs came from the engine: the mismatch is reported and small.
     let trained: Vec<serde_json::Value> = rows(&o)

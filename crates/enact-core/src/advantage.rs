@@ -124,6 +124,7 @@ pub fn thinking_cost_shaping(
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]

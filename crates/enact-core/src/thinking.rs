@@ -645,6 +645,7 @@ impl ThinkingController for DefaultController {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]
