@@ -387,9 +387,17 @@ async fn run_child(
         }
     };
     let verifier = team.envs.subtask_verifier();
+    tracing::debug!(role, call = %call.id, depth = at.depth, task = %task.id, "sub-agent starts");
     let mut env = TeamEnv::for_role(inner, team.clone(), role.clone(), at.depth);
     env.handoffs = at.handoffs;
     let episode = agent.run(&task, &mut env, verifier.as_deref()).await;
+    tracing::debug!(
+        role,
+        call = %call.id,
+        termination = ?episode.outcome.termination,
+        turns = episode.outcome.turns,
+        "sub-agent ended"
+    );
     let result = ToolResult {
         call_id: call.id.clone(),
         name: call.name.clone(),
