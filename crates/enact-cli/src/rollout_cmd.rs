@@ -238,7 +238,11 @@ async fn rollout(verbose: u8, config_path: &Path) -> Result<()> {
     if let Some(team) = &file.team {
         agents = agents.with_team(crate::team::Team::load(team, &model_args, &file.agent)?);
     }
-    let tasks = suite.tasks(&file.split, file.tasks, file.seed);
+    let mut tasks = suite.tasks(&file.split, file.tasks, file.seed);
+    if let Some(team) = &agents.team {
+        // Stored episodes name the entry role (the export's role column).
+        tasks = tasks.iter().map(|t| team.entry_task(t)).collect();
+    }
 
     let (mut store, mut records) = TrajectoryStore::open(&out.join(STORE), file.fsync)?;
     let done: HashSet<String> = store.episode_ids().clone();

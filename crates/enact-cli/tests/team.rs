@@ -127,3 +127,44 @@ fn a_broken_team_file_is_refused_with_the_reason() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_team_rollout_exports_a_row_per_agent_with_its_role_and_reward() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("rollout.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "env = \"multisearch\"\nmodel = \"scripted\"\ntasks = 2\ngroup_size = 2\nconcurrency = 2\noutput = \"out\"\nteam = {:?}\nown_weight = 0.25\n",
+            team_file().to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let (ok, stdout, stderr) = enact(tmp.path(), &["rollout", "--config", cfg.to_str().unwrap()]);
+    assert!(ok, "{stdout}\n{stderr}");
+    let rows: Vec<serde_json::Value> =
+        std::fs::read_to_string(tmp.path().join("out/dataset.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+    // 2 tasks × 2 samples × (orchestrator + 3 researchers).
+    assert_eq!(rows.len(), 16);
+    let roles = |r: &str| rows.iter().filter(|x| x["role"] == r).count();
+    assert_eq!((roles("orchestrator"), roles("researcher")), (4, 12));
+    for r in &rows {
+        // The reference solutions are right: own and shared rewards are 1.
+        assert_eq!(r["reward"], 1.0, "{r}");
+        assert_eq!(r["episode_reward"], 1.0, "{r}");
+        let agent = r["agent"].as_str().unwrap();
+        assert_eq!(agent == "main", r["role"] == "orchestrator", "{r}");
+        assert!(
+            r["loss_mask"].as_array().unwrap().iter().any(|m| m == true),
+            "{r}"
+        );
+    }
+    // The store holds each tree whole.
+    let store = std::fs::read_to_string(tmp.path().join("out/episodes.jsonl")).unwrap();
+    let first: serde_json::Value = serde_json::from_str(store.lines().next().unwrap()).unwrap();
+    assert_eq!(first["episode"]["children"].as_array().unwrap().len(), 3);
+}
