@@ -149,6 +149,10 @@ pub struct RolloutFile {
     /// own verdict` where its sub-task has a verifier.
     #[serde(default = "default_own_weight")]
     pub own_weight: f64,
+    /// The roles whose rows the dataset keeps (one role, several, or empty: every agent, for
+    /// a model shared across roles).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<String>,
 }
 
 /// How much a sub-agent's own verdict counts in its reward, unless configured.
@@ -185,10 +189,10 @@ pub async fn run(verbose: u8, args: RolloutArgs) -> Result<()> {
                 );
             }
             let (_, records) = TrajectoryStore::open(&store, FsyncPolicy::Always)?;
-            let own_weight = read_config(&dir.join("config.toml"))
-                .map(|f| f.own_weight)
-                .unwrap_or(DEFAULT_OWN_WEIGHT);
-            export(&dir, &records, true, own_weight)
+            let (own_weight, roles) = read_config(&dir.join("config.toml"))
+                .map(|f| (f.own_weight, f.roles))
+                .unwrap_or((DEFAULT_OWN_WEIGHT, Vec::new()));
+            export(&dir, &records, true, own_weight, &roles)
         }
         (None, Some(config)) => rollout(verbose, &config).await,
         (None, None) => bail!(
@@ -344,7 +348,7 @@ async fn rollout(verbose: u8, config_path: &Path) -> Result<()> {
         return Err(e.into());
     }
     let summary = summary?;
-    export(&out, &records, true, file.own_weight)?;
+    export(&out, &records, true, file.own_weight, &file.roles)?;
     let solved = records.iter().filter(|r| r.episode.outcome.success).count();
     println!(
         "rollout {} · model {} · {} episodes stored ({} new, {} resumed), {} solved, {} errors, {} regenerated, {} dropped as stale{}",
@@ -370,16 +374,21 @@ async fn rollout(verbose: u8, config_path: &Path) -> Result<()> {
 /// Writes `dataset.jsonl` and `dataset.parquet` (training rows with GRPO advantages per
 /// task group) from stored episodes.
 /// A team's episodes give one row per agent (role, place in the tree, mixed reward with
-/// `own_weight`), grouped per task and role.
+/// `own_weight`), grouped per task and role; `roles` (unless empty) keeps only those roles.
 pub fn export(
     dir: &Path,
     records: &[RolloutRecord],
     std_normalise: bool,
     own_weight: f64,
+    roles: &[String],
 ) -> Result<()> {
     let mut rows = Vec::new();
     for r in records {
-        rows.extend(training_rows(r, own_weight)?);
+        rows.extend(
+            training_rows(r, own_weight)?
+                .into_iter()
+                .filter(|row| roles.is_empty() || roles.contains(&row.role)),
+        );
     }
     enact_rollout::with_group_advantages(&mut rows, std_normalise);
     // Grouped, in a stable order whatever the finishing order was.

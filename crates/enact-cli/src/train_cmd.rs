@@ -718,6 +718,7 @@ impl Loop {
                 &records,
                 self.file.rl.std_normalise,
                 crate::rollout_cmd::DEFAULT_OWN_WEIGHT,
+                &[],
             )?;
         }
         if state.phase == Phase::Done {

@@ -167,4 +167,13 @@ fn a_team_rollout_exports_a_row_per_agent_with_its_role_and_reward() {
     let store = std::fs::read_to_string(tmp.path().join("out/episodes.jsonl")).unwrap();
     let first: serde_json::Value = serde_json::from_str(store.lines().next().unwrap()).unwrap();
     assert_eq!(first["episode"]["children"].as_array().unwrap().len(), 3);
+
+    // Training one role: the export keeps only its rows.
+    let text = std::fs::read_to_string(&cfg).unwrap() + "roles = [\"researcher\"]\n";
+    std::fs::write(tmp.path().join("out/config.toml"), text).unwrap();
+    let (ok, _, stderr) = enact(tmp.path(), &["rollout", "export", "out"]);
+    assert!(ok, "{stderr}");
+    let rows = std::fs::read_to_string(tmp.path().join("out/dataset.jsonl")).unwrap();
+    assert_eq!(rows.lines().count(), 12);
+    assert!(!rows.contains("\"orchestrator\""));
 }
