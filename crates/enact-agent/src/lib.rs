@@ -767,9 +767,14 @@ impl Agent {
         let mut budget = decision
             .budget
             .map_or(turn_cap, |b| (b as usize).min(turn_cap));
-        if !style.native {
+        // Whether to think is the model's; enact opens a thought only to force a minimum
+        // into a model that does not open thoughts itself.
+        let forced_open = !style.native && decision.min.is_some_and(|m| m > 0);
+        if forced_open {
             self.force(run, &style.open_text(), "thinking-open")?;
         }
+        // A reply that does not start with a thought is an answer: nothing to cut.
+        let may_answer = !style.prefilled_open && !forced_open;
         let mut probe = self.controller.probe_tokens(&run.mode, decision) as usize;
         let mut text = String::new();
         let mut thought = Thought::default();
@@ -846,8 +851,8 @@ impl Agent {
                 closed = true;
                 break;
             }
-            // A model that thinks natively but did not open a thought is answering.
-            if style.native && !style.prefilled_open && !opens_thought(&text, &style.open) {
+            // A model that did not open a thought is answering.
+            if may_answer && !opens_thought(&text, &style.open) {
                 thought.answering = true;
                 break;
             }
@@ -876,11 +881,7 @@ impl Agent {
                 r.budget_hit = true;
             }
         }
-        if ended.is_some()
-            && style.native
-            && !style.prefilled_open
-            && !opens_thought(&text, &style.open)
-        {
+        if ended.is_some() && may_answer && !opens_thought(&text, &style.open) {
             thought.thinking = 0;
         }
         Ok((thought, ended))

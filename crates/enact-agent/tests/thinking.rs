@@ -110,18 +110,23 @@ fn finished(ep: &Episode) {
 
 const LONG_THOUGHT: &str = "Let me think step by step about the expression, the order of operations, and what the calculator will need.";
 
+/// A reply that opens a thought and would go on for long.
+fn long_thought() -> String {
+    format!("<think>\n{LONG_THOUGHT}")
+}
+
 #[tokio::test]
 async fn a_budget_is_exact_and_its_stop_text_is_forced_without_loss() {
     let c = calc();
     let style = ThinkingStyle::prompted();
-    for budget in [1usize, 7, 20] {
+    for budget in [10usize, 20, 33] {
         // Per request: a long thought (cut by the budget), the call; a thought, the note; the answer.
         let script = [
-            LONG_THOUGHT.to_string(),
+            long_thought(),
             c.compute(),
-            LONG_THOUGHT.to_string(),
+            long_thought(),
             c.note(),
-            LONG_THOUGHT.to_string(),
+            long_thought(),
             c.value.clone(),
         ];
         let ep = c
@@ -139,15 +144,8 @@ async fn a_budget_is_exact_and_its_stop_text_is_forced_without_loss() {
             assert_eq!(r.decision.as_ref().unwrap().budget, Some(budget as u32));
         }
         assert_eq!(ep.outcome.tokens.thinking, 3 * budget);
-        // Exactly the opening and the stop text were inserted in each turn, nothing else.
-        let want: Vec<(String, String)> = (0..3)
-            .flat_map(|_| {
-                [
-                    ("thinking-open".to_string(), style.open_text()),
-                    ("thinking-stop".to_string(), style.stop_text.clone()),
-                ]
-            })
-            .collect();
+        // Exactly the stop text was inserted in each turn, nothing else.
+        let want = vec![("thinking-stop".to_string(), style.stop_text.clone()); 3];
         assert_eq!(forced(&ep), want);
         // Sampled tokens keep their logprobs and versions around the forced ones.
         for s in main_path(&ep.trajectory) {
@@ -156,14 +154,14 @@ async fn a_budget_is_exact_and_its_stop_text_is_forced_without_loss() {
                 assert_eq!(s.policy_versions, vec![5; s.tokens.len()]);
             }
         }
-        // The thought as the model saw it: opened, cut at the budget, closed by the stop text.
+        // The thought as the model saw it: cut at the budget, closed by the stop text.
         let reasoning = ep
             .messages
             .iter()
             .find_map(|m| m.reasoning.clone())
             .unwrap();
         assert!(
-            reasoning.starts_with(&LONG_THOUGHT[..budget]),
+            reasoning.starts_with(&LONG_THOUGHT[..budget - "<think>\n".len()]),
             "{reasoning:?}"
         );
         assert!(reasoning.contains(enact_core::thinking::QWEN3_STOP_THINKING));
@@ -180,7 +178,7 @@ async fn a_budget_is_exact_and_its_stop_text_is_forced_without_loss() {
 #[tokio::test]
 async fn a_thought_closed_within_its_budget_is_left_alone() {
     let c = calc();
-    let thought = "Use the tool.\n</think>\n\n";
+    let thought = "<think>\nUse the tool.\n</think>\n\n";
     let script = [
         thought.to_string(),
         c.compute(),
@@ -199,10 +197,10 @@ async fn a_thought_closed_within_its_budget_is_left_alone() {
     finished(&ep);
     for r in &ep.outcome.per_turn {
         // Up to and including the closing tag (the stop string).
-        assert_eq!(r.thinking_tokens, "Use the tool.\n</think>".len());
+        assert_eq!(r.thinking_tokens, "<think>\nUse the tool.\n</think>".len());
         assert!(!r.budget_hit);
     }
-    assert!(forced(&ep).iter().all(|(l, _)| l == "thinking-open"));
+    assert!(forced(&ep).is_empty());
 }
 
 #[tokio::test]
@@ -371,7 +369,7 @@ async fn a_native_thinker_that_answers_without_a_thought_is_not_cut() {
 #[tokio::test]
 async fn adaptive_thinks_more_after_a_failed_tool_call_and_less_on_a_streak() {
     let c = calc();
-    let thought = |s: &str| format!("{s}</think>\n\n");
+    let thought = |s: &str| format!("<think>\n{s}</think>\n\n");
     let script = [
         thought("plan"),
         hermes_tool_call("calculator", &json!({"expression": "1/0"})), // a tool error
@@ -407,7 +405,7 @@ async fn adaptive_thinks_more_after_a_failed_tool_call_and_less_on_a_streak() {
 #[tokio::test]
 async fn routing_sends_hard_turns_to_the_thinking_model_and_records_it() {
     let c = calc();
-    let thought = |s: &str| format!("{s}</think>\n\n");
+    let thought = |s: &str| format!("<think>\n{s}</think>\n\n");
     // Adaptive medium: turn 1 (base 512 > 256), turn 2 (after a failure) and turn 3 (512)
     // go to the thinking model; turn 4 (two successes in a row: 256) to the instruct model.
     let thinker = scripted(
@@ -452,11 +450,11 @@ async fn a_task_asks_for_its_own_mode() {
     let mut c = calc();
     c.task.thinking = Some("budget:3".parse().unwrap());
     let script = [
-        LONG_THOUGHT.to_string(),
+        long_thought(),
         c.compute(),
-        LONG_THOUGHT.to_string(),
+        long_thought(),
         c.note(),
-        LONG_THOUGHT.to_string(),
+        long_thought(),
         c.value.clone(),
     ];
     // The agent's default is free; the task's budget applies.
@@ -551,7 +549,7 @@ async fn the_probe_of_the_first_thinking_tokens_refines_an_adaptive_budget() {
     let eot = tok.special_token_id("<|im_end|>").unwrap();
     for (logprob, want) in [(-3.0f32, Some(768)), (-0.1, Some(256)), (-1.0, None)] {
         let mut stream = tok
-            .encode(&format!("{LONG_THOUGHT}</think>\n\n{}", c.value))
+            .encode(&format!("<think>\n{LONG_THOUGHT}</think>\n\n{}", c.value))
             .unwrap();
         stream.push(eot);
         let policy = Arc::new(StreamPolicy {
@@ -568,7 +566,10 @@ async fn the_probe_of_the_first_thinking_tokens_refines_an_adaptive_budget() {
         assert_eq!(d.signals.probe_surprisal, Some(-logprob), "{d:?}");
         assert_eq!(d.refined_budget, want);
         // The probe split the thought into two requests; the thought itself is whole.
-        assert_eq!(r.thinking_tokens, LONG_THOUGHT.len() + "</think>".len());
+        assert_eq!(
+            r.thinking_tokens,
+            "<think>\n".len() + LONG_THOUGHT.len() + "</think>".len()
+        );
         assert_eq!(ep.outcome.final_answer.as_deref(), Some(c.value.as_str()));
     }
 }
@@ -577,11 +578,11 @@ async fn the_probe_of_the_first_thinking_tokens_refines_an_adaptive_budget() {
 async fn the_stop_thinking_text_can_be_replaced() {
     let c = calc();
     let script = [
-        LONG_THOUGHT.to_string(),
+        long_thought(),
         c.compute(),
-        LONG_THOUGHT.to_string(),
+        long_thought(),
         c.note(),
-        LONG_THOUGHT.to_string(),
+        long_thought(),
         c.value.clone(),
     ];
     let mut agent = agent(scripted(&script, 0), "budget:4", ThinkingStyle::prompted());

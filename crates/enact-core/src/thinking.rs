@@ -316,8 +316,9 @@ pub struct ThinkingStyle {
     pub stop_text: String,
     /// Inserted when the model closes its thought before a minimum (s1 budget forcing).
     pub continue_text: String,
-    /// The model was trained to think in these tags (Qwen3). Otherwise thinking is prompted:
-    /// enact opens the block itself with forced tokens.
+    /// The model was trained to think in these tags (Qwen3). Otherwise it thinks only where
+    /// enact opens the block for it (forced tokens, for a budget's minimum) or where it has
+    /// learned to (e.g. by a warm start on reference solutions that think).
     pub native: bool,
     /// The template's generation prompt already opens the block (thinking-only models such as
     /// Qwen3-Thinking-2507): replies hold only the closing tag.
@@ -342,7 +343,8 @@ impl Default for ThinkingStyle {
 pub const QWEN3_STOP_THINKING: &str = "Considering the limited time by the user, I have to give the solution based on the thinking directly now.";
 
 impl ThinkingStyle {
-    /// A model without native thinking: enact opens and closes `<think>` blocks itself.
+    /// A model without native thinking: it thinks in `<think>` blocks only when it has
+    /// learned to, or when enact opens one to force a minimum.
     pub fn prompted() -> Self {
         ThinkingStyle {
             open: "<think>".into(),

@@ -1080,9 +1080,11 @@ async fn a_thinking_budget_over_vllm_is_exact_and_continues_from_the_forced_toke
         let ids: Vec<u32> = serde_json::from_value(body["prompt"].clone()).unwrap();
         let prompt = tok.decode(&ids).unwrap();
         let max = body["max_tokens"].as_u64().unwrap() as usize;
-        if prompt.ends_with("<think>\n") {
-            // A model that would think for ever: cut by the length.
-            let out = tok.encode(&"hmm ".repeat(100)).unwrap();
+        if prompt.ends_with("<|im_start|>assistant\n") {
+            // A model that opens a thought and would think for ever: cut by the length.
+            let out = tok
+                .encode(&format!("<think>\n{}", "hmm ".repeat(100)))
+                .unwrap();
             return vllm_reply(&out[..max.min(out.len())], -1.0, Value::Null);
         }
         assert!(prompt.ends_with(&expected_stop), "{prompt:?}");
