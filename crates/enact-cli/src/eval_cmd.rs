@@ -33,6 +33,13 @@ pub struct EvalArgs {
     /// Episodes in flight at once.
     #[arg(long, default_value_t = 4)]
     concurrency: usize,
+    /// Samples (episodes) per task, for pass@k and pass^k (k up to N); they differ at a
+    /// temperature above 0 (with --sample-seed S, sample i uses seed S + i).
+    #[arg(long, default_value_t = 1)]
+    samples: usize,
+    /// Dollars per million sampled tokens, to report a cost per success.
+    #[arg(long)]
+    price_per_mtok: Option<f64>,
 }
 
 /// What running the episodes produced.
@@ -46,6 +53,9 @@ struct Ran {
 pub async fn run(verbose: u8, args: EvalArgs) -> Result<()> {
     if args.count == 0 {
         bail!("--tasks must be at least 1");
+    }
+    if args.samples == 0 {
+        bail!("--samples must be at least 1");
     }
     // Listen from the start, so that no Ctrl-C kills the process unrecorded once the run
     // directory exists.
@@ -70,10 +80,21 @@ pub async fn run(verbose: u8, args: EvalArgs) -> Result<()> {
         agent: &config,
     })?;
 
+    // Every sample of a task, the samples of one task next to each other. With
+    // --sample-seed S, sample i samples with seed S + i: reproducible, and the samples differ.
+    let episodes: Vec<(Task, Option<u64>)> = tasks
+        .iter()
+        .flat_map(|t| {
+            (0..args.samples).map(|i| {
+                let seed = args.agent.sample_seed.map(|s| s.wrapping_add(i as u64));
+                (t.clone(), seed)
+            })
+        })
+        .collect();
     let ran = run_episodes(
         &factory,
         suite,
-        tasks,
+        episodes,
         args.concurrency.max(1),
         &mut dir,
         interrupts,
@@ -84,8 +105,25 @@ pub async fn run(verbose: u8, args: EvalArgs) -> Result<()> {
     summary.not_started = ran.not_started;
     summary.not_run = ran.not_run;
     summary.interrupted = ran.interrupted;
+    let loaded: Vec<enact_eval::Loaded> = ran
+        .episodes
+        .iter()
+        .map(enact_eval::Loaded::from_episode)
+        .collect();
+    let metrics = enact_eval::Metrics::of(
+        &loaded,
+        &enact_eval::Options {
+            price_per_mtok: args.price_per_mtok,
+            default_env: suite_name.clone(),
+            ..enact_eval::Options::default()
+        },
+    );
+    summary.metrics = Some(metrics);
     dir.write_metrics(&summary)?;
     println!("{}", summary.table(&suite_name, &model));
+    if let Some(m) = &summary.metrics {
+        println!("{}", m.table());
+    }
     println!("wrote {}", dir.path.display());
     if ran.interrupted {
         return Err(Interrupted(format!(
@@ -107,12 +145,12 @@ pub async fn run(verbose: u8, args: EvalArgs) -> Result<()> {
     Ok(())
 }
 
-/// Runs `tasks`, `concurrency` at a time, appending each episode to the run directory as it
-/// ends, until all ran or Ctrl-C.
+/// Runs `tasks` (each with its sampling seed, if set), `concurrency` at a time, appending each
+/// episode to the run directory as it ends, until all ran or Ctrl-C.
 async fn run_episodes(
     factory: &AgentFactory,
     suite: Arc<dyn Suite>,
-    tasks: Vec<Task>,
+    tasks: Vec<(Task, Option<u64>)>,
     concurrency: usize,
     dir: &mut RunDir,
     mut interrupts: tokio::signal::unix::Signal,
@@ -129,8 +167,14 @@ async fn run_episodes(
     };
     loop {
         while !ran.interrupted && running.len() < concurrency {
-            let Some(task) = pending.next() else { break };
-            let (factory, suite) = (factory.clone(), suite.clone());
+            let Some((task, seed)) = pending.next() else {
+                break;
+            };
+            let factory = match seed {
+                Some(seed) => factory.with_sample_seed(seed),
+                None => factory.clone(),
+            };
+            let suite = suite.clone();
             running.spawn(async move {
                 let r = episode::run_episode(&factory, &suite, &task).await;
                 (task.id, r)

@@ -181,3 +181,18 @@ impl Progress {
         self.bar.finish_and_clear();
     }
 }
+
+/// Awaits `work` under a spinner with the elapsed time on stderr (drawn only on a
+/// terminal), for commands that print nothing until they end.
+pub async fn with_spinner<T>(what: &str, work: impl std::future::Future<Output = T>) -> T {
+    let spinner = indicatif::ProgressBar::new_spinner();
+    spinner.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {msg} · {elapsed}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+    );
+    spinner.set_message(what.to_string());
+    spinner.enable_steady_tick(Duration::from_millis(200));
+    let out = work.await;
+    spinner.finish_and_clear();
+    out
+}

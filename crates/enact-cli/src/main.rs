@@ -8,6 +8,7 @@ mod env_cmd;
 mod eval_cmd;
 mod model_cmd;
 mod redteam_cmd;
+mod report_cmd;
 mod resumable;
 mod rollout_cmd;
 mod run_cmd;
@@ -16,6 +17,7 @@ mod show_cmd;
 mod template_cmd;
 mod thinking_cmd;
 mod train_cmd;
+mod view_cmd;
 // shared pieces
 mod episode;
 mod live;
@@ -54,6 +56,12 @@ enum Command {
     Eval(eval_cmd::EvalArgs),
     /// Print the episodes of a run directory or trajectories.jsonl file.
     Show(show_cmd::ShowArgs),
+    /// Write a self-contained HTML report and a Markdown summary of run directories (eval, rollout, train).
+    Report(report_cmd::ReportArgs),
+    /// Paired differences per task between two runs (B − A), with a bootstrap interval.
+    Compare(report_cmd::CompareArgs),
+    /// Browse a run's trajectories turn by turn in a local web viewer (127.0.0.1).
+    View(view_cmd::ViewArgs),
     /// List the environments: the built-in ones, tasks:DIR and remote:URL.
     Envs,
     /// Run the red-team suite: cheat attempts for every documented reward-hacking vector, and honest reference solutions.
@@ -128,6 +136,18 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Show(a) => {
             init_logging(cli.verbose, None)?;
             show_cmd::run(a)
+        }
+        Command::Report(a) => {
+            init_logging(cli.verbose, None)?;
+            report_cmd::report(a)
+        }
+        Command::Compare(a) => {
+            init_logging(cli.verbose, None)?;
+            report_cmd::compare(a)
+        }
+        Command::View(a) => {
+            init_logging(cli.verbose, None)?;
+            view_cmd::run(a).await
         }
         Command::Models(c) => {
             init_logging(cli.verbose, None)?;

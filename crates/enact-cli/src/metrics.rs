@@ -53,6 +53,10 @@ pub struct Summary {
     pub not_run: usize,
     /// Whether the run was interrupted before every task ran.
     pub interrupted: bool,
+    /// The evaluation metrics (pass@k, intervals, progress over turns, recoveries, token
+    /// split, breakdowns; docs/evaluation.md). Absent in files written before they existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<enact_eval::Metrics>,
 }
 
 fn mean(xs: impl Iterator<Item = f64>) -> f64 {
@@ -127,6 +131,7 @@ impl Summary {
             not_started: 0,
             not_run: 0,
             interrupted: false,
+            metrics: None,
         }
     }
 

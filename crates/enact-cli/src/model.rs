@@ -300,6 +300,13 @@ impl AgentFactory {
     }
 
     /// The agent for one episode of `task`.
+    /// The same factory sampling with `seed` (each sample of `eval --samples` has its own).
+    pub fn with_sample_seed(&self, seed: u64) -> AgentFactory {
+        let mut factory = self.clone();
+        factory.config.sampling.seed = Some(seed);
+        factory
+    }
+
     pub fn agent_for(&self, suite: &dyn Suite, task: &Task) -> Result<Agent> {
         let policy: Arc<dyn Policy> = match &self.policy {
             PolicySource::Shared(p) => p.clone(),
@@ -314,7 +321,7 @@ impl AgentFactory {
                         )
                     })?,
                 };
-                Arc::new(ScriptedPolicy::new(turns, self.tokenizer.clone()))
+                Arc::new(ScriptedPolicy::per_turn(turns, self.tokenizer.clone()))
             }
         };
         let policy = match &self.wrap {

@@ -37,9 +37,12 @@ pub async fn run(args: RedteamArgs) -> Result<()> {
             ..MonitorPolicy::default()
         },
     };
-    let report = enact_redteam::run(&opts)
-        .await
-        .map_err(|e| anyhow::anyhow!("the red-team suite could not run: {e}"))?;
+    let report = crate::live::with_spinner(
+        "red team: running the attacks and the honest reference solutions",
+        enact_redteam::run(&opts),
+    )
+    .await;
+    let report = report.map_err(|e| anyhow::anyhow!("the red-team suite could not run: {e}"))?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

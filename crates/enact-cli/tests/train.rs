@@ -154,6 +154,25 @@ fn check_complete(out: &Path, rl_steps: u64) {
     assert!(out.join("dataset.parquet").exists());
     let svg = std::fs::read_to_string(out.join("plot.svg")).unwrap();
     assert!(svg.contains("held-out success") && svg.trim_end().ends_with("</svg>"));
+    // `enact report` reads the training run as it is: the training chart, every held-out
+    // evaluation and the RL episodes.
+    let report = Command::new(env!("CARGO_BIN_EXE_enact"))
+        .arg("report")
+        .arg(out)
+        .output()
+        .unwrap();
+    assert!(
+        report.status.success(),
+        "{}",
+        String::from_utf8_lossy(&report.stderr)
+    );
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(html.contains("training-plot\"><svg"), "no training chart");
+    assert!(
+        html.contains("-final</td>") && html.contains("-before</td>"),
+        "held-out evaluations missing"
+    );
+    assert!(out.join("report.md").exists());
 }
 
 /// `enact eval --checkpoint` on the last checkpoint answers the held-out tasks exactly as

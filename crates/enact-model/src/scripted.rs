@@ -8,18 +8,46 @@ use enact_core::{FinishReason, Policy, PolicyError, Sample, SampleRequest, Token
 
 pub struct ScriptedPolicy {
     turns: Vec<String>,
-    next: Mutex<usize>,
+    state: Mutex<Replay>,
     tokenizer: Arc<dyn Tokenizer>,
     version: u64,
+    /// Entries are whole assistant turns (see [`ScriptedPolicy::per_turn`]).
+    per_turn: bool,
 }
 
+/// Where the replay is.
+#[derive(Default)]
+struct Replay {
+    next: usize,
+    /// Per-turn replay: what is left of a turn a request stopped early (a thinking budget's
+    /// length or the closing tag), and whether the length cut it.
+    rest: Option<(Vec<u32>, bool)>,
+}
+
+const THINK_CLOSE: &str = "</think>";
+
 impl ScriptedPolicy {
+    /// Each request answers with the next entry (cut by `max_tokens` and stop strings like a
+    /// sampler; what was cut is dropped): one entry per generation request.
     pub fn new(turns: Vec<String>, tokenizer: Arc<dyn Tokenizer>) -> Self {
         ScriptedPolicy {
             turns,
-            next: Mutex::new(0),
+            state: Mutex::new(Replay::default()),
             tokenizer,
             version: 0,
+            per_turn: false,
+        }
+    }
+
+    /// Each entry is a whole assistant turn, however many requests the agent splits it into:
+    /// a request that stops early (a thinking budget, the closing `</think>`) leaves the rest
+    /// of the turn for the next request; when a budget cut the thought, the next request (the
+    /// answer, after the forced stop-thinking text) goes on after the thought. For replaying
+    /// reference solutions under any thinking mode.
+    pub fn per_turn(turns: Vec<String>, tokenizer: Arc<dyn Tokenizer>) -> Self {
+        ScriptedPolicy {
+            per_turn: true,
+            ..Self::new(turns, tokenizer)
         }
     }
 
@@ -28,28 +56,53 @@ impl ScriptedPolicy {
         self.version = version;
         self
     }
+
+    /// `tokens` from just after the one that completes `</think>` and the whitespace after it
+    /// (all of them when there is no closing tag).
+    fn after_thought(&self, tokens: Vec<u32>) -> Vec<u32> {
+        let tok = self.tokenizer.as_ref();
+        let Some(end) = (1..=tokens.len()).find(|&k| {
+            tok.decode(&tokens[..k])
+                .is_ok_and(|t| t.contains(THINK_CLOSE))
+        }) else {
+            return tokens;
+        };
+        let skip_ws = tokens[end..]
+            .iter()
+            .take_while(|&&id| tok.decode(&[id]).is_ok_and(|t| t.trim().is_empty()))
+            .count();
+        tokens[end + skip_ws..].to_vec()
+    }
 }
 
 #[async_trait]
 impl Policy for ScriptedPolicy {
     async fn sample(&self, request: SampleRequest) -> Result<Sample, PolicyError> {
-        let index = {
-            let mut next = self
-                .next
-                .lock()
-                .map_err(|_| PolicyError::Backend("scripted policy state poisoned".into()))?;
-            let i = *next;
-            *next += 1;
-            i
+        let mut state = self
+            .state
+            .lock()
+            .map_err(|_| PolicyError::Backend("scripted policy state poisoned".into()))?;
+        let mut tokens = match state.rest.take() {
+            Some((rest, by_length)) => {
+                let answering = !request.stop_strings.iter().any(|s| s == THINK_CLOSE);
+                if by_length && answering {
+                    self.after_thought(rest)
+                } else {
+                    rest
+                }
+            }
+            None => {
+                let text = self
+                    .turns
+                    .get(state.next)
+                    .ok_or(PolicyError::Exhausted(self.turns.len()))?;
+                state.next += 1;
+                self.tokenizer
+                    .encode(text)
+                    .map_err(|e| PolicyError::Backend(e.to_string()))?
+            }
         };
-        let text = self
-            .turns
-            .get(index)
-            .ok_or(PolicyError::Exhausted(self.turns.len()))?;
-        let mut tokens = self
-            .tokenizer
-            .encode(text)
-            .map_err(|e| PolicyError::Backend(e.to_string()))?;
+        let body = tokens.clone();
         let mut finish = FinishReason::Length;
         if let Some(&stop) = request.stop_tokens.first() {
             tokens.push(stop);
@@ -67,6 +120,12 @@ impl Policy for ScriptedPolicy {
             tokens.truncate(request.max_tokens);
             finish = FinishReason::Length;
         }
+        if self.per_turn && tokens.len() < body.len() {
+            // The rest of the turn (its end-of-turn id is added again when it comes).
+            let by_length = finish == FinishReason::Length;
+            state.rest = Some((body[tokens.len()..].to_vec(), by_length));
+        }
+        drop(state);
         let n = tokens.len();
         if let Some(sink) = &request.on_token {
             tokens.iter().for_each(|&id| sink.emit(id));

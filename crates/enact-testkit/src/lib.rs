@@ -24,6 +24,8 @@ pub enum Requirement {
     Python,
     /// The default model, installed by `enact model fetch`.
     Model,
+    /// A headless Chromium (`chromium`, the Debian package) for the viewer and report tests.
+    Browser,
     /// Another program the test drives (named in the reason); recorded, never enforced.
     Program,
 }
@@ -35,6 +37,7 @@ impl Requirement {
             Requirement::Sandbox => "sandbox",
             Requirement::Python => "python",
             Requirement::Model => "model",
+            Requirement::Browser => "browser",
             Requirement::Program => "program",
         }
     }

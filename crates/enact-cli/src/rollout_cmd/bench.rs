@@ -300,8 +300,16 @@ fn cpu_per_step(turns: usize) -> Result<CpuPerStep> {
 
 pub async fn run(args: BenchRolloutArgs) -> Result<()> {
     let concurrency = args.concurrency.unwrap_or(4 * args.batch).max(1);
-    let sync = synchronous(&args).await?;
-    let engine = asynchronous(&args, concurrency).await?;
+    let sync = crate::live::with_spinner(
+        "bench rollout: the synchronous baseline",
+        synchronous(&args),
+    )
+    .await?;
+    let engine = crate::live::with_spinner(
+        "bench rollout: the engine",
+        asynchronous(&args, concurrency),
+    )
+    .await?;
     let cpu: Vec<CpuPerStep> = if args.no_cpu {
         Vec::new()
     } else {
