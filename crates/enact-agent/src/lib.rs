@@ -19,11 +19,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use enact_core::{
-    Action, ChatTemplate, DecisionSignals, DefaultController, Environment, Episode, EpisodeError,
-    EpisodeOutcome, FinishReason, Message, OffSwitch, ParsedReply, Policy, RenderOptions,
-    ReplyParser, Role, Sample, SampleRequest, SamplingParams, SegmentId, SegmentKind, StepOutcome,
-    Submission, Task, Termination, ThinkingController, ThinkingMode, ThinkingStyle, Timings,
-    TokenCounts, Tokenizer, ToolSpec, Trajectory, TurnDecision, TurnRecord, Verdict, Verifier,
+    Action, ChatTemplate, ChildEpisode, DecisionSignals, DefaultController, Environment, Episode,
+    EpisodeError, EpisodeOutcome, FinishReason, Message, OffSwitch, ParsedReply, Policy,
+    RenderOptions, ReplyParser, Role, Sample, SampleRequest, SamplingParams, SegmentId,
+    SegmentKind, StepOutcome, Submission, Task, Termination, ThinkingController, ThinkingMode,
+    ThinkingStyle, Timings, TokenCounts, Tokenizer, ToolSpec, Trajectory, TurnDecision, TurnRecord,
+    Verdict, Verifier,
 };
 use serde::{Deserialize, Serialize};
 
@@ -159,6 +160,8 @@ struct Run {
     /// What the controller knows from the turns so far.
     signals: DecisionSignals,
     per_turn: Vec<TurnRecord>,
+    /// Sub-agent episodes the environment ran (teams of agents).
+    children: Vec<ChildEpisode>,
 }
 
 /// A reply as sampled: its ids (on the main line already, forced ones included) and why it
@@ -203,6 +206,7 @@ impl Run {
             decision: None,
             signals: DecisionSignals::default(),
             per_turn: Vec::new(),
+            children: Vec::new(),
         }
     }
 
@@ -375,6 +379,8 @@ impl Agent {
                 )),
             };
 
+        // Sub-agents that finished in a step the episode's end cut short.
+        self.adopt_children(env, &mut run);
         let env_started = Instant::now();
         let submission = match catch_unwind(env.submission()).await {
             Ok(Ok(s)) => s,
@@ -1009,11 +1015,22 @@ impl Agent {
                 ),
             ));
         }
-        for call in &parsed.tool_calls {
+        // All calls of the reply at once: an environment may run them concurrently
+        // (sub-agents); the default steps them in order.
+        let actions: Vec<Action> = parsed
+            .tool_calls
+            .iter()
+            .map(|c| Action::ToolCall(c.clone()))
+            .collect();
+        let outcomes = if actions.is_empty() {
+            Vec::new()
+        } else {
+            within(deadline, &mut run.env_time, env.step_all(actions)).await?
+        };
+        self.adopt_children(env, run);
+        for outcome in outcomes {
             run.tool_calls += 1;
-            let outcome = self
-                .step_env(env, run, Action::ToolCall(call.clone()), deadline)
-                .await?;
+            let outcome = outcome.map_err(|e| failed(format!("environment step failed: {e}")))?;
             if let StepOutcome::ToolResult(r) = &outcome
                 && r.is_error
             {
@@ -1057,6 +1074,27 @@ impl Agent {
             return Err(End(Termination::Finished));
         }
         Ok(new_messages)
+    }
+
+    /// Attaches the sub-agent episodes the environment ran to the run, stamped with the
+    /// current turn and the sampled segment of its reply (which made the calls).
+    fn adopt_children(&self, env: &mut dyn Environment, run: &mut Run) {
+        let children = env.take_children();
+        if children.is_empty() {
+            return;
+        }
+        let segment = run.head.and_then(|head| {
+            let path = run.trajectory.path(head).ok()?;
+            path.iter()
+                .rev()
+                .find(|s| s.kind == SegmentKind::Sampled && s.turn == run.turns)
+                .map(|s| s.id)
+        });
+        for mut child in children {
+            child.parent_turn = run.turns;
+            child.parent_segment = segment;
+            run.children.push(child);
+        }
     }
 
     /// One environment step within the episode's time.
@@ -1185,6 +1223,7 @@ impl Agent {
             trajectory: run.trajectory,
             verdict,
             outcome,
+            children: run.children,
         }
     }
 }

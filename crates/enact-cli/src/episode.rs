@@ -3,6 +3,7 @@
 //! `config.toml`, and the exit status of a finished run.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
@@ -12,6 +13,7 @@ use enact_env::Suite;
 
 use crate::metrics::Summary;
 use crate::model::{AgentFactory, ModelArgs};
+use crate::team::Team;
 
 /// The splits every suite has (`Suite::tasks`).
 pub const SPLITS: [&str; 2] = ["train", "test"];
@@ -64,6 +66,10 @@ pub struct AgentArgs {
     /// Where run directories go.
     #[arg(long, default_value = "runs")]
     pub runs_dir: PathBuf,
+    /// A team of agents plays each episode: roles, who may delegate to whom, their models and
+    /// limits (TOML; docs/multi-agent.md, e.g. configs/team-research.toml).
+    #[arg(long, value_name = "FILE")]
+    pub team: Option<PathBuf>,
 }
 
 impl AgentArgs {
@@ -146,13 +152,37 @@ pub fn select_task(suite: &dyn Suite, tasks: &TaskArgs, index: usize) -> Result<
     })
 }
 
-/// One episode of `task`: a fresh environment, the agent, the suite's verifier.
+impl AgentArgs {
+    /// The agent factory of `--model`, with the `--team` when given.
+    pub async fn factory(&self, config: &AgentConfig) -> Result<AgentFactory> {
+        let factory = AgentFactory::new(&self.model, config)?
+            .with_thinking_model(self.thinking_model.as_deref(), &self.model)?
+            .with_checkpoint(&self.model)
+            .await?;
+        Ok(match &self.team {
+            Some(path) => factory.with_team(Team::load(path, &self.model, config)?),
+            None => factory,
+        })
+    }
+}
+
+/// One episode of `task`: a fresh environment, the agent, the suite's verifier. With a team,
+/// the entry role plays it and the episode holds the tree of its sub-agents.
 pub async fn run_episode(
     factory: &AgentFactory,
-    suite: &dyn Suite,
+    suite: &Arc<dyn Suite>,
     task: &Task,
 ) -> Result<Episode> {
-    let agent = factory.agent_for(suite, task)?;
+    if let Some(team) = &factory.team {
+        // The episode records the task with the entry role in its metadata.
+        let entry_task = team.entry_task(task);
+        let (agent, mut env) = team.entry_parts(factory, suite, task)?;
+        let verifier = suite.verifier();
+        return Ok(agent
+            .run(&entry_task, env.as_mut(), Some(verifier.as_ref()))
+            .await);
+    }
+    let agent = factory.agent_for(suite.as_ref(), task)?;
     let mut env = suite.make(task).with_context(|| {
         format!(
             "cannot create environment {} for task {}",

@@ -64,10 +64,7 @@ pub async fn run(verbose: u8, args: EvalArgs) -> Result<()> {
     let config = args.agent.config();
     let suite = env_cmd::resolve_suite(&args.agent.env, args.agent.noise.as_deref()).await?;
     let tasks = episode::select_tasks(suite.as_ref(), &args.tasks, args.count)?;
-    let factory = AgentFactory::new(&args.agent.model, &config)?
-        .with_thinking_model(args.agent.thinking_model.as_deref(), &args.agent.model)?
-        .with_checkpoint(&args.agent.model)
-        .await?;
+    let factory = args.agent.factory(&config).await?;
     let model = args.agent.model.spec()?.describe();
     let suite_name = suite.name().to_string();
 
@@ -179,7 +176,7 @@ async fn run_episodes(
             };
             let suite = suite.clone();
             running.spawn(async move {
-                let r = episode::run_episode(&factory, suite.as_ref(), &task).await;
+                let r = episode::run_episode(&factory, &suite, &task).await;
                 (task.id, r)
             });
         }

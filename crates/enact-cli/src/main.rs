@@ -25,6 +25,7 @@ mod metrics;
 mod model;
 mod rundir;
 mod settings;
+mod team;
 
 use std::path::Path;
 use std::process::ExitCode;

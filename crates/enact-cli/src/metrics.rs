@@ -33,6 +33,18 @@ pub struct Summary {
     pub mean_sampled_tokens: f64,
     pub mean_thinking_tokens: f64,
     pub mean_episode_ms: f64,
+    /// Agents per episode (1 without a team; children counted).
+    #[serde(default)]
+    pub mean_agents: f64,
+    /// Every token of every agent's context, summed over the episode's tree.
+    #[serde(default)]
+    pub mean_tree_tokens: f64,
+    /// Sampled tokens summed over the tree.
+    #[serde(default)]
+    pub mean_tree_sampled_tokens: f64,
+    /// The largest context any one agent of an episode had, averaged over episodes.
+    #[serde(default)]
+    pub mean_peak_context: f64,
     /// Termination reasons, most frequent first.
     pub terminations: Vec<TerminationCount>,
     /// Episodes that could not start (their environment or agent could not be built).
@@ -94,6 +106,7 @@ impl Summary {
         }
         let mut terminations: Vec<TerminationCount> = by_reason.into_values().collect();
         terminations.sort_by(|a, b| b.count.cmp(&a.count).then(a.reason.cmp(&b.reason)));
+        let trees: Vec<enact_core::TreeTotals> = eps.iter().map(Episode::tree_totals).collect();
         Summary {
             episodes: eps.len(),
             success_rate: mean(eps.iter().map(|e| f64::from(u8::from(e.outcome.success)))),
@@ -110,6 +123,10 @@ impl Summary {
             mean_sampled_tokens: mean(eps.iter().map(|e| e.outcome.tokens.sampled as f64)),
             mean_thinking_tokens: mean(eps.iter().map(|e| e.outcome.tokens.thinking as f64)),
             mean_episode_ms: mean(eps.iter().map(|e| e.outcome.timings.total_ms)),
+            mean_agents: mean(trees.iter().map(|t| t.agents as f64)),
+            mean_tree_tokens: mean(trees.iter().map(|t| t.tokens.context() as f64)),
+            mean_tree_sampled_tokens: mean(trees.iter().map(|t| t.tokens.sampled as f64)),
+            mean_peak_context: mean(trees.iter().map(|t| t.peak_context as f64)),
             terminations,
             not_started: 0,
             not_run: 0,
@@ -158,6 +175,13 @@ impl Summary {
             self.recovered_errors,
             self.mean_thinking_tokens,
             self.mean_episode_ms,
+        ));
+        out.push_str(&format!(
+            "per episode: {:.1} agents · {:.0} tokens in all contexts · {:.0} sampled · peak context {:.0}\n",
+            self.mean_agents,
+            self.mean_tree_tokens,
+            self.mean_tree_sampled_tokens,
+            self.mean_peak_context
         ));
         let counts: Vec<String> = self
             .terminations

@@ -146,6 +146,8 @@ pub struct AgentFactory {
     engine: Option<Arc<CandlePolicy>>,
     /// A tokenizer to print this model's trajectories with.
     pub display: Arc<dyn Tokenizer>,
+    /// `--team`: a team plays each episode (`team.rs`).
+    pub team: Option<Arc<crate::team::Team>>,
 }
 
 impl AgentFactory {
@@ -165,6 +167,7 @@ impl AgentFactory {
                 wrap: None,
                 router: None,
                 engine: None,
+                team: None,
             }
         };
         Ok(match &spec {
@@ -283,7 +286,16 @@ impl AgentFactory {
 
     /// The same factory, every policy it hands out wrapped by `wrap`.
     pub fn wrapping_policies(mut self, wrap: PolicyWrapper) -> Self {
+        if let Some(team) = self.team.take() {
+            self.team = Some(Arc::new((*team).clone().wrapping_policies(&wrap)));
+        }
         self.wrap = Some(wrap);
+        self
+    }
+
+    /// The same factory with a team playing each episode.
+    pub fn with_team(mut self, team: crate::team::Team) -> Self {
+        self.team = Some(Arc::new(team));
         self
     }
 

@@ -17,7 +17,7 @@ use enact_agent::AgentConfig;
 use enact_core::Task;
 use enact_rollout::{
     Cancel, EpisodeParts, FsyncPolicy, Rollout, RolloutConfig, RolloutRecord, StalePolicy,
-    TrajectoryStore, training_row,
+    TrajectoryStore, training_rows,
 };
 use serde::{Deserialize, Serialize};
 
@@ -142,6 +142,24 @@ pub struct RolloutFile {
     /// Agent limits and sampling (the `[agent]` table: max_turns, max_tokens_per_turn, …).
     #[serde(default)]
     pub agent: AgentConfig,
+    /// A team of agents plays each episode (as `--team`; docs/multi-agent.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team: Option<PathBuf>,
+    /// A sub-agent's reward in the dataset: `(1 − own_weight)·episode reward + own_weight·its
+    /// own verdict` where its sub-task has a verifier.
+    #[serde(default = "default_own_weight")]
+    pub own_weight: f64,
+    /// The roles whose rows the dataset keeps (one role, several, or empty: every agent, for
+    /// a model shared across roles).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<String>,
+}
+
+/// How much a sub-agent's own verdict counts in its reward, unless configured.
+pub const DEFAULT_OWN_WEIGHT: f64 = 0.5;
+
+fn default_own_weight() -> f64 {
+    DEFAULT_OWN_WEIGHT
 }
 
 fn secs(name: &str, s: f64) -> Result<Duration> {
@@ -171,7 +189,10 @@ pub async fn run(verbose: u8, args: RolloutArgs) -> Result<()> {
                 );
             }
             let (_, records) = TrajectoryStore::open(&store, FsyncPolicy::Always)?;
-            export(&dir, &records, true)
+            let (own_weight, roles) = read_config(&dir.join("config.toml"))
+                .map(|f| (f.own_weight, f.roles))
+                .unwrap_or((DEFAULT_OWN_WEIGHT, Vec::new()));
+            export(&dir, &records, true, own_weight, &roles)
         }
         (None, Some(config)) => rollout(verbose, &config).await,
         (None, None) => bail!(
@@ -188,6 +209,7 @@ pub fn read_config(path: &Path) -> Result<RolloutFile> {
         crate::resumable::read_toml(path, "rollout", "docs/rollout.md")?;
     file.output = base.join(&file.output);
     file.script = file.script.map(|s| base.join(s));
+    file.team = file.team.map(|s| base.join(s));
     file.checkpoint = file.checkpoint.map(|s| base.join(s));
     Ok(file)
 }
@@ -214,10 +236,17 @@ async fn rollout(verbose: u8, config_path: &Path) -> Result<()> {
             "the configuration's",
         ),
     };
-    let agents = model::AgentFactory::new(&model_args, &file.agent)?
+    let mut agents = model::AgentFactory::new(&model_args, &file.agent)?
         .with_checkpoint(&model_args)
         .await?;
-    let tasks = suite.tasks(&file.split, file.tasks, file.seed);
+    if let Some(team) = &file.team {
+        agents = agents.with_team(crate::team::Team::load(team, &model_args, &file.agent)?);
+    }
+    let mut tasks = suite.tasks(&file.split, file.tasks, file.seed);
+    if let Some(team) = &agents.team {
+        // Stored episodes name the entry role (the export's role column).
+        tasks = tasks.iter().map(|t| team.entry_task(t)).collect();
+    }
 
     let (mut store, mut records) = TrajectoryStore::open(&out.join(STORE), file.fsync)?;
     let done: HashSet<String> = store.episode_ids().clone();
@@ -225,6 +254,16 @@ async fn rollout(verbose: u8, config_path: &Path) -> Result<()> {
 
     let factory_suite = suite.clone();
     let factory = move |task: &Task| -> Result<EpisodeParts, String> {
+        if let Some(team) = &agents.team {
+            let (agent, env) = team
+                .entry_parts(&agents, &factory_suite, task)
+                .map_err(|e| format!("{e:#}"))?;
+            return Ok(EpisodeParts {
+                agent,
+                env,
+                verifier: Some(factory_suite.verifier()),
+            });
+        }
         let agent = agents
             .agent_for(factory_suite.as_ref(), task)
             .map_err(|e| format!("{e:#}"))?;
@@ -309,7 +348,7 @@ async fn rollout(verbose: u8, config_path: &Path) -> Result<()> {
         return Err(e.into());
     }
     let summary = summary?;
-    export(&out, &records, true)?;
+    export(&out, &records, true, file.own_weight, &file.roles)?;
     let solved = records.iter().filter(|r| r.episode.outcome.success).count();
     println!(
         "rollout {} · model {} · {} episodes stored ({} new, {} resumed), {} solved, {} errors, {} regenerated, {} dropped as stale{}",
@@ -334,14 +373,28 @@ async fn rollout(verbose: u8, config_path: &Path) -> Result<()> {
 
 /// Writes `dataset.jsonl` and `dataset.parquet` (training rows with GRPO advantages per
 /// task group) from stored episodes.
-pub fn export(dir: &Path, records: &[RolloutRecord], std_normalise: bool) -> Result<()> {
-    let mut rows = records
-        .iter()
-        .map(training_row)
-        .collect::<Result<Vec<_>, _>>()?;
+/// A team's episodes give one row per agent (role, place in the tree, mixed reward with
+/// `own_weight`), grouped per task and role; `roles` (unless empty) keeps only those roles.
+pub fn export(
+    dir: &Path,
+    records: &[RolloutRecord],
+    std_normalise: bool,
+    own_weight: f64,
+    roles: &[String],
+) -> Result<()> {
+    let mut rows = Vec::new();
+    for r in records {
+        rows.extend(
+            training_rows(r, own_weight)?
+                .into_iter()
+                .filter(|row| roles.is_empty() || roles.contains(&row.role)),
+        );
+    }
     enact_rollout::with_group_advantages(&mut rows, std_normalise);
     // Grouped, in a stable order whatever the finishing order was.
-    rows.sort_by(|a, b| (&a.task_id, a.sample_index).cmp(&(&b.task_id, b.sample_index)));
+    rows.sort_by(|a, b| {
+        (&a.task_id, a.sample_index, &a.agent).cmp(&(&b.task_id, b.sample_index, &b.agent))
+    });
     enact_rollout::write_jsonl(&dir.join("dataset.jsonl"), &rows)?;
     enact_rollout::write_parquet(&dir.join("dataset.parquet"), &rows)?;
     Ok(())

@@ -8,7 +8,6 @@ use clap::Args;
 
 use crate::episode::{self, AgentArgs, RunConfig, TaskArgs};
 use crate::metrics::Summary;
-use crate::model::AgentFactory;
 use crate::rundir::RunDir;
 use crate::{env_cmd, live, show_cmd};
 
@@ -34,10 +33,7 @@ pub async fn run(verbose: u8, args: RunArgs) -> Result<()> {
     let suite = env_cmd::resolve_suite(&args.agent.env, args.agent.noise.as_deref()).await?;
     let task = episode::select_task(suite.as_ref(), &args.tasks, args.index)?;
     let config = args.agent.config();
-    let mut factory = AgentFactory::new(&args.agent.model, &config)?
-        .with_thinking_model(args.agent.thinking_model.as_deref(), &args.agent.model)?
-        .with_checkpoint(&args.agent.model)
-        .await?;
+    let mut factory = args.agent.factory(&config).await?;
     let live = args
         .live
         .unwrap_or_else(|| !args.json && std::io::stderr().is_terminal());
@@ -56,7 +52,7 @@ pub async fn run(verbose: u8, args: RunArgs) -> Result<()> {
         tasks: 1,
         agent: &config,
     })?;
-    let episode = episode::run_episode(&factory, suite.as_ref(), &task).await?;
+    let episode = episode::run_episode(&factory, &suite, &task).await?;
     if live {
         eprintln!();
     }

@@ -47,9 +47,11 @@ pub fn run(args: ShowArgs) -> Result<()> {
     }
     // Decoders to try, matched by the identity each trajectory records.
     let mut decoders: Vec<Box<dyn Tokenizer>> = vec![Box::new(enact_model::ByteTokenizer::new())];
-    let needs_model = episodes
-        .iter()
-        .any(|e| e.trajectory.tokenizer != decoders[0].identity());
+    let needs_model = episodes.iter().any(|e| {
+        e.agents()
+            .iter()
+            .any(|a| a.episode.trajectory.tokenizer != decoders[0].identity())
+    });
     if needs_model {
         let spec = ModelSpec::parse(args.model.as_deref().unwrap_or("default"), None)?;
         decoders.push(model::display_tokenizer(&spec, &args.tokenizer));
@@ -59,24 +61,89 @@ pub fn run(args: ShowArgs) -> Result<()> {
             continue;
         }
         println!("═══ episode {i} · {} ═══", ep.id());
-        match decoders
-            .iter()
-            .find(|d| d.identity() == ep.trajectory.tokenizer)
-        {
-            Some(d) => print!("{}", render_trajectory(ep, d.as_ref())),
-            None => {
+        print!("{}", render_agent(ep, &decoders));
+        if !ep.children.is_empty() {
+            print!("{}", render_tree(ep));
+            for a in ep.agents().iter().skip(1) {
                 println!(
-                    "(tokenizer {} not available: pass --model to decode tokens; showing messages)",
-                    ep.trajectory.tokenizer
+                    "═══ episode {i} · sub-agent {} · role {} · depth {} ═══",
+                    a.call_id.unwrap_or_default(),
+                    a.role.unwrap_or_default(),
+                    a.depth
                 );
-                for m in &ep.messages {
-                    println!("[{}] {}", m.role.as_str(), m.content);
-                }
+                print!("{}", render_agent(a.episode, &decoders));
             }
         }
-        print!("{}", render_outcome(ep));
     }
     Ok(())
+}
+
+/// One agent's trajectory (decoded when its tokenizer is at hand) and outcome.
+fn render_agent(ep: &Episode, decoders: &[Box<dyn Tokenizer>]) -> String {
+    let mut out = match decoders
+        .iter()
+        .find(|d| d.identity() == ep.trajectory.tokenizer)
+    {
+        Some(d) => render_trajectory(ep, d.as_ref()),
+        None => {
+            let mut s = format!(
+                "(tokenizer {} not available: pass --model to decode tokens; showing messages)\n",
+                ep.trajectory.tokenizer
+            );
+            for m in &ep.messages {
+                s.push_str(&format!("[{}] {}\n", m.role.as_str(), m.content));
+            }
+            s
+        }
+    };
+    out.push_str(&render_outcome(ep));
+    out
+}
+
+/// The agents of an episode as an indented tree, then totals over it.
+pub fn render_tree(ep: &Episode) -> String {
+    let mut s = String::from("agents:\n");
+    for a in ep.agents() {
+        let o = &a.episode.outcome;
+        let name = match (a.role, a.call_id) {
+            (Some(role), Some(call)) => format!("{role} ({call})"),
+            _ => "main".to_string(),
+        };
+        let at = ep
+            .agents()
+            .iter()
+            .flat_map(|p| p.episode.children.iter())
+            .find(|c| std::ptr::eq(&c.episode, a.episode))
+            .map(|c| {
+                let seg = c
+                    .parent_segment
+                    .map(|s| format!(", segment {}", s.0))
+                    .unwrap_or_default();
+                format!(" · called in parent turn {}{seg}", c.parent_turn)
+            })
+            .unwrap_or_default();
+        s.push_str(&format!(
+            "{}{name} · reward {:.3} · {:?} · {} turns · {} tokens ({} sampled){at}\n",
+            "  ".repeat(a.depth + 1),
+            o.reward,
+            o.termination,
+            o.turns,
+            o.tokens.context(),
+            o.tokens.sampled,
+        ));
+    }
+    let t = ep.tree_totals();
+    s.push_str(&format!(
+        "tree: {} agents · {} tokens ({} sampled) · {} turns · {} tool calls ({} failed) · peak context {}\n",
+        t.agents,
+        t.tokens.context(),
+        t.tokens.sampled,
+        t.turns,
+        t.tool_calls,
+        t.tool_errors,
+        t.peak_context
+    ));
+    s
 }
 
 fn paint(kind: SegmentKind, text: &str, color: bool) -> String {

@@ -253,7 +253,7 @@ async fn run_mode(
             let Some(task) = pending.next() else { break };
             let (factory, suite) = (factory.clone(), suite.clone());
             running.spawn(async move {
-                let r = episode::run_episode(&factory, suite.as_ref(), &task).await;
+                let r = episode::run_episode(&factory, &suite, &task).await;
                 (task.id, r)
             });
         }

@@ -713,7 +713,13 @@ impl Loop {
         let store = self.out.join(STORE);
         if store.exists() {
             let (_, records) = TrajectoryStore::open(&store, FsyncPolicy::Always)?;
-            crate::rollout_cmd::export(&self.out, &records, self.file.rl.std_normalise)?;
+            crate::rollout_cmd::export(
+                &self.out,
+                &records,
+                self.file.rl.std_normalise,
+                crate::rollout_cmd::DEFAULT_OWN_WEIGHT,
+                &[],
+            )?;
         }
         if state.phase == Phase::Done {
             print_summary(&self.file, state, &self.out);

@@ -61,6 +61,11 @@ fn the_layering_rules_hold() {
         set(&["enact-core"]),
         "enact-agent depends only on enact-core"
     );
+    assert_eq!(
+        deps["enact-team"],
+        set(&["enact-core", "enact-agent"]),
+        "enact-team depends only on enact-core and enact-agent: environments and models reach it through RoleAgents and ChildEnvs"
+    );
     for (name, d) in &deps {
         assert!(
             !d.contains("enact-cli"),
@@ -72,12 +77,13 @@ fn the_layering_rules_hold() {
         );
     }
     // Implementations never use the agent loop, except the episode runners: the red-team
-    // harness, the rollout engine (and the CLI).
+    // harness, the rollout engine, teams of agents (a parent runs its sub-agents) and the CLI.
     for (name, d) in &deps {
         if d.contains("enact-agent") {
             assert!(
-                ["enact-redteam", "enact-rollout", "enact-cli"].contains(&name.as_str()),
-                "{name} depends on enact-agent; only the red-team harness, the rollout engine and the CLI run episodes"
+                ["enact-redteam", "enact-rollout", "enact-team", "enact-cli"]
+                    .contains(&name.as_str()),
+                "{name} depends on enact-agent; only the red-team harness, the rollout engine, enact-team and the CLI run episodes"
             );
         }
     }

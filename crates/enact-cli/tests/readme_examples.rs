@@ -120,6 +120,9 @@ fn the_quick_self_contained_readme_commands_succeed() {
             "enact envs" => &[],
             "enact env check examples/tasks" => &[],
             "enact eval --env search --model scripted -n 20" => &[],
+            "enact eval --env multisearch --team configs/team-research.toml --model scripted -n 2" => {
+                &[]
+            }
             "enact rollout --config configs/rollout-calc.toml" => &[],
             "enact run --env code --model scripted" => &[
                 (sandbox, Requirement::Sandbox),

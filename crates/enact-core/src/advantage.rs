@@ -19,6 +19,62 @@ pub fn grpo_advantages(rewards: &[f64], std_normalise: bool) -> Vec<f64> {
     rewards.iter().map(|r| (r - mean) / div).collect()
 }
 
+/// Credit for one agent of a team episode: `(1 − own_weight)·shared + own_weight·own`, where
+/// `shared` is the episode's reward and `own` the agent's own verdict on its sub-task; an
+/// agent without its own verdict gets the shared reward. `own_weight` is clamped to [0, 1].
+pub fn mixed_reward(shared: f64, own: Option<f64>, own_weight: f64) -> f64 {
+    let w = if own_weight.is_nan() {
+        0.0
+    } else {
+        own_weight.clamp(0.0, 1.0)
+    };
+    match own {
+        Some(own) => (1.0 - w) * shared + w * own,
+        None => shared,
+    }
+}
+
+/// The reward of every agent of an episode tree, in [`crate::Episode::agents`] order: the
+/// root's own reward, and for each sub-agent [`mixed_reward`] of the root's reward and the
+/// sub-agent's own verdict.
+pub fn agent_rewards(episode: &crate::Episode, own_weight: f64) -> Vec<f64> {
+    let shared = episode.outcome.reward;
+    episode
+        .agents()
+        .iter()
+        .map(|a| {
+            if a.depth == 0 {
+                shared
+            } else {
+                let own = a.episode.verdict.as_ref().map(|v| v.reward);
+                mixed_reward(shared, own, own_weight)
+            }
+        })
+        .collect()
+}
+
+/// GRPO advantages per group, where a group is every reward with the same key (for teams:
+/// the task and the role, so each role is normalised among its own samples). Results are in
+/// the input's order.
+pub fn grouped_grpo_advantages<K: Ord>(
+    keys: &[K],
+    rewards: &[f64],
+    std_normalise: bool,
+) -> Vec<f64> {
+    let mut groups: std::collections::BTreeMap<&K, Vec<usize>> = Default::default();
+    for (i, k) in keys.iter().enumerate().take(rewards.len()) {
+        groups.entry(k).or_default().push(i);
+    }
+    let mut out = vec![0.0; rewards.len()];
+    for members in groups.into_values() {
+        let r: Vec<f64> = members.iter().map(|&i| rewards[i]).collect();
+        for (&i, a) in members.iter().zip(grpo_advantages(&r, std_normalise)) {
+            out[i] = a;
+        }
+    }
+    out
+}
+
 /// Reward shaping for learning when to think: a cost per thinking token that only correct
 /// answers pay, bounded so that a correct answer always keeps more reward than every wrong
 /// one in its group (accuracy is never traded for brevity).
@@ -70,6 +126,26 @@ pub fn thinking_cost_shaping(
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn mixed_rewards_fall_back_to_the_shared_reward() {
+        assert_eq!(mixed_reward(1.0, Some(0.0), 0.25), 0.75);
+        assert_eq!(mixed_reward(1.0, None, 0.25), 1.0);
+        assert_eq!(mixed_reward(0.0, Some(1.0), 7.0), 1.0);
+        assert_eq!(mixed_reward(0.5, Some(1.0), f64::NAN), 0.5);
+    }
+
+    #[test]
+    fn groups_are_normalised_separately() {
+        let keys = [
+            ("t", "lead"),
+            ("t", "worker"),
+            ("t", "lead"),
+            ("t", "worker"),
+        ];
+        let a = grouped_grpo_advantages(&keys, &[1.0, 0.0, 0.0, 0.0], false);
+        assert_eq!(a, vec![0.5, 0.0, -0.5, 0.0]);
+    }
 
     #[test]
     fn thinking_cost_never_trades_accuracy() {

@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::episode::ChildEpisode;
 use crate::message::{Message, ToolCall, ToolSpec};
 use crate::task::Task;
 
@@ -92,4 +93,26 @@ pub trait Environment: Send {
     /// What the verifier will grade.
     async fn submission(&mut self) -> Result<Submission, EnvError>;
     async fn close(&mut self) -> Result<(), EnvError>;
+
+    /// The tool calls of one reply. An environment that can run calls at once (sub-agents,
+    /// `enact-team`) overrides this; the default steps them one after another and stops at
+    /// the first `Err`. Returns one result per action, in order (fewer after an `Err`).
+    async fn step_all(&mut self, actions: Vec<Action>) -> Vec<Result<StepOutcome, EnvError>> {
+        let mut out = Vec::with_capacity(actions.len());
+        for action in actions {
+            let r = self.step(action).await;
+            let failed = r.is_err();
+            out.push(r);
+            if failed {
+                break;
+            }
+        }
+        out
+    }
+
+    /// The sub-agent episodes run since the last call (teams of agents); the agent attaches
+    /// them to its episode. Environments without sub-agents have none.
+    fn take_children(&mut self) -> Vec<ChildEpisode> {
+        Vec::new()
+    }
 }

@@ -9,7 +9,7 @@ use thiserror::Error;
 use crate::message::{Message, ToolSpec};
 use crate::task::Task;
 use crate::thinking::TurnDecision;
-use crate::trajectory::{Trajectory, TrajectoryError};
+use crate::trajectory::{SegmentId, Trajectory, TrajectoryError};
 use crate::verify::{MonitorFlag, Verdict};
 
 /// Why an episode ended.
@@ -138,6 +138,57 @@ pub struct Episode {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verdict: Option<Verdict>,
     pub outcome: EpisodeOutcome,
+    /// Sub-agents this episode's agent called (teams of agents, `docs/multi-agent.md`), each a
+    /// whole episode in its own tokenizer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub children: Vec<ChildEpisode>,
+}
+
+/// A sub-agent's episode and where its parent called it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChildEpisode {
+    /// The role the child played.
+    pub role: String,
+    /// The id of the parent's tool call that started it.
+    pub call_id: String,
+    /// The parent's assistant turn that made the call.
+    pub parent_turn: u32,
+    /// The parent's sampled segment holding the call, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_segment: Option<SegmentId>,
+    pub episode: Episode,
+}
+
+/// One agent of an episode tree ([`Episode::agents`]).
+#[derive(Debug, Clone, Copy)]
+pub struct AgentNode<'a> {
+    /// 0 for the root, 1 for its children, ...
+    pub depth: usize,
+    /// The role (`None` for the root).
+    pub role: Option<&'a str>,
+    /// The parent's call id (`None` for the root).
+    pub call_id: Option<&'a str>,
+    pub episode: &'a Episode,
+}
+
+/// Totals over an episode tree.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TreeTotals {
+    /// Agents in the tree (1 for a single agent).
+    pub agents: usize,
+    pub tokens: TokenCounts,
+    pub turns: u32,
+    pub tool_calls: u32,
+    pub tool_errors: u32,
+    /// The largest context (main-line tokens) any one agent had.
+    pub peak_context: usize,
+}
+
+impl TokenCounts {
+    /// Every token on the main line (the agent's final context length).
+    pub fn context(&self) -> usize {
+        self.prompt + self.sampled + self.observation + self.forced
+    }
 }
 
 /// Why a stored episode cannot be loaded.
@@ -197,7 +248,57 @@ impl Episode {
                 final_answer: None,
                 per_turn: Vec::new(),
             },
+            children: Vec::new(),
         }
+    }
+
+    /// Every agent of the tree, depth first, parents before their children.
+    pub fn agents(&self) -> Vec<AgentNode<'_>> {
+        fn walk<'a>(node: AgentNode<'a>, out: &mut Vec<AgentNode<'a>>) {
+            out.push(node);
+            for c in &node.episode.children {
+                walk(
+                    AgentNode {
+                        depth: node.depth + 1,
+                        role: Some(&c.role),
+                        call_id: Some(&c.call_id),
+                        episode: &c.episode,
+                    },
+                    out,
+                );
+            }
+        }
+        let mut out = Vec::new();
+        walk(
+            AgentNode {
+                depth: 0,
+                role: None,
+                call_id: None,
+                episode: self,
+            },
+            &mut out,
+        );
+        out
+    }
+
+    /// Token counts, turns and tool calls summed over the tree; the peak context of any
+    /// one agent.
+    pub fn tree_totals(&self) -> TreeTotals {
+        let mut t = TreeTotals::default();
+        for a in self.agents() {
+            let o = &a.episode.outcome;
+            t.agents += 1;
+            t.tokens.prompt += o.tokens.prompt;
+            t.tokens.sampled += o.tokens.sampled;
+            t.tokens.observation += o.tokens.observation;
+            t.tokens.forced += o.tokens.forced;
+            t.tokens.thinking += o.tokens.thinking;
+            t.turns += o.turns;
+            t.tool_calls += o.tool_calls;
+            t.tool_errors += o.tool_errors;
+            t.peak_context = t.peak_context.max(o.tokens.context());
+        }
+        t
     }
 
     /// The episode's id (its trajectory's).
@@ -206,8 +307,13 @@ impl Episode {
     }
 
     /// Checks the format version and the trajectory's structure.
+    /// Checks every trajectory of the tree.
     pub fn validate(&self) -> Result<(), EpisodeFormatError> {
-        Ok(self.trajectory.validate()?)
+        self.trajectory.validate()?;
+        for c in &self.children {
+            c.episode.validate()?;
+        }
+        Ok(())
     }
 
     pub fn to_json(&self) -> Result<String, EpisodeFormatError> {
@@ -295,6 +401,7 @@ mod tests {
                 final_answer: Some("4".into()),
                 per_turn: Vec::new(),
             },
+            children: Vec::new(),
         }
     }
 
@@ -314,6 +421,52 @@ mod tests {
         assert!(v["trajectory"].get("task_id").is_none(), "{v}");
         assert_eq!(v["trajectory"]["format_version"], crate::FORMAT_VERSION);
         assert_eq!(Episode::from_json(&ep.to_json().unwrap()).unwrap(), ep);
+    }
+
+    #[test]
+    fn a_tree_round_trips_and_sums_over_its_agents() {
+        let mut root = episode();
+        root.outcome.tokens.prompt = 10;
+        root.outcome.tool_calls = 2;
+        let mut child = episode();
+        child.trajectory.id = "ep-1/call_0".into();
+        child.outcome.tokens.prompt = 30;
+        child.outcome.tool_calls = 1;
+        let mut grandchild = episode();
+        grandchild.outcome.tokens.sampled = 5;
+        child.children.push(ChildEpisode {
+            role: "reader".into(),
+            call_id: "call_9".into(),
+            parent_turn: 1,
+            parent_segment: None,
+            episode: grandchild,
+        });
+        root.children.push(ChildEpisode {
+            role: "researcher".into(),
+            call_id: "call_0".into(),
+            parent_turn: 1,
+            parent_segment: Some(SegmentId(1)),
+            episode: child,
+        });
+        let back = Episode::from_json(&root.to_json().unwrap()).unwrap();
+        assert_eq!(back, root);
+        let t = root.tree_totals();
+        assert_eq!(t.agents, 3);
+        assert_eq!(t.tokens.prompt, 40);
+        assert_eq!(t.tokens.sampled, 5);
+        assert_eq!(t.tool_calls, 3);
+        assert_eq!(t.peak_context, 30);
+        let agents = root.agents();
+        assert_eq!(agents[1].role, Some("researcher"));
+        assert_eq!(agents[2].depth, 2);
+        // A single episode stores no children field.
+        assert!(json_value(&episode()).get("children").is_none());
+        // A broken child trajectory is refused like a broken root.
+        let mut bad = root.clone();
+        bad.children[0].episode.trajectory.segments[1]
+            .logprobs
+            .clear();
+        assert!(Episode::from_json(&bad.to_json().unwrap()).is_err());
     }
 
     #[test]

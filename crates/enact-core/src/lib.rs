@@ -26,8 +26,8 @@ pub mod verify;
 
 pub use env::{Action, EnvError, Environment, Reset, StepOutcome, Submission, ToolResult};
 pub use episode::{
-    Episode, EpisodeError, EpisodeFormatError, EpisodeOutcome, Termination, Timings, TokenCounts,
-    TurnRecord,
+    AgentNode, ChildEpisode, Episode, EpisodeError, EpisodeFormatError, EpisodeOutcome,
+    Termination, Timings, TokenCounts, TreeTotals, TurnRecord,
 };
 pub use message::{Message, Role, ToolCall, ToolSpec};
 pub use policy::{

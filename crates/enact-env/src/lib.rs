@@ -7,6 +7,7 @@ pub mod code;
 pub mod conversation;
 pub mod error;
 pub mod mcp;
+pub mod multisearch;
 pub mod noisy;
 pub mod registry;
 pub mod schema;

@@ -14,6 +14,7 @@ pub fn registry() -> Vec<Arc<dyn Suite>> {
         Arc::new(crate::shell::ShellSuite),
         // environment kinds: search, stateful API, noisy tools
         Arc::new(crate::search::SearchSuite::default()),
+        Arc::new(crate::multisearch::MultiSearchSuite::default()),
         Arc::new(crate::api::ApiSuite),
         Arc::new(crate::noisy::NoisySuite::new(
             Arc::new(crate::calc::CalcSuite),

@@ -384,7 +384,7 @@ impl Corpus {
     }
 
     /// All (template, entity) pairs of a split; train and test are disjoint by entity.
-    fn pool(&self, split: &str) -> Vec<(&'static str, usize)> {
+    pub(crate) fn pool(&self, split: &str) -> Vec<(&'static str, usize)> {
         let test = split == "test";
         let in_split = |i: usize| i.is_multiple_of(5) == test;
         let mut out = Vec::new();
@@ -660,9 +660,16 @@ const SYSTEM: &str = "You answer questions by searching a document collection. U
 pub struct SearchEnv {
     conv: ToolConversation,
     trace: Shared,
+    system: &'static str,
 }
 
 impl SearchEnv {
+    /// The environment with another system prompt (`multisearch`).
+    pub fn with_system(mut self, system: &'static str) -> Self {
+        self.system = system;
+        self
+    }
+
     pub fn new(index: Arc<SearchIndex>) -> Self {
         let trace: Shared = Arc::default();
         let mut tools = ToolBox::new();
@@ -671,6 +678,7 @@ impl SearchEnv {
         SearchEnv {
             conv: ToolConversation::new(tools),
             trace,
+            system: SYSTEM,
         }
     }
 }
@@ -678,7 +686,7 @@ impl SearchEnv {
 #[async_trait]
 impl Environment for SearchEnv {
     async fn reset(&mut self, task: &Task) -> Result<Reset, EnvError> {
-        let reset = self.conv.start(SYSTEM, task.prompt.clone());
+        let reset = self.conv.start(self.system, task.prompt.clone());
         *lock(&self.trace).map_err(|e| EnvError::Setup(e.0))? = Trace::default();
         Ok(reset)
     }

@@ -26,6 +26,11 @@ pub trait Suite: Send + Sync {
     /// Assistant turns (Hermes tool-call format) that honestly solve `task`, for the scripted
     /// policy, demos and the red-team suite's false-positive checks.
     fn reference_solution(&self, task: &Task) -> Option<Vec<String>>;
+    /// Grades a sub-agent on its own share of a task (teams of agents, per-agent credit);
+    /// `None` when the suite's parts are not separately checkable.
+    fn subtask_verifier(&self) -> Option<Arc<dyn Verifier>> {
+        None
+    }
 }
 
 /// A generated task of suite `suite`: id `{suite}-{split}-{seed}-{index}`, the split recorded,

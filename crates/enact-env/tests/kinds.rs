@@ -79,7 +79,14 @@ fn every_kind_is_registered() {
         .iter()
         .map(|s| s.name().to_string())
         .collect();
-    for n in ["calc", "search", "api", "noisy-calc", "noisy-api"] {
+    for n in [
+        "calc",
+        "search",
+        "multisearch",
+        "api",
+        "noisy-calc",
+        "noisy-api",
+    ] {
         assert!(names.contains(&n.to_string()), "{n} missing from {names:?}");
     }
 }
@@ -89,6 +96,11 @@ fn every_kind_is_registered() {
 #[tokio::test]
 async fn search_reference_solutions_score_one() {
     reference_scores_one(find_suite("search").unwrap().as_ref(), 6).await;
+}
+
+#[tokio::test]
+async fn multisearch_reference_solutions_score_one() {
+    reference_scores_one(find_suite("multisearch").unwrap().as_ref(), 3).await;
 }
 
 #[tokio::test]

@@ -196,6 +196,7 @@ impl Fixture {
                 },
             },
             verdict: Some(verdict),
+            children: Vec::new(),
         })
     }
 

@@ -744,6 +744,36 @@ impl Environment for WatchedEnv {
         })
         .await
     }
+    /// Forwarded whole, so an environment that runs calls at once (sub-agents) still does;
+    /// the tool timeout bounds the batch.
+    async fn step_all(&mut self, actions: Vec<Action>) -> Vec<Result<StepOutcome, EnvError>> {
+        if actions.len() < 2 {
+            let mut out = Vec::new();
+            for a in actions {
+                out.push(self.step(a).await);
+            }
+            return out;
+        }
+        self.board.wait_on(
+            &self.episode_id,
+            Waiting::Tool(format!("{} calls", actions.len())),
+        );
+        let r = match self.timeout {
+            Some(limit) => tokio::time::timeout(limit, self.inner.step_all(actions))
+                .await
+                .unwrap_or_else(|_| {
+                    vec![Err(EnvError::Step(format!(
+                        "the reply's tool calls did not answer within the tool timeout of {limit:?}"
+                    )))]
+                }),
+            None => self.inner.step_all(actions).await,
+        };
+        self.board.wait_on(&self.episode_id, Waiting::Agent);
+        r
+    }
+    fn take_children(&mut self) -> Vec<enact_core::ChildEpisode> {
+        self.inner.take_children()
+    }
 }
 
 struct WatchedVerifier {

@@ -1,6 +1,7 @@
 //! Training rows from stored episodes, as JSONL or Parquet.
 //!
-//! One row per episode (its main line). Fields (the same in both formats):
+//! One row per agent of an episode (its main line): one row for a single agent, one per agent
+//! of a team's tree ([`training_rows`]). Fields (the same in both formats):
 //!
 //! | field | type | meaning |
 //! |---|---|---|
@@ -18,7 +19,10 @@
 //! | `staleness` | int64 | policy version at finish − oldest token version |
 //! | `min_policy_version`, `max_policy_version` | int64 | oldest / newest token version |
 //! | `stale` | bool | beyond the staleness bound, kept for re-weighting |
-//! | `advantage` | double | GRPO advantage of the episode within its task's group ([`with_group_advantages`]; 0 until computed) |
+//! | `advantage` | double | GRPO advantage of the row within its group, the rows of the same task and role ([`with_group_advantages`]; 0 until computed) |
+//! | `role` | string | the agent's role (`main` for a single agent; a team's entry role from `task.metadata.role`) |
+//! | `agent` | string | the agent's place in the tree: `main`, then `/call_id` per level (`main/call_1_0`) |
+//! | `episode_reward` | double | the whole episode's reward (`reward` is the agent's: the mix of this and its own verdict) |
 //!
 //! Parquet is written with the `parquet` crate's low-level column writer (no arrow),
 //! uncompressed, one row group per file, lists in the standard three-level LIST layout.
@@ -65,26 +69,33 @@ pub struct TrainingRow {
     pub min_policy_version: u64,
     pub max_policy_version: u64,
     pub stale: bool,
-    /// Group-normalised advantage (GRPO) among the rows of the same task.
+    /// Group-normalised advantage (GRPO) among the rows of the same task and role.
     #[serde(default)]
     pub advantage: f64,
+    #[serde(default = "main")]
+    pub role: String,
+    #[serde(default = "main")]
+    pub agent: String,
+    #[serde(default)]
+    pub episode_reward: f64,
+}
+
+fn main() -> String {
+    "main".into()
 }
 
 /// Sets each row's advantage from the rewards of the rows with the same `task_id` (its
 /// group), as the trainer does: `r − mean`, divided by the group's sample standard
 /// deviation when `std_normalise`.
 pub fn with_group_advantages(rows: &mut [TrainingRow], std_normalise: bool) {
-    let mut groups: std::collections::BTreeMap<&str, Vec<usize>> = Default::default();
-    for (i, r) in rows.iter().enumerate() {
-        groups.entry(r.task_id.as_str()).or_default().push(i);
-    }
-    let groups: Vec<Vec<usize>> = groups.into_values().collect();
-    for members in groups {
-        let rewards: Vec<f64> = members.iter().map(|&i| rows[i].reward).collect();
-        let adv = enact_core::advantage::grpo_advantages(&rewards, std_normalise);
-        for (&i, a) in members.iter().zip(adv) {
-            rows[i].advantage = a;
-        }
+    let keys: Vec<(String, String)> = rows
+        .iter()
+        .map(|r| (r.task_id.clone(), r.role.clone()))
+        .collect();
+    let rewards: Vec<f64> = rows.iter().map(|r| r.reward).collect();
+    let adv = enact_core::advantage::grouped_grpo_advantages(&keys, &rewards, std_normalise);
+    for (r, a) in rows.iter_mut().zip(adv) {
+        r.advantage = a;
     }
 }
 
@@ -92,9 +103,58 @@ fn clamp_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-/// The training row of a stored episode.
+/// The training rows of a stored episode: its own, then one per sub-agent (depth first), each
+/// with its role, its place in the tree and its reward ([`enact_core::advantage::agent_rewards`]
+/// with `own_weight`).
+pub fn training_rows(
+    record: &RolloutRecord,
+    own_weight: f64,
+) -> Result<Vec<TrainingRow>, ExportError> {
+    let ep = &record.episode;
+    let rewards = enact_core::advantage::agent_rewards(ep, own_weight);
+    let mut paths: Vec<String> = Vec::new();
+    let mut rows = Vec::new();
+    for (a, reward) in ep.agents().into_iter().zip(rewards) {
+        // Depth-first order: the parent of an agent at depth d is the last path of depth d-1.
+        paths.truncate(a.depth);
+        let path = match (paths.last(), a.call_id) {
+            (Some(parent), Some(call)) => format!("{parent}/{call}"),
+            _ => "main".to_string(),
+        };
+        paths.push(path.clone());
+        let mut row = agent_row(record, a.episode)?;
+        row.role = match a.role {
+            Some(role) => role.to_string(),
+            None => ep
+                .task
+                .metadata
+                .get("role")
+                .and_then(|r| r.as_str())
+                .unwrap_or("main")
+                .to_string(),
+        };
+        if a.depth > 0 {
+            row.episode_id = format!("{}/{}", record.episode_id, &path["main/".len()..]);
+        }
+        row.agent = path;
+        row.reward = reward;
+        row.success = a.episode.outcome.success || (a.depth == 0 && ep.outcome.success);
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+/// The training row of a stored episode's main agent.
 pub fn training_row(record: &RolloutRecord) -> Result<TrainingRow, ExportError> {
-    let t = &record.episode.trajectory;
+    agent_row(record, &record.episode)
+}
+
+/// The row of one agent's trajectory; group, staleness and versions are the record's.
+fn agent_row(
+    record: &RolloutRecord,
+    episode: &enact_core::Episode,
+) -> Result<TrainingRow, ExportError> {
+    let t = &episode.trajectory;
     let bad = |e: enact_core::TrajectoryError| ExportError::Trajectory {
         id: record.episode_id.clone(),
         detail: e.to_string(),
@@ -112,9 +172,9 @@ pub fn training_row(record: &RolloutRecord) -> Result<TrainingRow, ExportError> 
         loss_mask: Vec::new(),
         behaviour_logprobs: Vec::new(),
         policy_versions: Vec::new(),
-        reward: record.episode.outcome.reward,
-        success: record.episode.outcome.success,
-        termination: serde_json::to_value(&record.episode.outcome.termination)
+        reward: episode.outcome.reward,
+        success: episode.outcome.success,
+        termination: serde_json::to_value(&episode.outcome.termination)
             .ok()
             .and_then(|v| v["reason"].as_str().map(str::to_string))
             .unwrap_or_default(),
@@ -123,6 +183,9 @@ pub fn training_row(record: &RolloutRecord) -> Result<TrainingRow, ExportError> 
         max_policy_version: record.max_policy_version,
         stale: record.stale,
         advantage: 0.0,
+        role: main(),
+        agent: main(),
+        episode_reward: record.episode.outcome.reward,
     };
     let mut in_prompt = true;
     for seg in path {
@@ -198,6 +261,9 @@ message rollout_episode {
   required int64 max_policy_version;
   required boolean stale;
   required double advantage;
+  required binary role (UTF8);
+  required binary agent (UTF8);
+  required double episode_reward;
 }
 ";
 
@@ -334,9 +400,28 @@ pub fn write_parquet(path: &Path, rows: &[TrainingRow]) -> Result<(), ExportErro
                     .write_batch(&ints(|r| r.max_policy_version), None, None)
                     .map_err(pq)?;
             }
-            _ => {
-                let v: Vec<f64> = rows.iter().map(|r| r.advantage).collect();
+            15 | 18 => {
+                let v: Vec<f64> = rows
+                    .iter()
+                    .map(|r| {
+                        if column == 15 {
+                            r.advantage
+                        } else {
+                            r.episode_reward
+                        }
+                    })
+                    .collect();
                 col.typed::<DoubleType>()
+                    .write_batch(&v, None, None)
+                    .map_err(pq)?;
+            }
+            _ => {
+                let v = if column == 16 {
+                    strings(|r| &r.role)
+                } else {
+                    strings(|r| &r.agent)
+                };
+                col.typed::<ByteArrayType>()
                     .write_batch(&v, None, None)
                     .map_err(pq)?;
             }

@@ -28,7 +28,8 @@ pub use engine::{
     RolloutError, RolloutRecord, RolloutSummary, StalePolicy, episode_id, stable_hash,
 };
 pub use export::{
-    ExportError, TrainingRow, training_row, with_group_advantages, write_jsonl, write_parquet,
+    ExportError, TrainingRow, training_row, training_rows, with_group_advantages, write_jsonl,
+    write_parquet,
 };
 pub use status::{EpisodeStatus, StatusBoard, StatusSnapshot, Waiting, read_status};
 pub use store::{FsyncPolicy, LogFile, StoreError, TrajectoryStore};

@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::{collect, engine, normal, tasks};
 use enact_rollout::{
     FsyncPolicy, LogFile, RolloutConfig, RolloutRecord, StoreError, TrajectoryStore, training_row,
-    write_jsonl, write_parquet,
+    training_rows, write_jsonl, write_parquet,
 };
 
 async fn some_records(n: usize) -> Vec<RolloutRecord> {
@@ -202,6 +202,10 @@ async fn parquet_export_reads_back_with_pyarrow() {
     enact_rollout::with_group_advantages(&mut rows, true);
     assert!(rows.iter().all(|r| r.advantage.abs() > 0.5), "{rows:?}");
     assert!((rows[0].advantage + rows[1].advantage).abs() < 1e-9);
+    // A sub-agent's row: role, agent path and episode reward are columns too.
+    rows[1].role = "researcher".into();
+    rows[1].agent = "main/call_1_0".into();
+    rows[1].episode_reward = 0.25;
     // An episode that failed before its prompt: empty lists must round-trip too.
     rows[3].prompt_ids.clear();
     rows[3].response_ids.clear();
@@ -241,4 +245,85 @@ print("ok", len(table))
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok 4");
+}
+
+#[tokio::test]
+async fn a_team_tree_round_trips_through_the_store_and_exports_a_row_per_agent() {
+    let records = some_records(3).await;
+    let mut tree = records[0].clone();
+    tree.episode
+        .task
+        .metadata
+        .insert("role".into(), "lead".into());
+    tree.episode.outcome.reward = 1.0;
+    // Two sub-agents: one with its own (failing) verdict, one ungraded, which has a child.
+    let mut graded = records[1].episode.clone();
+    graded.verdict = Some(enact_core::Verdict::from_checks(vec![
+        enact_core::CheckResult::fail("q1", "wrong"),
+    ]));
+    let mut ungraded = records[2].episode.clone();
+    ungraded.verdict = None;
+    let grandchild = records[1].episode.clone();
+    ungraded.children.push(enact_core::ChildEpisode {
+        role: "reader".into(),
+        call_id: "call_2_0".into(),
+        parent_turn: 2,
+        parent_segment: None,
+        episode: grandchild,
+    });
+    for (call, child) in [("call_1_0", graded), ("call_1_1", ungraded)] {
+        tree.episode.children.push(enact_core::ChildEpisode {
+            role: "worker".into(),
+            call_id: call.into(),
+            parent_turn: 1,
+            parent_segment: Some(enact_core::SegmentId(1)),
+            episode: child,
+        });
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("episodes.jsonl");
+    {
+        let (mut store, _) = TrajectoryStore::open(&path, FsyncPolicy::Always).unwrap();
+        store.append(&tree).unwrap();
+    }
+    let (_, back) = TrajectoryStore::open(&path, FsyncPolicy::Never).unwrap();
+    assert_eq!(back, vec![tree.clone()]);
+    assert_eq!(back[0].episode.tree_totals().agents, 4);
+
+    let rows = training_rows(&back[0], 0.5).unwrap();
+    let got: Vec<(&str, &str, f64)> = rows
+        .iter()
+        .map(|r| (r.role.as_str(), r.agent.as_str(), r.reward))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("lead", "main", 1.0),
+            ("worker", "main/call_1_0", 0.5),
+            ("worker", "main/call_1_1", 1.0),
+            ("reader", "main/call_1_1/call_2_0", 1.0),
+        ]
+    );
+    assert_eq!(rows[1].episode_id, format!("{}/call_1_0", tree.episode_id));
+    assert!(
+        rows.iter()
+            .all(|r| r.task_id == tree.task_id && r.episode_reward == 1.0)
+    );
+    // Each row is its own agent's trajectory, token for token.
+    let child = &tree.episode.children[0].episode.trajectory;
+    let leaf = child.main_leaf().unwrap();
+    assert_eq!(
+        [rows[1].prompt_ids.clone(), rows[1].response_ids.clone()].concat(),
+        child.tokens(leaf).unwrap()
+    );
+    // Per-role groups: the two workers are normalised against each other only.
+    let mut rows = rows;
+    enact_rollout::with_group_advantages(&mut rows, false);
+    assert_eq!(rows[0].advantage, 0.0);
+    assert_eq!((rows[1].advantage, rows[2].advantage), (-0.25, 0.25));
+    let jl = dir.path().join("rows.jsonl");
+    write_jsonl(&jl, &rows).unwrap();
+    let text = std::fs::read_to_string(&jl).unwrap();
+    assert_eq!(text.lines().count(), 4);
+    assert!(text.contains("\"role\":\"reader\""), "{text}");
 }
