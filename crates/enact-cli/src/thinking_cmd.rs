@@ -7,11 +7,11 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use clap::Args;
 use enact_core::{Effort, Episode, Task, ThinkingMode};
 use enact_env::Suite;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::episode::{self, AgentArgs, RunConfig, TaskArgs};
 use crate::live::Progress;
@@ -41,10 +41,14 @@ pub struct BenchThinkingArgs {
     /// Print the rows as JSON instead of the table.
     #[arg(long)]
     json: bool,
+    /// Run nothing: print the table of a finished bench directory again (its bench.json) and
+    /// redraw its plot.svg.
+    #[arg(long, value_name = "DIR")]
+    show: Option<PathBuf>,
 }
 
 /// One mode's results.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ModeRow {
     pub mode: String,
     pub episodes: usize,
@@ -210,19 +214,40 @@ pub fn plot(rows: &[ModeRow], title: &str) -> String {
         s,
         "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">tokens per episode (sampled + forced)</text>",
         (l + w - r) / 2.0,
-        h - 12.0
+        h - 6.0
     );
-    for (i, row) in rows.iter().enumerate() {
-        let px = x(row.sampled + row.forced);
+    for i in 0..=4 {
+        let v = max_x * i as f64 / 4.0;
+        let (px, ty) = (x(v), h - b + 16.0);
         let _ = writeln!(
             s,
-            "<circle cx=\"{px:.1}\" cy=\"{:.1}\" r=\"5\" fill=\"#1f77b4\"/><rect x=\"{:.1}\" y=\"{:.1}\" width=\"8\" height=\"8\" fill=\"#ff7f0e\"/><text x=\"{:.1}\" y=\"{:.1}\">{}</text>",
-            y(row.success),
+            "<text x=\"{px:.1}\" y=\"{ty}\" text-anchor=\"middle\">{v:.0}</text>"
+        );
+    }
+    // Modes that landed on the same point share one label.
+    let mut labels: Vec<((i64, i64), Vec<&str>)> = Vec::new();
+    for row in rows {
+        let tokens = row.sampled + row.forced;
+        let (px, py, qy) = (x(tokens), y(row.success), y(row.progress));
+        let _ = writeln!(
+            s,
+            "<circle cx=\"{px:.1}\" cy=\"{py:.1}\" r=\"5\" fill=\"#1f77b4\"/><rect x=\"{:.1}\" y=\"{:.1}\" width=\"8\" height=\"8\" fill=\"#ff7f0e\"/>",
             px - 4.0,
-            y(row.progress) - 4.0,
-            px + 8.0,
-            y(row.success) - 8.0 - 10.0 * (i % 2) as f64,
-            esc(&row.mode)
+            qy - 4.0
+        );
+        let key = (px.round() as i64, py.round() as i64);
+        match labels.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, names)) => names.push(&row.mode),
+            None => labels.push((key, vec![&row.mode])),
+        }
+    }
+    for (i, ((px, py), names)) in labels.iter().enumerate() {
+        let _ = writeln!(
+            s,
+            "<text x=\"{}\" y=\"{}\">{}</text>",
+            px + 8,
+            py - 8 - 12 * (i as i64 % 2),
+            esc(&names.join(", "))
         );
     }
     let _ = writeln!(
@@ -277,7 +302,50 @@ async fn run_mode(
     Ok(episodes)
 }
 
+/// `--show DIR`: the table and plot of a finished bench, from its bench.json.
+fn show(dir: &std::path::Path, json: bool) -> Result<()> {
+    let path = dir.join("bench.json");
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "cannot read {}: pass a directory written by `enact bench thinking`",
+            path.display()
+        )
+    })?;
+    let rows: Vec<ModeRow> = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a bench thinking result", path.display()))?;
+    let config = rows
+        .first()
+        .and_then(|r| std::fs::read_to_string(dir.join(&r.run_dir).join("config.toml")).ok())
+        .or_else(|| {
+            rows.first()
+                .and_then(|r| std::fs::read_to_string(r.run_dir.join("config.toml")).ok())
+        })
+        .and_then(|t| t.parse::<toml::Table>().ok());
+    let field = |k: &str| {
+        config
+            .as_ref()
+            .and_then(|c| c.get(k))
+            .and_then(|v| v.as_str())
+            .unwrap_or("?")
+            .to_string()
+    };
+    let (env, model) = (field("env"), field("model"));
+    std::fs::write(
+        dir.join("plot.svg"),
+        plot(&rows, &format!("thinking modes · {env} · {model}")),
+    )?;
+    if json {
+        println!("{text}");
+    } else {
+        print!("{}", table(&rows, &env, &model));
+    }
+    Ok(())
+}
+
 pub async fn run(args: BenchThinkingArgs) -> Result<()> {
+    if let Some(dir) = &args.show {
+        return show(dir, args.json);
+    }
     if args.count == 0 || args.modes.is_empty() {
         bail!("--tasks and --modes must each name at least one");
     }

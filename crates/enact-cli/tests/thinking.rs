@@ -252,4 +252,21 @@ fn bench_thinking_compares_modes_on_the_same_tasks() {
     }
     let svg = std::fs::read_to_string(parent.join("plot.svg")).unwrap();
     assert!(svg.contains("budget:4") && svg.trim_end().ends_with("</svg>"));
+    // `--show` prints the same table again from bench.json and redraws the plot.
+    std::fs::remove_file(parent.join("plot.svg")).unwrap();
+    let again = Command::new(env!("CARGO_BIN_EXE_enact"))
+        .current_dir(dir.path())
+        .args(["bench", "thinking", "--show"])
+        .arg(&parent)
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&again.stdout);
+    let table = |t: &str| -> Vec<String> {
+        t.lines()
+            .filter(|l| l.starts_with("off") || l.starts_with("budget:4"))
+            .map(String::from)
+            .collect()
+    };
+    assert_eq!(table(&shown), table(&stdout));
+    assert!(parent.join("plot.svg").exists());
 }
