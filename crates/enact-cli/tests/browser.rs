@@ -256,3 +256,89 @@ fn the_viewer_serves_rollout_and_train_directories() {
     assert!(page.contains("task <b>calc-rl</b>"), "{page}");
     assert!(viewer.get("/episode/0/5").contains("does not exist"));
 }
+
+/// The same in run directories the binary wrote itself: a calc eval under a thinking budget
+/// with failing tools (forced stop text, tool errors, decisions), and a team eval (sub-agents).
+#[test]
+fn the_viewer_renders_real_runs_of_thinking_noise_and_a_team() {
+    let Some(browser) = chromium() else {
+        skip(
+            Requirement::Browser,
+            "chromium is not installed (apt-get install chromium)",
+        );
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let eval = |runs: &str, args: &[&str]| -> PathBuf {
+        let out = Command::new(env!("CARGO_BIN_EXE_enact"))
+            .current_dir(tmp.path())
+            .args(["eval", "--model", "scripted", "--runs-dir", runs])
+            .args(args)
+            .output()
+            .unwrap();
+        // Exit 1 is a run whose episodes all failed (the scripted replay runs out of turns
+        // when tools fail): its directory is what the viewer is for.
+        assert!(
+            out.status.success() || out.status.code() == Some(1),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        run_dir_in(&tmp.path().join(runs))
+    };
+    let profile = tmp.path().join("profile");
+    let thinking = eval(
+        "thinking",
+        &[
+            "--env",
+            "calc",
+            "-n",
+            "3",
+            "--thinking",
+            "budget:4",
+            "--noise",
+            "fail=0.5,seed=3",
+        ],
+    );
+    let viewer = Viewer::start(&thinking);
+    let pages: String = (0..3)
+        .map(|i| dump_dom(&browser, &format!("{}/episode/0/{i}", viewer.url), &profile))
+        .collect();
+    for (what, needle) in [
+        ("a forced segment", "<tr class=\"forced\">"),
+        ("the stop-thinking text", "Considering the limited time"),
+        ("a failed tool result", "tool-error"),
+        (
+            "a thinking decision",
+            "thinking decision: <b>think, budget 4",
+        ),
+    ] {
+        assert!(pages.contains(needle), "{what} ({needle}) not rendered");
+    }
+    drop(viewer);
+
+    let team_file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/team-research.toml");
+    let team = eval(
+        "team",
+        &[
+            "--env",
+            "multisearch",
+            "-n",
+            "1",
+            "--team",
+            team_file.to_str().unwrap(),
+        ],
+    );
+    let viewer = Viewer::start(&team);
+    let page = dump_dom(&browser, &format!("{}/episode/0/0", viewer.url), &profile);
+    assert!(page.contains("sub-agent <b>researcher</b>"), "{page}");
+}
+
+/// The one run directory `enact eval` made under `root`.
+fn run_dir_in(root: &Path) -> PathBuf {
+    let dirs: Vec<PathBuf> = std::fs::read_dir(root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(dirs.len(), 1, "{dirs:?}");
+    dirs[0].clone()
+}
