@@ -71,6 +71,15 @@ impl Calc {
     fn note(&self) -> String {
         hermes_tool_call("note_write", &json!({"key": "answer", "text": self.value}))
     }
+    /// The reference solution with `thought` requested before each turn's reply: one script
+    /// entry per request (thought, then answer) for each of the three turns.
+    fn thinking_each_turn(&self, thought: &str) -> Vec<String> {
+        [self.compute(), self.note(), self.value.clone()]
+            .into_iter()
+            .flat_map(|reply| [thought.to_string(), reply])
+            .collect()
+    }
+
     async fn run(&self, agent: &Agent) -> Episode {
         let mut env = CalcEnv::new();
         agent.run(&self.task, &mut env, Some(&CalcVerifier)).await
@@ -121,14 +130,7 @@ async fn a_budget_is_exact_and_its_stop_text_is_forced_without_loss() {
     let style = ThinkingStyle::prompted();
     for budget in [10usize, 20, 33] {
         // Per request: a long thought (cut by the budget), the call; a thought, the note; the answer.
-        let script = [
-            long_thought(),
-            c.compute(),
-            long_thought(),
-            c.note(),
-            long_thought(),
-            c.value.clone(),
-        ];
+        let script = c.thinking_each_turn(&long_thought());
         let ep = c
             .run(&agent(
                 scripted(&script, 5),
@@ -179,14 +181,7 @@ async fn a_budget_is_exact_and_its_stop_text_is_forced_without_loss() {
 async fn a_thought_closed_within_its_budget_is_left_alone() {
     let c = calc();
     let thought = "<think>\nUse the tool.\n</think>\n\n";
-    let script = [
-        thought.to_string(),
-        c.compute(),
-        thought.to_string(),
-        c.note(),
-        thought.to_string(),
-        c.value.clone(),
-    ];
+    let script = c.thinking_each_turn(thought);
     let ep = c
         .run(&agent(
             scripted(&script, 0),
@@ -449,14 +444,7 @@ async fn routing_sends_hard_turns_to_the_thinking_model_and_records_it() {
 async fn a_task_asks_for_its_own_mode() {
     let mut c = calc();
     c.task.thinking = Some("budget:3".parse().unwrap());
-    let script = [
-        long_thought(),
-        c.compute(),
-        long_thought(),
-        c.note(),
-        long_thought(),
-        c.value.clone(),
-    ];
+    let script = c.thinking_each_turn(&long_thought());
     // The agent's default is free; the task's budget applies.
     let ep = c
         .run(&agent(
@@ -577,14 +565,7 @@ async fn the_probe_of_the_first_thinking_tokens_refines_an_adaptive_budget() {
 #[tokio::test]
 async fn the_stop_thinking_text_can_be_replaced() {
     let c = calc();
-    let script = [
-        long_thought(),
-        c.compute(),
-        long_thought(),
-        c.note(),
-        long_thought(),
-        c.value.clone(),
-    ];
+    let script = c.thinking_each_turn(&long_thought());
     let mut agent = agent(scripted(&script, 0), "budget:4", ThinkingStyle::prompted());
     agent.config.stop_thinking_text = Some("\nTime is up.\n</think>\n\n".into());
     let ep = c.run(&agent).await;

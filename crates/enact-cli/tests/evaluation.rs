@@ -8,21 +8,7 @@ mod tiny_model;
 
 mod common;
 
-use std::path::Path;
-use std::process::Command;
-
-fn enact(dir: &Path, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_enact"))
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("enact runs");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use common::enact;
 
 #[test]
 fn eval_samples_give_pass_at_k_and_compare_and_report_read_the_runs() {

@@ -4,20 +4,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-fn enact(dir: &Path, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_enact"))
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("enact runs");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+mod common;
+
+use common::enact;
 
 fn team_file() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/team-research.toml")
