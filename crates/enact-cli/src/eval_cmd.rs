@@ -43,11 +43,11 @@ pub struct EvalArgs {
 }
 
 /// What running the episodes produced.
-struct Ran {
-    episodes: Vec<Episode>,
-    not_started: usize,
-    not_run: usize,
-    interrupted: bool,
+pub(crate) struct Ran {
+    pub episodes: Vec<Episode>,
+    pub not_started: usize,
+    pub not_run: usize,
+    pub interrupted: bool,
 }
 
 pub async fn run(verbose: u8, args: EvalArgs) -> Result<()> {
@@ -147,7 +147,7 @@ pub async fn run(verbose: u8, args: EvalArgs) -> Result<()> {
 
 /// Runs `tasks` (each with its sampling seed, if set), `concurrency` at a time, appending each
 /// episode to the run directory as it ends, until all ran or Ctrl-C.
-async fn run_episodes(
+pub(crate) async fn run_episodes(
     factory: &AgentFactory,
     suite: Arc<dyn Suite>,
     tasks: Vec<(Task, Option<u64>)>,

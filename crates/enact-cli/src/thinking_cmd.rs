@@ -5,18 +5,15 @@
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use enact_core::{Effort, Episode, Task, ThinkingMode};
-use enact_env::Suite;
+use enact_core::{Effort, Episode, ThinkingMode};
 use serde::{Deserialize, Serialize};
+use tokio::signal::unix::{SignalKind, signal};
 
 use crate::episode::{self, AgentArgs, RunConfig, TaskArgs};
-use crate::live::Progress;
 use crate::metrics::Summary;
-use crate::model::AgentFactory;
 use crate::rundir::RunDir;
 
 #[derive(Args)]
@@ -261,47 +258,6 @@ pub fn plot(rows: &[ModeRow], title: &str) -> String {
     s
 }
 
-/// Runs `tasks` under one agent factory, `concurrency` at a time.
-async fn run_mode(
-    factory: &AgentFactory,
-    suite: &Arc<dyn Suite>,
-    tasks: &[Task],
-    concurrency: usize,
-    dir: &mut RunDir,
-    progress: &Progress,
-) -> Result<Vec<Episode>> {
-    let mut pending = tasks.iter().cloned();
-    let mut running = tokio::task::JoinSet::new();
-    let mut episodes = Vec::new();
-    loop {
-        while running.len() < concurrency {
-            let Some(task) = pending.next() else { break };
-            let (factory, suite) = (factory.clone(), suite.clone());
-            running.spawn(async move {
-                let r = episode::run_episode(&factory, &suite, &task).await;
-                (task.id, r)
-            });
-        }
-        let Some(joined) = running.join_next().await else {
-            break;
-        };
-        match joined {
-            Ok((_, Ok(ep))) => {
-                dir.append_episode(&ep)?;
-                progress.episode_done(ep.outcome.success);
-                episodes.push(ep);
-            }
-            Ok((id, Err(e))) => {
-                progress.episode_done(false);
-                bail!("task {id} could not start: {e:#}");
-            }
-            Err(e) => bail!("an episode crashed: {e}"),
-        }
-    }
-    episodes.sort_by(|a, b| a.task.id.cmp(&b.task.id));
-    Ok(episodes)
-}
-
 /// `--show DIR`: the table and plot of a finished bench, from its bench.json.
 fn show(dir: &std::path::Path, json: bool) -> Result<()> {
     let path = dir.join("bench.json");
@@ -353,16 +309,11 @@ pub async fn run(args: BenchThinkingArgs) -> Result<()> {
     let tasks = episode::select_tasks(suite.as_ref(), &args.tasks, args.count)?;
     let model = args.agent.model.spec()?.describe();
     let parent = RunDir::create(&args.agent.runs_dir, "bench-thinking")?;
-    let progress = Progress::new(tasks.len() * args.modes.len());
     let mut rows = Vec::new();
-    for mode in &args.modes {
+    for (i, mode) in args.modes.iter().enumerate() {
         let mut config = args.agent.config();
         config.thinking = mode.clone();
-        let factory = AgentFactory::new(&args.agent.model, &config)?
-            .with_thinking_model(args.agent.thinking_model.as_deref(), &args.agent.model)?
-            .with_checkpoint(&args.agent.model)
-            .await?
-            .wrapping_policies(progress.token_counter());
+        let factory = args.agent.factory(&config).await?;
         let slug: String = mode
             .to_string()
             .chars()
@@ -378,19 +329,36 @@ pub async fn run(args: BenchThinkingArgs) -> Result<()> {
             tasks: tasks.len(),
             agent: &config,
         })?;
-        let episodes = run_mode(
+        eprintln!("mode {}/{}: {mode}", i + 1, args.modes.len());
+        // eval's runner: progress, Ctrl-C, episodes that cannot start reported, not fatal.
+        let interrupts =
+            signal(SignalKind::interrupt()).context("cannot listen for Ctrl-C (SIGINT)")?;
+        let ran = crate::eval_cmd::run_episodes(
             &factory,
-            &suite,
-            &tasks,
+            suite.clone(),
+            tasks.iter().map(|t| (t.clone(), None)).collect(),
             args.concurrency.max(1),
             &mut dir,
-            &progress,
+            interrupts,
         )
         .await?;
-        dir.write_metrics(&Summary::of(&episodes))?;
-        rows.push(row(mode, &episodes, dir.path.clone()));
+        dir.write_metrics(&Summary::of(&ran.episodes))?;
+        if ran.interrupted {
+            return Err(crate::Interrupted(format!(
+                "interrupted in mode {mode}; finished modes and episodes are in {}",
+                parent.path.display()
+            ))
+            .into());
+        }
+        if ran.not_started > 0 {
+            bail!(
+                "{} episode(s) of mode {mode} could not start (see the errors above); the runs are in {}",
+                ran.not_started,
+                parent.path.display()
+            );
+        }
+        rows.push(row(mode, &ran.episodes, dir.path.clone()));
     }
-    progress.finish();
     let title = format!("thinking modes · {} · {model}", suite.name());
     std::fs::write(parent.path.join("plot.svg"), plot(&rows, &title))?;
     std::fs::write(
