@@ -14,7 +14,7 @@
 pub mod bench;
 mod plot;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -256,6 +256,20 @@ pub struct TrainFile {
     /// Agent limits (the `[agent]` table, as in rollout.toml); sampling is set per phase.
     #[serde(default)]
     pub agent: AgentConfig,
+    /// A team of agents plays each RL episode (a team file, docs/multi-agent.md); every
+    /// agent of the tree is a training sequence of the one embedded model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team: Option<PathBuf>,
+    /// Which roles' sequences are trained (empty: every role — one model shared by all).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<String>,
+    /// A sub-agent's reward: the episode's mixed with its own sub-task verdict, this much.
+    #[serde(default = "half")]
+    pub own_weight: f64,
+}
+
+fn half() -> f64 {
+    0.5
 }
 
 /// One line of `metrics.jsonl` (and a point of the plot).
@@ -432,11 +446,86 @@ pub fn read_config(path: &Path) -> Result<TrainFile> {
     let (mut file, base): (TrainFile, _) =
         crate::resumable::read_toml(path, "training", "docs/training.md")?;
     file.output = base.join(&file.output);
+    file.team = file.team.map(|t| base.join(t));
     let is_url = file.model.starts_with("http://") || file.model.starts_with("https://");
     if !is_url && model::looks_like_path(&file.model) {
         file.model = base.join(&file.model).display().to_string();
     }
     Ok(file)
+}
+
+/// The GRPO groups of one task's fresh episodes: their trajectories and rewards. Alone,
+/// one group (rewards shaped by `rl.thinking_cost`). As a team (`entry`: its entry role), one
+/// group per role: every agent of each tree whose role is trained (`roles`, empty: all), with
+/// the episode's reward, for sub-agents mixed with their own sub-task verdict (`own_weight`).
+fn training_groups(
+    episodes: &[&Episode],
+    entry: Option<&str>,
+    f: &TrainFile,
+) -> Vec<(Vec<enact_core::Trajectory>, Vec<f64>)> {
+    let Some(entry) = entry else {
+        let mut rewards: Vec<f64> = episodes.iter().map(|e| e.outcome.reward).collect();
+        if f.rl.thinking_cost > 0.0 {
+            // Learning when to think: correct answers pay for their thoughts, never below a
+            // wrong answer (enact_core::advantage::thinking_cost_shaping).
+            let ok: Vec<bool> = episodes.iter().map(|e| e.outcome.success).collect();
+            let thought: Vec<usize> = episodes.iter().map(|e| e.outcome.tokens.thinking).collect();
+            rewards = enact_core::advantage::thinking_cost_shaping(
+                &rewards,
+                &ok,
+                &thought,
+                f.rl.thinking_cost,
+            );
+        }
+        let trajectories = episodes.iter().map(|e| e.trajectory.clone()).collect();
+        return vec![(trajectories, rewards)];
+    };
+    let mut by_role: BTreeMap<String, (Vec<enact_core::Trajectory>, Vec<f64>)> = BTreeMap::new();
+    for e in episodes {
+        let rewards = enact_core::advantage::agent_rewards(e, f.own_weight);
+        for (agent, reward) in e.agents().iter().zip(rewards) {
+            let role = agent.role.unwrap_or(entry);
+            if !f.roles.is_empty() && !f.roles.iter().any(|x| x == role) {
+                continue;
+            }
+            let group = by_role.entry(role.to_string()).or_default();
+            group.0.push(agent.episode.trajectory.clone());
+            group.1.push(reward);
+        }
+    }
+    by_role
+        .into_values()
+        .filter(|(t, _)| t.len() >= 2)
+        .collect()
+}
+
+/// Checks a training team: the roles to train exist and run on the trained model (a role
+/// with a model of its own cannot be trained here). Returns the entry role.
+fn check_team(f: &TrainFile, path: &Path) -> Result<String> {
+    let team = enact_team::TeamConfig::load(path)
+        .with_context(|| format!("cannot load the team file {}", path.display()))?;
+    for role in &f.roles {
+        if team.role(role).is_none() {
+            bail!(
+                "roles names {role:?}, which the team file {} does not define; use some of {}",
+                path.display(),
+                team.roles.keys().cloned().collect::<Vec<_>>().join(", ")
+            );
+        }
+    }
+    for (name, spec) in &team.roles {
+        let trained = f.roles.is_empty() || f.roles.contains(name);
+        if let Some(m) = spec.model.as_ref().filter(|m| *m != &f.model)
+            && trained
+        {
+            bail!(
+                "role {name} of {} runs on model {m}, not the trained model {}: leave it out of `roles` (or drop its model)",
+                path.display(),
+                f.model
+            );
+        }
+    }
+    Ok(team.team.entry.clone())
 }
 
 fn check_config(f: &TrainFile) -> Result<()> {
@@ -530,6 +619,8 @@ struct Parts {
     policy: Arc<CandlePolicy>,
     embedded: model::Embedded,
     suite: Arc<dyn Suite>,
+    /// With `team`: its entry role (the root agent's role in the training groups).
+    team_entry: Option<String>,
 }
 
 impl Parts {
@@ -617,10 +708,15 @@ impl Loop {
             }
             None => Trainer::new(twin, config, base_name)?,
         };
+        let team_entry = match &file.team {
+            Some(path) => Some(check_team(&file, path)?),
+            None => None,
+        };
         let parts = Parts {
             policy: embedded.policy.clone(),
             embedded,
             suite,
+            team_entry,
         };
         let bar = if std::io::stderr().is_terminal() {
             indicatif::ProgressBar::new_spinner()
@@ -818,6 +914,20 @@ impl Loop {
             let _ = std::fs::remove_dir_all(self.out.join(prev));
         }
         Ok(())
+    }
+
+    /// `model`, `threads` and `weights` of the file as the CLI's model arguments.
+    fn model_args(&self) -> Result<model::ModelArgs> {
+        Ok(model::ModelArgs {
+            model: self.file.model.clone(),
+            script: None,
+            checkpoint: None,
+            engine: crate::settings::EngineSettings::from_config(
+                self.file.threads,
+                self.file.weights.as_deref(),
+            )?,
+            tokenizer: crate::settings::TokenizerSetting::from_config(None, "the configuration's"),
+        })
     }
 
     fn train_sampling(&self) -> AgentConfig {
@@ -1061,7 +1171,33 @@ impl Loop {
 
         let factory_parts = self.parts.clone();
         let agent_config = self.train_sampling();
+        // A team plays through the CLI's team machinery on the same engine (the model
+        // registry gives every role of the trained model this process's one engine, so
+        // published weights reach them all).
+        let team = match &self.file.team {
+            Some(path) => {
+                let model_args = self.model_args()?;
+                let run = model::AgentFactory::new(&model_args, &agent_config)?;
+                let team = crate::team::Team::load(path, &model_args, &agent_config)?;
+                Some((team, run))
+            }
+            None => None,
+        };
+        let tasks: Vec<Task> = match &team {
+            Some((team, _)) => tasks.iter().map(|t| team.entry_task(t)).collect(),
+            None => tasks,
+        };
         let factory = move |task: &Task| -> Result<EpisodeParts, String> {
+            if let Some((team, run)) = &team {
+                let (agent, env) = team
+                    .entry_parts(run, &factory_parts.suite, task)
+                    .map_err(|e| format!("{e:#}"))?;
+                return Ok(EpisodeParts {
+                    agent,
+                    env,
+                    verifier: Some(factory_parts.suite.verifier()),
+                });
+            }
             let agent = factory_parts.agent(factory_parts.policy.clone(), agent_config.clone());
             let env = factory_parts.suite.make(task).map_err(|e| e.to_string())?;
             Ok(EpisodeParts {
@@ -1194,33 +1330,25 @@ impl Loop {
             if fresh.len() < 2 {
                 continue;
             }
-            let mut rewards: Vec<f64> = fresh.iter().map(|r| r.episode.outcome.reward).collect();
-            if self.file.rl.thinking_cost > 0.0 {
-                // Learning when to think: correct answers pay for their thoughts, never below
-                // a wrong answer (enact_core::advantage::thinking_cost_shaping).
-                let ok: Vec<bool> = fresh.iter().map(|r| r.episode.outcome.success).collect();
-                let thought: Vec<usize> = fresh
-                    .iter()
-                    .map(|r| r.episode.outcome.tokens.thinking)
-                    .collect();
-                rewards = enact_core::advantage::thinking_cost_shaping(
+            let mut any = false;
+            let episodes: Vec<&Episode> = fresh.iter().map(|r| &r.episode).collect();
+            for (trajectories, rewards) in
+                training_groups(&episodes, self.parts.team_entry.as_deref(), &self.file)
+            {
+                if rewards.iter().all(|&r| (r - rewards[0]).abs() < 1e-12) {
+                    flat += 1;
+                    continue;
+                }
+                any = true;
+                samples.extend(TrainSample::grpo_group(
+                    &trajectories,
                     &rewards,
-                    &ok,
-                    &thought,
-                    self.file.rl.thinking_cost,
-                );
+                    self.file.rl.std_normalise,
+                )?);
             }
-            let trajectories: Vec<_> = fresh.iter().map(|r| r.episode.trajectory.clone()).collect();
-            if rewards.iter().all(|&r| (r - rewards[0]).abs() < 1e-12) {
-                flat += 1;
-                continue;
+            if any {
+                trained.extend(fresh.iter().copied());
             }
-            trained.extend(fresh.iter().copied());
-            samples.extend(TrainSample::grpo_group(
-                &trajectories,
-                &rewards,
-                self.file.rl.std_normalise,
-            )?);
         }
         let mut row = MetricsRow {
             phase: "rl".into(),
@@ -1379,6 +1507,61 @@ fn print_summary(file: &TrainFile, state: &LoopState, out: &Path) {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    fn team_episodes(child_reward: Option<f64>) -> Vec<Episode> {
+        use enact_eval::fixtures::Fixture;
+        [(true, true), (false, true)]
+            .into_iter()
+            .enumerate()
+            .map(|(i, (success, child))| {
+                let v = Fixture {
+                    child,
+                    ..Fixture::new(&format!("t-{i}"), success)
+                }
+                .to_json()
+                .unwrap();
+                let mut e: Episode = serde_json::from_value(v).unwrap();
+                if let (Some(r), Some(c)) = (child_reward, e.children.first_mut())
+                    && let Some(v) = c.episode.verdict.as_mut()
+                {
+                    v.reward = r;
+                }
+                e
+            })
+            .collect()
+    }
+
+    fn file_with(extra: &str) -> TrainFile {
+        toml::from_str(&format!(
+            "env = \"calc\"\noutput = \"o\"\n{extra}\n[rl]\nsteps = 1\n"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_team_trains_one_group_per_role_with_mixed_rewards() {
+        let eps = team_episodes(Some(1.0));
+        let refs: Vec<&Episode> = eps.iter().collect();
+        let rewards: Vec<f64> = eps.iter().map(|e| e.outcome.reward).collect();
+        // Alone: one group of the root trajectories with the episodes' rewards.
+        let alone = training_groups(&refs, None, &file_with(""));
+        assert_eq!(alone.len(), 1);
+        assert_eq!(alone[0].1, rewards);
+        assert_eq!(alone[0].0[0], eps[0].trajectory);
+        // A team, every role: the entry role's group, and the researchers' group whose
+        // rewards mix the episode's with their own verdict (own_weight 0.5).
+        let all = training_groups(&refs, Some("lead"), &file_with("own_weight = 0.5"));
+        assert_eq!(all.len(), 2, "lead and researcher");
+        let (lead, researcher) = (&all[0], &all[1]);
+        assert_eq!(lead.1, rewards);
+        assert_eq!(researcher.0[0], eps[0].children[0].episode.trajectory);
+        let mixed: Vec<f64> = rewards.iter().map(|r| 0.5 * r + 0.5 * 1.0).collect();
+        assert_eq!(researcher.1, mixed);
+        // Only the researchers.
+        let some = training_groups(&refs, Some("lead"), &file_with("roles = [\"researcher\"]"));
+        assert_eq!(some.len(), 1);
+        assert_eq!(some[0].0[0], eps[0].children[0].episode.trajectory);
+    }
 
     #[test]
     fn the_shipped_configuration_is_valid() {

@@ -387,3 +387,61 @@ fn bench_train_prints_tokens_per_second_per_workload() {
     let rate: f64 = row.split_whitespace().nth(6).unwrap().parse().unwrap();
     assert!(rate > 0.0, "{row}");
 }
+
+/// `team = FILE` in train.toml: a team plays each RL episode on the trained model and the
+/// trained roles' sequences are trained; a role that is not in the team file is refused.
+#[test]
+fn a_team_trains_on_the_embedded_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = setup(dir.path(), 1);
+    std::fs::write(
+        dir.path().join("team.toml"),
+        r#"[team]
+entry = "lead"
+
+[roles.lead]
+system = "Answer, or delegate to the helper."
+may_call = ["helper"]
+max_turns = 1
+
+[roles.helper]
+system = "Answer the question you are given."
+max_turns = 1
+"#,
+    )
+    .unwrap();
+    let base = std::fs::read_to_string(&config).unwrap();
+    // Top-level keys go before the first table.
+    let with_team = base.replacen(
+        "output = \"out\"",
+        "output = \"out\"\nteam = \"team.toml\"\nroles = [\"lead\", \"helper\"]",
+        1,
+    );
+    std::fs::write(&config, &with_team).unwrap();
+    let out = train(&config).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let o = dir.path().join("out");
+    let rl: Vec<serde_json::Value> = rows(&o)
+        .into_iter()
+        .filter(|r| r["phase"] == "rl")
+        .collect();
+    assert_eq!(rl.len(), 1, "one RL step");
+    // The stored RL episodes were played by the team's entry role.
+    let stored = std::fs::read_to_string(o.join("episodes.jsonl")).unwrap();
+    assert!(stored.contains("\"lead\""), "the entry role is recorded");
+
+    std::fs::write(
+        &config,
+        with_team.replace("[\"lead\", \"helper\"]", "[\"boss\"]"),
+    )
+    .unwrap();
+    std::fs::remove_dir_all(&o).unwrap();
+    let out = train(&config).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("boss") && stderr.contains("lead"),
+        "{stderr}"
+    );
+}
