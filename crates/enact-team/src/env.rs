@@ -185,20 +185,8 @@ impl TeamEnv {
 
     /// Checks a `handoff` call and returns the receiver's run, or the refusal.
     fn hand_off(&mut self, call: &ToolCall) -> Result<ChildRun, ToolResult> {
-        let role = call.arguments["role"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        let note = call.arguments["note"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        let Some(spec) = self.spec().cloned() else {
-            return Err(Self::refuse(
-                call,
-                format!("role {} is not defined", self.role),
-            ));
-        };
+        let (role, note) = (str_arg(call, "role"), str_arg(call, "note"));
+        let spec = self.own_spec(call)?;
         if !spec.handoff_to.contains(&role) {
             return Err(Self::refuse(
                 call,
@@ -250,6 +238,13 @@ impl TeamEnv {
         )))
     }
 
+    /// This agent's role, or the refusal of `call` when the team does not define it.
+    fn own_spec(&self, call: &ToolCall) -> Result<RoleSpec, ToolResult> {
+        self.spec()
+            .cloned()
+            .ok_or_else(|| Self::refuse(call, format!("role {} is not defined", self.role)))
+    }
+
     fn refuse(call: &ToolCall, why: String) -> ToolResult {
         ToolResult {
             call_id: call.id.clone(),
@@ -261,20 +256,8 @@ impl TeamEnv {
 
     /// Checks a `delegate` call and returns the child's run, or the refusal.
     fn delegate(&mut self, call: &ToolCall) -> Result<ChildRun, ToolResult> {
-        let role = call.arguments["role"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        let text = call.arguments["task"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        let Some(spec) = self.spec().cloned() else {
-            return Err(Self::refuse(
-                call,
-                format!("role {} is not defined", self.role),
-            ));
-        };
+        let (role, text) = (str_arg(call, "role"), str_arg(call, "task"));
+        let spec = self.own_spec(call)?;
         if !self.can_delegate() {
             return Err(Self::refuse(
                 call,
@@ -640,4 +623,10 @@ impl Environment for TeamEnv {
     fn take_children(&mut self) -> Vec<ChildEpisode> {
         std::mem::take(&mut self.finished)
     }
+}
+
+/// A string argument of a call ("" when absent or not a string: the checks that follow say
+/// what is wrong).
+fn str_arg(call: &ToolCall, key: &str) -> String {
+    call.arguments[key].as_str().unwrap_or_default().to_string()
 }
