@@ -195,12 +195,8 @@ impl Suite for MultiSearchSuite {
     }
 
     fn tasks(&self, split: &str, count: usize, seed: u64) -> Vec<Task> {
-        let index = match SearchIndex::shared(self.corpus_seed) {
-            Ok(i) => i,
-            Err(e) => {
-                tracing::error!("search corpus unavailable: {e}");
-                return Vec::new();
-            }
+        let Some(index) = SearchIndex::shared_for_tasks(self.corpus_seed) else {
+            return Vec::new();
         };
         let pool = index.corpus.pool(split);
         if pool.len() < self.questions {
@@ -240,8 +236,7 @@ impl Suite for MultiSearchSuite {
     }
 
     fn make(&self, task: &Task) -> Result<Box<dyn Environment>, EnvError> {
-        let seed = task.env["corpus_seed"].as_u64().unwrap_or(self.corpus_seed);
-        let index = SearchIndex::shared(seed).map_err(|e| EnvError::Setup(e.to_string()))?;
+        let index = SearchIndex::for_task(task, self.corpus_seed)?;
         Ok(Box::new(SearchEnv::new(index).with_system(SYSTEM)))
     }
 

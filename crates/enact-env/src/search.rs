@@ -509,6 +509,20 @@ impl SearchIndex {
         })
     }
 
+    /// The shared index a suite draws its tasks from; `None` (logged) when the corpus cannot
+    /// be built, so the suite lists no tasks rather than failing.
+    pub fn shared_for_tasks(seed: u64) -> Option<Arc<SearchIndex>> {
+        SearchIndex::shared(seed)
+            .map_err(|e| tracing::error!("search corpus unavailable: {e}"))
+            .ok()
+    }
+
+    /// The index an episode of `task` searches: its `env.corpus_seed`, else `default_seed`.
+    pub fn for_task(task: &Task, default_seed: u64) -> Result<Arc<SearchIndex>, EnvError> {
+        let seed = task.env["corpus_seed"].as_u64().unwrap_or(default_seed);
+        SearchIndex::shared(seed).map_err(|e| EnvError::Setup(e.to_string()))
+    }
+
     /// The shared index of the corpus generated from `seed`. Up to [`MAX_CACHED_INDEXES`]
     /// indexes stay cached (least recently used evicted: a remote client chooses seeds), and
     /// a build runs outside the cache lock so a failing build cannot poison it.
@@ -794,12 +808,8 @@ impl Suite for SearchSuite {
     }
 
     fn tasks(&self, split: &str, count: usize, seed: u64) -> Vec<Task> {
-        let index = match SearchIndex::shared(self.corpus_seed) {
-            Ok(i) => i,
-            Err(e) => {
-                tracing::error!("search corpus unavailable: {e}");
-                return Vec::new();
-            }
+        let Some(index) = SearchIndex::shared_for_tasks(self.corpus_seed) else {
+            return Vec::new();
         };
         let pool = index.corpus.pool(split);
         let stream = split_stream(split, 0x7e57, 0x7a1e);
@@ -821,8 +831,7 @@ impl Suite for SearchSuite {
     }
 
     fn make(&self, task: &Task) -> Result<Box<dyn Environment>, EnvError> {
-        let seed = task.env["corpus_seed"].as_u64().unwrap_or(self.corpus_seed);
-        let index = SearchIndex::shared(seed).map_err(|e| EnvError::Setup(e.to_string()))?;
+        let index = SearchIndex::for_task(task, self.corpus_seed)?;
         Ok(Box::new(SearchEnv::new(index)))
     }
 
