@@ -92,20 +92,9 @@ fn samples_of_a_task_get_their_own_seeds() {
     let tmp = tempfile::tempdir().unwrap();
     tiny_model::tiny_chat_model(&tmp.path().join("tiny.gguf"));
     tiny_model::say_a_tasks(&tmp.path().join("tasks"), 0, 1);
-    let tasks = format!("tasks:{}", tmp.path().join("tasks").display());
     let sampled = |runs: &str| -> Vec<Vec<u32>> {
-        let (ok, _, stderr) = enact(
-            tmp.path(),
-            &[
-                "eval",
-                "--model",
-                "tiny.gguf",
-                "--threads",
-                "1",
-                "--weights",
-                "f32",
-                "--env",
-                &tasks,
+        let out = tiny_model::tiny_eval(tmp.path())
+            .args([
                 "-n",
                 "1",
                 "--samples",
@@ -122,9 +111,14 @@ fn samples_of_a_task_get_their_own_seeds() {
                 "5",
                 "--runs-dir",
                 runs,
-            ],
+            ])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() || stderr.contains("every episode failed"),
+            "{stderr}"
         );
-        assert!(ok || stderr.contains("every episode failed"), "{stderr}");
         let run = common::only_run_dir(&tmp.path().join(runs));
         std::fs::read_to_string(run.join("trajectories.jsonl"))
             .unwrap()

@@ -13,24 +13,12 @@ use enact_core::{Episode, SegmentKind, Tokenizer};
 
 #[path = "common/tiny_model.rs"]
 mod tiny_model;
-use tiny_model::{say_a_tasks, tiny_chat_model};
+use tiny_model::{say_a_tasks, tiny_chat_model, tiny_eval};
 
 mod common;
 
 fn eval(dir: &Path, runs: &str, extra: &[&str]) -> Vec<Episode> {
-    let out = Command::new(env!("CARGO_BIN_EXE_enact"))
-        .current_dir(dir)
-        .args([
-            "eval",
-            "--model",
-            "tiny.gguf",
-            "--threads",
-            "1",
-            "--weights",
-            "f32",
-            "--env",
-        ])
-        .arg(format!("tasks:{}", dir.join("tasks").display()))
+    let out = tiny_eval(dir)
         .args([
             "-n",
             "3",

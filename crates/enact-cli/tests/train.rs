@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 #[path = "common/tiny_model.rs"]
 mod tiny_model;
-use tiny_model::{say_a_tasks, tiny_chat_model};
+use tiny_model::{say_a_tasks, tiny_chat_model, tiny_eval};
 
 fn setup(dir: &Path, rl_steps: u64) -> PathBuf {
     tiny_chat_model(&dir.join("tiny.gguf"));
@@ -207,18 +207,7 @@ fn check_checkpoint_replays_the_final_evaluation(dir: &Path, out: &Path) {
         .unwrap();
     let want = answers(&std::fs::read_to_string(final_eval).unwrap());
     let eval = |checkpoint: Option<&Path>, runs: &str| {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_enact"));
-        c.current_dir(dir).args([
-            "eval",
-            "--model",
-            "tiny.gguf",
-            "--threads",
-            "1",
-            "--weights",
-            "f32",
-            "--env",
-        ]);
-        c.arg(format!("tasks:{}", dir.join("tasks").display()));
+        let mut c = tiny_eval(dir);
         c.args([
             "--split",
             "test",

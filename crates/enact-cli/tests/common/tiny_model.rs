@@ -5,6 +5,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::panic)]
 
 use std::path::Path;
+use std::process::Command;
 
 use candle_core::quantized::{GgmlDType, QTensor, gguf_file};
 use candle_core::{Device, Tensor};
@@ -171,4 +172,22 @@ turns = ["banana"]
             .unwrap();
         }
     }
+}
+
+/// `enact eval` on the tiny model (`DIR/tiny.gguf`, one thread, f32 weights) and the task
+/// files under `DIR/tasks`, run in `DIR`; the test adds the rest.
+pub fn tiny_eval(dir: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_enact"));
+    c.current_dir(dir).args([
+        "eval",
+        "--model",
+        "tiny.gguf",
+        "--threads",
+        "1",
+        "--weights",
+        "f32",
+        "--env",
+    ]);
+    c.arg(format!("tasks:{}", dir.join("tasks").display()));
+    c
 }
