@@ -24,6 +24,18 @@ fn chromium() -> Option<PathBuf> {
         })
 }
 
+/// Chromium, or the recorded skip (a failure where CI requires the browser).
+fn chromium_or_skip() -> Option<PathBuf> {
+    let found = chromium();
+    if found.is_none() {
+        skip(
+            Requirement::Browser,
+            "chromium is not installed (apt-get install chromium)",
+        );
+    }
+    found
+}
+
 /// The DOM after the page ran, as Chromium serialises it.
 fn dump_dom(browser: &Path, url: &str, profile: &Path) -> String {
     let out = Command::new(browser)
@@ -124,11 +136,7 @@ impl Drop for Viewer {
 
 #[test]
 fn the_viewer_renders_errors_forced_tokens_decisions_and_sub_agents() {
-    let Some(browser) = chromium() else {
-        skip(
-            Requirement::Browser,
-            "chromium is not installed (apt-get install chromium)",
-        );
+    let Some(browser) = chromium_or_skip() else {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
@@ -182,11 +190,7 @@ fn the_viewer_renders_errors_forced_tokens_decisions_and_sub_agents() {
 
 #[test]
 fn the_report_renders_its_plots() {
-    let Some(browser) = chromium() else {
-        skip(
-            Requirement::Browser,
-            "chromium is not installed (apt-get install chromium)",
-        );
+    let Some(browser) = chromium_or_skip() else {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
@@ -261,11 +265,7 @@ fn the_viewer_serves_rollout_and_train_directories() {
 /// with failing tools (forced stop text, tool errors, decisions), and a team eval (sub-agents).
 #[test]
 fn the_viewer_renders_real_runs_of_thinking_noise_and_a_team() {
-    let Some(browser) = chromium() else {
-        skip(
-            Requirement::Browser,
-            "chromium is not installed (apt-get install chromium)",
-        );
+    let Some(browser) = chromium_or_skip() else {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
