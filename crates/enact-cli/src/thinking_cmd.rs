@@ -12,6 +12,8 @@ use enact_core::{Effort, Episode, ThinkingMode};
 use serde::{Deserialize, Serialize};
 use tokio::signal::unix::{SignalKind, signal};
 
+use enact_eval::svg::escape;
+
 use crate::episode::{self, AgentArgs, RunConfig, TaskArgs};
 use crate::metrics::Summary;
 use crate::rundir::RunDir;
@@ -190,14 +192,9 @@ pub fn plot(rows: &[ModeRow], title: &str) -> String {
         * 1.1;
     let x = |v: f64| l + (w - l - r) * v / max_x;
     let y = |v: f64| t + (h - t - b) * (1.0 - v);
-    let esc = |s: &str| {
-        s.replace('&', "&amp;")
-            .replace('<', "&lt;")
-            .replace('>', "&gt;")
-    };
     let mut s = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"{l}\" y=\"22\" font-size=\"14\">{}</text>\n",
-        esc(title)
+        escape(title)
     );
     for i in 0..=4 {
         let v = i as f64 / 4.0;
@@ -244,7 +241,7 @@ pub fn plot(rows: &[ModeRow], title: &str) -> String {
             "<text x=\"{}\" y=\"{}\">{}</text>",
             px + 8,
             py - 8 - 12 * (i as i64 % 2),
-            esc(&names.join(", "))
+            escape(&names.join(", "))
         );
     }
     let _ = writeln!(
